@@ -1,0 +1,26 @@
+# Runs the real `coapgate dissect` binary the way a user would: arguments, stdin, and a bad
+# argument (non-zero exit with a one-line message).
+execute_process(COMMAND ${COAPGATE} dissect "40 02 12 34 91 00"
+                OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "respond \\(bad_option\\) 4.02 Bad Option option=9"
+   OR NOT out MATCHES "reply     60 82 12 34 ff")
+  message(FATAL_ERROR "dissect of an unknown critical option: rc=${rc}\n${out}")
+endif()
+
+file(WRITE ${CMAKE_CURRENT_BINARY_DIR}/dissect_input.txt "# comment\n40 00 12 34\n50 01 00 07\n")
+execute_process(COMMAND ${COAPGATE} dissect INPUT_FILE ${CMAKE_CURRENT_BINARY_DIR}/dissect_input.txt
+                OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "reset \\(ping\\)" OR NOT out MATCHES "4.04 Not Found")
+  message(FATAL_ERROR "dissect from stdin: rc=${rc}\n${out}")
+endif()
+
+execute_process(COMMAND ${COAPGATE} dissect "4g"
+                OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
+if(rc EQUAL 0 OR NOT err MATCHES "not a hex digit")
+  message(FATAL_ERROR "bad hex must fail: rc=${rc}\n${err}")
+endif()
+
+execute_process(COMMAND ${COAPGATE} OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
+if(rc EQUAL 0)
+  message(FATAL_ERROR "coapgate without a command must fail until the server lands")
+endif()
