@@ -5,23 +5,12 @@
 namespace coapgate::codec {
 namespace {
 
-[[nodiscard]] Triage Drop(Triage t, Reason reason) noexcept {
-  t.action = Action::kDrop;
-  t.reason = reason;
-  return t;
-}
-
-[[nodiscard]] Triage Reset(Triage t, Reason reason) noexcept {
-  t.action = Action::kReset;
-  t.reason = reason;
-  return t;
-}
-
-[[nodiscard]] Triage Respond(Triage t, Reason reason, uint8_t code) noexcept {
-  t.action = Action::kRespond;
+// The outcome setters mutate the one Triage that TriageDatagram returns, so every return
+// path names the same object and the ~100-byte result is built in place (NRVO), never copied.
+void SetOutcome(Triage& t, Action action, Reason reason, uint8_t code = 0) noexcept {
+  t.action = action;
   t.reason = reason;
   t.response_code = code;
-  return t;
 }
 
 [[nodiscard]] Reason ReasonOf(RequestErrc errc) noexcept {
@@ -63,27 +52,36 @@ Triage TriageDatagram(std::span<const std::byte> datagram, const TriageLimits& l
     t.parse_errc = e.errc;
     t.message.type = e.type;
     t.message.message_id = e.message_id;
-    if (e.errc == ParseErrc::kTooShort) return Drop(t, Reason::kTooShort);
-    if (e.errc == ParseErrc::kBadVersion) return Drop(t, Reason::kBadVersion);
-    return DispositionOf(e) == Disposition::kReset ? Reset(t, Reason::kFormatError)
-                                                   : Drop(t, Reason::kFormatError);
+    if (e.errc == ParseErrc::kTooShort) {
+      SetOutcome(t, Action::kDrop, Reason::kTooShort);
+    } else if (e.errc == ParseErrc::kBadVersion) {
+      SetOutcome(t, Action::kDrop, Reason::kBadVersion);
+    } else {
+      SetOutcome(t, DispositionOf(e) == Disposition::kReset ? Action::kReset : Action::kDrop,
+                 Reason::kFormatError);
+    }
+    return t;
   }
   t.message = *parsed;
   const MessageView& m = t.message;
-  const bool con = m.confirmable();
+  const Action reject = m.confirmable() ? Action::kReset : Action::kDrop;
 
   if (m.type == MessageType::kAcknowledgement || m.type == MessageType::kReset) {
-    return Drop(t, Reason::kStrayAckOrReset);
+    SetOutcome(t, Action::kDrop, Reason::kStrayAckOrReset);
+    return t;
   }
   if (m.code == code::kEmpty) {
     // RFC 7252 §4.3: a NON must not be Empty; §4.2: an Empty CON is a ping, answered by RST.
-    return con ? Reset(t, Reason::kPing) : Drop(t, Reason::kFormatError);
+    SetOutcome(t, reject, m.confirmable() ? Reason::kPing : Reason::kFormatError);
+    return t;
   }
   if (IsReservedClass(m.code)) {
-    return con ? Reset(t, Reason::kReservedCode) : Drop(t, Reason::kReservedCode);
+    SetOutcome(t, reject, Reason::kReservedCode);
+    return t;
   }
   if (!IsRequestCode(m.code)) {
-    return con ? Reset(t, Reason::kUnsolicitedResponse) : Drop(t, Reason::kUnsolicitedResponse);
+    SetOutcome(t, reject, Reason::kUnsolicitedResponse);
+    return t;
   }
 
   auto request = DecodeRequest(m);
@@ -91,27 +89,31 @@ Triage TriageDatagram(std::span<const std::byte> datagram, const TriageLimits& l
     t.option_number = request.error().option_number;
     const Reason reason = ReasonOf(request.error().errc);
     // RFC 7252 §5.4.1: 4.02 for a CON request; a NON with such an option is rejected.
-    if (reason == Reason::kBadOption && !con) return Reset(t, reason);
-    return Respond(t, reason, ResponseCodeOf(request.error().errc));
+    if (reason == Reason::kBadOption && !m.confirmable()) {
+      SetOutcome(t, Action::kReset, reason);
+    } else {
+      SetOutcome(t, Action::kRespond, reason, ResponseCodeOf(request.error().errc));
+    }
+    return t;
   }
   t.request = *request;
 
   const Route route = t.request.route;
   const uint8_t method = m.code;
-  if (route == Route::kUnknown) return Respond(t, Reason::kNotFound, code::kNotFound);
-  if (route == Route::kBootstrap) {
-    if (method != code::kGet) return Respond(t, Reason::kMethodNotAllowed, code::kMethodNotAllowed);
-  } else if (method == code::kGet) {
+  if (route == Route::kUnknown) {
+    SetOutcome(t, Action::kRespond, Reason::kNotFound, code::kNotFound);
+  } else if (route == Route::kBootstrap && method != code::kGet) {
+    SetOutcome(t, Action::kRespond, Reason::kMethodNotAllowed, code::kMethodNotAllowed);
+  } else if (route != Route::kBootstrap && method == code::kGet) {
     // The reference system answers GET on its ingest path with 4.04 "Not Found".
-    return Respond(t, Reason::kNotFound, code::kNotFound);
-  } else if (method != code::kPost) {
-    return Respond(t, Reason::kMethodNotAllowed, code::kMethodNotAllowed);
+    SetOutcome(t, Action::kRespond, Reason::kNotFound, code::kNotFound);
+  } else if (route != Route::kBootstrap && method != code::kPost) {
+    SetOutcome(t, Action::kRespond, Reason::kMethodNotAllowed, code::kMethodNotAllowed);
+  } else if (m.payload.size() > limits.max_payload) {
+    SetOutcome(t, Action::kRespond, Reason::kPayloadTooLarge, code::kRequestEntityTooLarge);
+  } else {
+    SetOutcome(t, Action::kRequest, Reason::kNone);
   }
-  if (m.payload.size() > limits.max_payload) {
-    return Respond(t, Reason::kPayloadTooLarge, code::kRequestEntityTooLarge);
-  }
-  t.action = Action::kRequest;
-  t.reason = Reason::kNone;
   return t;
 }
 

@@ -1,6 +1,6 @@
 // The data-plane contract "no allocation per message", asserted: this binary links the
-// counting operator new (tests/support/allocation_counter.h) and runs a typical device POST and the replies
-// through every codec entry point.
+// counting operator new (tests/support/allocation_counter.h) and runs a typical device POST
+// and the replies through every codec entry point.
 #include <gtest/gtest.h>
 
 #include <array>

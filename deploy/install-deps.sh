@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything coapgate's build, tests and benchmarks need on a bare Debian 12
+# (bookworm), as root: Debian packages with apt-get, the Node test clients with npm.
+# Idempotent: a second run changes nothing and does not touch the network.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config git ca-certificates
+  clang libclang-rt-14-dev          # ASan/UBSan/TSan presets and the libFuzzer targets
+  # libraries (header-only ones included)
+  libexpected-dev libcli11-dev libfmt-dev libspdlog-dev libtomlplusplus-dev
+  liburing-dev libsqlite3-dev libmosquitto-dev librdkafka-dev
+  # tests and benchmarks
+  googletest libgtest-dev libgmock-dev libbenchmark-dev
+  libcoap3-bin mosquitto mosquitto-clients   # real CoAP clients and MQTT broker for tests
+  libcoap3-dev                               # libcoap parser: same-run yardstick in bench/
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # mosquitto's package starts a system broker on 1883; tests start their own on ephemeral
+  # ports, so the system one is stopped where a service manager runs it.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
+    systemctl disable --now mosquitto || true
+  fi
+fi
+
+# Node.js test clients (node-coap-client: the reference system's documented DTLS client).
+if ! command -v npm >/dev/null; then
+  apt-get install -y -q --no-install-recommends nodejs npm
+fi
+if [[ ! -d tests/clients/node_modules ]] || [[ tests/clients/package-lock.json -nt tests/clients/node_modules ]]; then
+  npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
+  touch tests/clients/node_modules
+fi
+echo "install-deps: ready"
