@@ -24,3 +24,11 @@ execute_process(COMMAND ${COAPGATE} OUTPUT_VARIABLE out ERROR_VARIABLE err RESUL
 if(rc EQUAL 0)
   message(FATAL_ERROR "coapgate without a command must fail until the server lands")
 endif()
+
+# The quick start's demo input (deploy/run.sh) must keep showing a valid device POST.
+execute_process(COMMAND ${COAPGATE} dissect INPUT_FILE ${EXAMPLES}
+                OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "route=/ topic=sensors/a\nverdict   request"
+   OR NOT out MATCHES "route=/ topic=1\nverdict   respond \\(not_found\\)")
+  message(FATAL_ERROR "deploy/examples/datagrams.txt: rc=${rc}\n${out}")
+endif()
