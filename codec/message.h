@@ -77,7 +77,14 @@ struct MessageView {
 [[nodiscard]] Result<MessageView, ParseError> ParseMessage(
     std::span<const std::byte> datagram) noexcept;
 
+// Reads only the fixed header and the token, for a datagram known to be cut short (larger
+// than the receive buffer): enough to answer it (4.13) without trusting the rest. The
+// result has empty options and payload.
+[[nodiscard]] Result<MessageView, ParseError> ParseHeader(
+    std::span<const std::byte> datagram) noexcept;
+
 // A MessageView must not outlive its bytes: refuse temporaries that own them.
 Result<MessageView, ParseError> ParseMessage(std::vector<std::byte>&&) = delete;
+Result<MessageView, ParseError> ParseHeader(std::vector<std::byte>&&) = delete;
 
 }  // namespace coapgate::codec

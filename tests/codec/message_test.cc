@@ -203,6 +203,22 @@ TEST(ParseMessage, FormatErrorDispositionFollowsType) {
   }
 }
 
+TEST(ParseHeader, ReadsHeaderAndTokenOfATruncatedDatagram) {
+  // A POST cut in the middle of an option: the header is still answerable.
+  const auto d = Bytes("44 02 30 39 de ad be ef bd 40 61 61");
+  EXPECT_FALSE(ParseMessage(d));
+  auto m = ParseHeader(d);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->message_id, 0x3039);
+  EXPECT_EQ(m->token.size(), 4u);
+  EXPECT_TRUE(m->options.empty());
+  EXPECT_TRUE(m->payload.empty());
+  const auto short_token = Bytes("44 02 30 39 de");
+  EXPECT_EQ(ParseHeader(short_token).error().errc, ParseErrc::kTruncatedToken);
+  const auto v2 = Bytes("84 02 30 39");
+  EXPECT_EQ(ParseHeader(v2).error().errc, ParseErrc::kBadVersion);
+}
+
 TEST(ParseMessage, ErrorNamesAreStable) {
   EXPECT_EQ(ToString(ParseErrc::kTruncatedOption), "truncated_option");
   EXPECT_EQ(ToString(ParseErrc::kBadVersion), "bad_version");
