@@ -1,0 +1,337 @@
+#include "sinks/envelope.h"
+
+#include <array>
+#include <cstring>
+
+// The XXH3 state type is only public with XXH_STATIC_LINKING_ONLY; it lets the state live on
+// the stack (XXH3_createState would allocate). Its layout is the one of the libxxhash that
+// provides the header, which Debian ships as one version (0.8.x; XXH3 output is frozen since
+// 0.8.0, so ids stay stable across library upgrades).
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+namespace coapgate::sinks {
+namespace {
+
+// ---- Message id -------------------------------------------------------------------------
+
+// Prepended to the hashed encoding: names the format, so a future v2 can never collide with
+// v1 ids by accident.
+constexpr std::string_view kMessageIdDomain = "coapgate.MessageId.v1";
+
+// Feeds the encoding to XXH3 without building it in memory.
+class IdHasher {
+ public:
+  IdHasher() noexcept {
+    XXH3_INITSTATE(&state_);
+    (void)XXH3_128bits_reset(&state_);  // fails only for a null state
+  }
+  void Raw(const void* data, size_t size) noexcept {
+    if (size != 0) (void)XXH3_128bits_update(&state_, data, size);
+  }
+  // Little-endian regardless of the host, so ids agree across machines.
+  void Length(size_t n) noexcept {
+    std::array<unsigned char, 8> le;
+    for (size_t i = 0; i < le.size(); ++i) {
+      le[i] = static_cast<unsigned char>(uint64_t{n} >> (8 * i));
+    }
+    Raw(le.data(), le.size());
+  }
+  void Field(const void* data, size_t size) noexcept {
+    Length(size);
+    Raw(data, size);
+  }
+  [[nodiscard]] MessageId Digest() const noexcept {
+    const XXH128_hash_t h = XXH3_128bits_digest(&state_);
+    return {h.high64, h.low64};
+  }
+
+ private:
+  XXH3_state_t state_;
+};
+
+// ---- JSON escaping ----------------------------------------------------------------------
+
+constexpr char kHexDigits[] = "0123456789abcdef";
+constexpr std::string_view kReplacementEscape = "\\ufffd";
+
+// Escaped width of an ASCII byte: 1 (as is), 2 (\" or \\) or 6 (\u00XX).
+constexpr std::array<uint8_t, 128> kAsciiWidth = [] {
+  std::array<uint8_t, 128> w{};
+  for (size_t c = 0; c < w.size(); ++c) w[c] = c < 0x20 ? 6 : 1;
+  w['"'] = 2;
+  w['\\'] = 2;
+  return w;
+}();
+
+// One step over a non-ASCII position (Unicode §3.9 table 3-7): either a well-formed UTF-8
+// sequence, or the maximal ill-formed subpart to replace with one U+FFFD.
+struct Utf8Step {
+  size_t length;  ///< >= 1
+  bool valid;
+};
+
+// REQUIRES: !in.empty() && in[0] >= 0x80.
+[[nodiscard]] Utf8Step NextUtf8(std::string_view in) noexcept {
+  const auto byte = [&](size_t i) { return static_cast<unsigned char>(in[i]); };
+  const unsigned char lead = byte(0);
+  size_t need;               // continuation bytes the lead announces
+  unsigned char lo = 0x80;   // allowed range of the first continuation byte
+  unsigned char hi = 0xbf;
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    need = 1;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    need = 2;
+    if (lead == 0xe0) lo = 0xa0;  // no overlongs
+    if (lead == 0xed) hi = 0x9f;  // no surrogates
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    need = 3;
+    if (lead == 0xf0) lo = 0x90;  // no overlongs
+    if (lead == 0xf4) hi = 0x8f;  // nothing above U+10FFFF
+  } else {
+    return {1, false};  // 80..C1 and F5..FF never start a sequence
+  }
+  size_t i = 1;
+  for (; i <= need && i < in.size(); ++i) {
+    const unsigned char c = byte(i);
+    if (c < lo || c > hi) return {i, false};
+    lo = 0x80;
+    hi = 0xbf;
+  }
+  return {i, i == need + 1};
+}
+
+// Copies `text` to out+pos if it fits in `cap`; returns false otherwise.
+[[nodiscard]] bool Put(std::string_view text, char* out, size_t cap, size_t& pos) noexcept {
+  if (text.size() > cap - pos) return false;
+  std::memcpy(out + pos, text.data(), text.size());
+  pos += text.size();
+  return true;
+}
+
+// ---- Envelope ---------------------------------------------------------------------------
+
+// The fixed text around the fields, shared by the formatter and MaxEnvelopeSize so the two
+// cannot disagree.
+constexpr std::string_view kIdOpen = "{\"id\":\"";
+constexpr std::string_view kAfterId =
+    "\",\"type\":\"TELEMETRY_DATA\",\"source\":\"COAP\",\"version\":\"1.0.0\",\"received\":\"";
+constexpr std::string_view kIccidOpen = "\",\"device\":{\"iccid\":\"";
+constexpr std::string_view kImsiOpen = "\",\"imsi\":\"";
+constexpr std::string_view kIpOpen = "\",\"ip\":\"";
+constexpr std::string_view kStringPayloadOpen =
+    "\"},\"payload\":{\"type\":\"STRING\",\"encoding\":\"base64\",\"value\":\"";
+constexpr std::string_view kStringPayloadClose = "\"";
+constexpr std::string_view kJsonPayloadOpen = "\"},\"payload\":{\"type\":\"JSON\",\"value\":";
+constexpr std::string_view kTopicOpen = ",\"topic\":\"";
+constexpr std::string_view kTopicClose = "\"";
+constexpr std::string_view kClose = "}}";
+
+constexpr size_t kMaxDecimalDigits = 20;  // UINT64_MAX = 18446744073709551615
+
+[[nodiscard]] size_t DecimalLength(uint64_t v) noexcept {
+  size_t n = 1;
+  while (v >= 10) {
+    v /= 10;
+    ++n;
+  }
+  return n;
+}
+
+// Appends to a fixed buffer; remembers overflow instead of writing past the end, so the
+// formatter reads straight through and checks once.
+class Writer {
+ public:
+  explicit Writer(std::span<char> out) noexcept : out_(out) {}
+
+  void Literal(std::string_view text) noexcept {
+    if (overflow_ || !Put(text, out_.data(), out_.size(), size_)) overflow_ = true;
+  }
+  void Escaped(std::string_view text) noexcept {
+    if (overflow_ || text.empty()) return;
+    const size_t n = JsonEscape(text, out_.subspan(size_));
+    if (n == 0) overflow_ = true;
+    size_ += n;
+  }
+  void Base64(std::span<const std::byte> bytes) noexcept {
+    if (overflow_) return;
+    if (Base64Length(bytes.size()) > out_.size() - size_) {
+      overflow_ = true;
+      return;
+    }
+    size_ += Base64Encode(bytes, out_.data() + size_);
+  }
+  void Decimal(uint64_t v) noexcept {
+    std::array<char, kMaxDecimalDigits> digits;
+    size_t n = 0;
+    do {
+      digits[digits.size() - ++n] = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v != 0);
+    Literal({digits.data() + digits.size() - n, n});
+  }
+  void Id(const MessageId& id) noexcept {
+    std::array<char, kMessageIdTextLength> text;
+    Literal({text.data(), FormatMessageId(id, text.data())});
+  }
+  [[nodiscard]] bool overflow() const noexcept { return overflow_; }
+  [[nodiscard]] size_t size() const noexcept { return size_; }
+
+ private:
+  std::span<char> out_;
+  size_t size_ = 0;  // Invariant: size_ <= out_.size()
+  bool overflow_ = false;
+};
+
+}  // namespace
+
+MessageId MakeMessageId(std::string_view iccid, uint16_t message_id,
+                        std::span<const std::byte> token, std::string_view topic,
+                        std::span<const std::byte> payload) noexcept {
+  // Encoding v1: domain | len8 iccid | mid (2 bytes, network order) | len8 token |
+  // len8 topic | len8 payload, where len8 is the 8-byte little-endian length followed by the
+  // bytes. Every variable field is length-prefixed, so no two input tuples share an encoding.
+  IdHasher h;
+  h.Raw(kMessageIdDomain.data(), kMessageIdDomain.size());
+  h.Field(iccid.data(), iccid.size());
+  const std::array<unsigned char, 2> mid = {static_cast<unsigned char>(message_id >> 8),
+                                            static_cast<unsigned char>(message_id & 0xff)};
+  h.Raw(mid.data(), mid.size());
+  h.Field(token.data(), token.size());
+  h.Field(topic.data(), topic.size());
+  h.Field(payload.data(), payload.size());
+  return h.Digest();
+}
+
+size_t FormatMessageId(const MessageId& id, char* out) noexcept {
+  size_t pos = 0;
+  for (int i = 0; i < 32; ++i) {
+    if (i == 8 || i == 12 || i == 16 || i == 20) out[pos++] = '-';
+    const uint64_t half = i < 16 ? id.hi : id.lo;
+    const int shift = 60 - 4 * (i % 16);
+    out[pos++] = kHexDigits[(half >> shift) & 0xf];
+  }
+  return pos;
+}
+
+size_t Base64Encode(std::span<const std::byte> in, char* out) noexcept {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const auto byte = [&](size_t i) { return static_cast<uint32_t>(in[i]); };
+  size_t pos = 0;
+  size_t i = 0;
+  for (; i + 3 <= in.size(); i += 3) {
+    const uint32_t v = byte(i) << 16 | byte(i + 1) << 8 | byte(i + 2);
+    out[pos++] = kAlphabet[v >> 18];
+    out[pos++] = kAlphabet[(v >> 12) & 0x3f];
+    out[pos++] = kAlphabet[(v >> 6) & 0x3f];
+    out[pos++] = kAlphabet[v & 0x3f];
+  }
+  const size_t rest = in.size() - i;
+  if (rest != 0) {
+    const uint32_t v = byte(i) << 16 | (rest == 2 ? byte(i + 1) << 8 : 0);
+    out[pos++] = kAlphabet[v >> 18];
+    out[pos++] = kAlphabet[(v >> 12) & 0x3f];
+    out[pos++] = rest == 2 ? kAlphabet[(v >> 6) & 0x3f] : '=';
+    out[pos++] = '=';
+  }
+  return pos;
+}
+
+size_t JsonEscape(std::string_view in, std::span<char> out) noexcept {
+  char* const o = out.data();
+  const size_t cap = out.size();
+  size_t pos = 0;
+  size_t i = 0;
+  while (i < in.size()) {
+    const auto c = static_cast<unsigned char>(in[i]);
+    if (c < 0x80 && kAsciiWidth[c] == 1) {
+      // A run of bytes that pass as they are: one bounds check, one copy.
+      size_t end = i + 1;
+      while (end < in.size() && static_cast<unsigned char>(in[end]) < 0x80 &&
+             kAsciiWidth[static_cast<unsigned char>(in[end])] == 1) {
+        ++end;
+      }
+      if (!Put(in.substr(i, end - i), o, cap, pos)) return 0;
+      i = end;
+    } else if (c < 0x80) {
+      const char escape[6] = {'\\', 'u', '0', '0', kHexDigits[c >> 4], kHexDigits[c & 0xf]};
+      const char quoted[2] = {'\\', static_cast<char>(c)};
+      const std::string_view text =
+          kAsciiWidth[c] == 2 ? std::string_view(quoted, 2) : std::string_view(escape, 6);
+      if (!Put(text, o, cap, pos)) return 0;
+      ++i;
+    } else {
+      const Utf8Step step = NextUtf8(in.substr(i));
+      if (!Put(step.valid ? in.substr(i, step.length) : kReplacementEscape, o, cap, pos)) {
+        return 0;
+      }
+      i += step.length;
+    }
+  }
+  return pos;
+}
+
+size_t JsonEscapedLength(std::string_view in) noexcept {
+  size_t n = 0;
+  size_t i = 0;
+  while (i < in.size()) {
+    const auto c = static_cast<unsigned char>(in[i]);
+    if (c < 0x80) {
+      n += kAsciiWidth[c];
+      ++i;
+    } else {
+      const Utf8Step step = NextUtf8(in.substr(i));
+      n += step.valid ? step.length : kReplacementEscape.size();
+      i += step.length;
+    }
+  }
+  return n;
+}
+
+size_t FormatTelemetryEnvelope(const EnvelopeFields& f, std::span<char> out) noexcept {
+  Writer w(out);
+  w.Literal(kIdOpen);
+  w.Id(f.id);
+  w.Literal(kAfterId);
+  w.Decimal(f.received_ms);
+  w.Literal(kIccidOpen);
+  w.Escaped(f.iccid);
+  if (!f.imsi.empty()) {
+    w.Literal(kImsiOpen);
+    w.Escaped(f.imsi);
+  }
+  w.Literal(kIpOpen);
+  w.Escaped(f.ip);
+  if (f.json_payload.empty()) {
+    w.Literal(kStringPayloadOpen);
+    w.Base64(f.payload);
+    w.Literal(kStringPayloadClose);
+  } else {
+    w.Literal(kJsonPayloadOpen);
+    w.Literal(f.json_payload);
+  }
+  if (!f.topic.empty()) {
+    w.Literal(kTopicOpen);
+    w.Escaped(f.topic);
+    w.Literal(kTopicClose);
+  }
+  w.Literal(kClose);
+  return w.overflow() ? 0 : w.size();
+}
+
+size_t MaxEnvelopeSize(const EnvelopeFields& f) noexcept {
+  size_t n = kIdOpen.size() + kMessageIdTextLength + kAfterId.size() +
+             DecimalLength(f.received_ms) + kIccidOpen.size() + JsonEscapedLength(f.iccid) +
+             kIpOpen.size() + JsonEscapedLength(f.ip) + kClose.size();
+  if (!f.imsi.empty()) n += kImsiOpen.size() + JsonEscapedLength(f.imsi);
+  if (f.json_payload.empty()) {
+    n += kStringPayloadOpen.size() + Base64Length(f.payload.size()) + kStringPayloadClose.size();
+  } else {
+    n += kJsonPayloadOpen.size() + f.json_payload.size();
+  }
+  if (!f.topic.empty()) n += kTopicOpen.size() + JsonEscapedLength(f.topic) + kTopicClose.size();
+  return n;
+}
+
+}  // namespace coapgate::sinks

@@ -1,0 +1,92 @@
+// The downstream message format (SPEC §5): the TELEMETRY_DATA envelope of the reference
+// system (reference 1nce-coap-endpoint.md §6.1) and the message id that makes it idempotent
+// (SPEC §4, reliability reference I6).
+//
+// Thread contract: pure functions; any thread. The formatters write into caller buffers,
+// never past them, never allocate and never throw: they run once per message on the
+// publisher threads.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+namespace coapgate::sinks {
+
+// A 128-bit message id, printed as a lowercase UUID-shaped string (8-4-4-4-12 hex digits of
+// hi then lo, 36 chars). It is a hash, not an RFC 9562 UUID: no version or variant bits.
+struct MessageId {
+  uint64_t hi;
+  uint64_t lo;
+
+  friend bool operator==(const MessageId&, const MessageId&) = default;
+};
+
+// The stable idempotency key of one device request: the same request retransmitted (same
+// device, MID, token, topic and payload) gets the same id, also across a coapgate restart, so
+// consumers can drop duplicates; different requests get different ids with overwhelming
+// probability. Two requests equal in all five inputs are indistinguishable by design.
+//
+// XXH3-128 (seed 0) over a versioned, length-prefixed encoding of the inputs; see
+// envelope.cc. The encoding is a persisted format: changing it changes every id, so
+// consumers would stop recognising duplicates across the upgrade.
+[[nodiscard]] MessageId MakeMessageId(std::string_view iccid, uint16_t message_id,
+                                      std::span<const std::byte> token, std::string_view topic,
+                                      std::span<const std::byte> payload) noexcept;
+
+inline constexpr size_t kMessageIdTextLength = 36;
+
+// Writes the 36-char text form to out[0..36) and returns 36. No terminating NUL.
+// REQUIRES: `out` has room for kMessageIdTextLength chars.
+size_t FormatMessageId(const MessageId& id, char* out) noexcept;
+
+// The fields of one TELEMETRY_DATA envelope. Views only: they must outlive the call.
+struct EnvelopeFields {
+  MessageId id;
+  uint64_t received_ms;  ///< Unix epoch ms, printed as a JSON string, as the reference does
+  std::string_view iccid;
+  std::string_view imsi;  ///< empty: no "imsi" member in "device"
+  std::string_view ip;    ///< as text: "100.91.200.24" or an IPv6 address
+  std::string_view topic;               ///< empty: no "topic" member in "payload"
+  std::span<const std::byte> payload;   ///< raw bytes, sent as base64 (ignored with json_payload)
+  // Non-empty only when the Energy Saver translated the payload: then "payload" is
+  // {"type":"JSON","value":<this, verbatim>}. REQUIRES: one valid JSON value (our translator's
+  // output); it is not re-validated here.
+  std::string_view json_payload;
+};
+
+// Writes one envelope, one line, no spaces, keys in this order:
+//   {"id":"…","type":"TELEMETRY_DATA","source":"COAP","version":"1.0.0","received":"…",
+//    "device":{"iccid":"…","imsi":"…","ip":"…"},
+//    "payload":{"type":"STRING","encoding":"base64","value":"…","topic":"…"}}
+// or, with json_payload, "payload":{"type":"JSON","value":{…},"topic":"…"}.
+// The text fields (iccid, imsi, ip, topic) go through JsonEscape.
+// Returns the bytes written, or 0 if `out` is too small (then out's contents are
+// unspecified, but nothing past out.size() was touched).
+[[nodiscard]] size_t FormatTelemetryEnvelope(const EnvelopeFields& f,
+                                             std::span<char> out) noexcept;
+
+// The size FormatTelemetryEnvelope needs for these fields; it is exact (the formatter writes
+// precisely this many bytes), so it is also the smallest buffer that works. Costs one scan
+// of the text fields, none of the payload.
+[[nodiscard]] size_t MaxEnvelopeSize(const EnvelopeFields& f) noexcept;
+
+// Standard base64 (RFC 4648 §4: alphabet A–Z a–z 0–9 + /, '=' padding).
+[[nodiscard]] constexpr size_t Base64Length(size_t n) noexcept { return (n + 2) / 3 * 4; }
+
+// Writes Base64Length(in.size()) chars and returns that count.
+// REQUIRES: `out` has room for Base64Length(in.size()) chars.
+size_t Base64Encode(std::span<const std::byte> in, char* out) noexcept;
+
+// Escapes arbitrary bytes for use inside a JSON string (without the quotes): '"' and '\' get
+// a backslash, control chars (< 0x20) become \u00XX (lowercase hex), well-formed UTF-8 passes
+// through, and each maximal ill-formed subsequence (Unicode §3.9 U+FFFD substitution) is
+// written as the 6 chars \ufffd. Returns the bytes written, or 0 if `out` is too small
+// (ambiguous only for empty input, which writes nothing).
+[[nodiscard]] size_t JsonEscape(std::string_view in, std::span<char> out) noexcept;
+
+// What JsonEscape(in, …) writes, in chars; at most 6 * in.size().
+[[nodiscard]] size_t JsonEscapedLength(std::string_view in) noexcept;
+
+}  // namespace coapgate::sinks

@@ -1,0 +1,69 @@
+#include "sinks/handoff.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+namespace coapgate::sinks {
+
+Handoff::Handoff(uint32_t capacity, uint32_t max_payload)
+    : capacity_(capacity),
+      max_payload_(max_payload),
+      messages_(new InflightMessage[capacity]),
+      payloads_(new std::byte[static_cast<size_t>(capacity) * max_payload]),
+      free_(capacity),
+      free_count_(capacity),
+      outbound_(capacity),
+      // One more than capacity: the ring needs a spare entry to hold `capacity` items.
+      completions_(capacity + 1) {
+  for (uint32_t i = 0; i < capacity; ++i) {
+    messages_[i].payload = payloads_.get() + static_cast<size_t>(i) * max_payload;
+    free_[i] = capacity - 1 - i;  // hand out low slots first: their pages get touched first
+  }
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) {
+    std::perror("coapgate: eventfd");
+    std::abort();
+  }
+}
+
+Handoff::~Handoff() {
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+bool Handoff::Acquire(uint32_t* slot) noexcept {
+  if (free_count_ == 0) return false;
+  *slot = free_[--free_count_];
+  return true;
+}
+
+void Handoff::Release(uint32_t slot) noexcept { free_[free_count_++] = slot; }
+
+bool Handoff::PopCompletion(uint32_t* slot, bool* accepted) noexcept {
+  uint32_t v;
+  if (!completions_.pop(v)) return false;
+  *slot = v & ~kRejectedBit;
+  *accepted = (v & kRejectedBit) == 0;
+  return true;
+}
+
+void Handoff::DrainWake() noexcept {
+  uint64_t ignored;
+  while (read(wake_fd_, &ignored, sizeof(ignored)) > 0) {
+  }
+}
+
+void Handoff::Complete(uint32_t slot, bool accepted) noexcept {
+  const bool pushed = completions_.push(accepted ? slot : (slot | kRejectedBit));
+  if (!pushed) std::abort();  // impossible: more completions than slots
+}
+
+void Handoff::WakeShard() noexcept {
+  const uint64_t one = 1;
+  // EAGAIN means the counter is already non-zero: the shard will wake anyway.
+  [[maybe_unused]] const ssize_t n = write(wake_fd_, &one, sizeof(one));
+}
+
+}  // namespace coapgate::sinks

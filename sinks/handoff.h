@@ -1,0 +1,109 @@
+// Handoff: the bounded, lock-free channel between one shard and the publisher workers.
+//
+// A shard copies each accepted request into one of its fixed in-flight slots (the only copy
+// of the payload after the receive buffer), pushes the slot number onto `outbound`, and
+// later pops (slot, outcome) from `completions` to answer the device. Slot memory is
+// allocated once; nothing is allocated per message.
+//
+// Ownership contract (the point of the type):
+//   - slot allocation (Acquire/Release) and the `shard_*` fields: the shard thread only;
+//   - between PushOutbound and the matching completion, the slot's message fields belong to
+//     the publisher (read-only) and the shard does not touch them;
+//   - outbound is single-producer (shard) single-consumer (the one publisher thread that
+//     serves this shard); completions the reverse. Each side wakes the other via eventfd.
+#pragma once
+
+#include <boost/lockfree/spsc_queue.hpp>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace coapgate::sinks {
+
+inline constexpr size_t kMaxIccidLength = 22;
+inline constexpr size_t kMaxImsiLength = 15;
+inline constexpr size_t kMaxTopicLength = 253;
+
+// One accepted device message, as the publishers see it.
+struct InflightMessage {
+  uint64_t received_ms = 0;  ///< Unix epoch ms at receipt
+  uint16_t message_id = 0;
+  uint8_t token_length = 0;
+  uint8_t iccid_length = 0;
+  uint8_t imsi_length = 0;
+  uint8_t topic_length = 0;  ///< 0 = no topic
+  uint16_t payload_length = 0;
+  std::array<std::byte, 8> token{};
+  std::array<uint8_t, 16> ip{};  ///< IPv6, or IPv4-mapped (::ffff:a.b.c.d)
+  std::array<char, kMaxIccidLength> iccid{};
+  std::array<char, kMaxImsiLength> imsi{};
+  std::array<char, kMaxTopicLength> topic{};
+  std::byte* payload = nullptr;  ///< the slot's own payload area (max_payload bytes)
+
+  [[nodiscard]] std::string_view Iccid() const noexcept { return {iccid.data(), iccid_length}; }
+  [[nodiscard]] std::string_view Imsi() const noexcept { return {imsi.data(), imsi_length}; }
+  [[nodiscard]] std::string_view Topic() const noexcept { return {topic.data(), topic_length}; }
+  [[nodiscard]] std::span<const std::byte> Token() const noexcept {
+    return {token.data(), token_length};
+  }
+  [[nodiscard]] std::span<const std::byte> Payload() const noexcept {
+    return {payload, payload_length};
+  }
+};
+
+class Handoff {
+ public:
+  // Allocates `capacity` slots with `max_payload` bytes each, both queues, and the shard's
+  // wake-up eventfd. Aborts if the eventfd cannot be created (startup only).
+  Handoff(uint32_t capacity, uint32_t max_payload);
+  ~Handoff();
+  Handoff(const Handoff&) = delete;
+  Handoff& operator=(const Handoff&) = delete;
+
+  [[nodiscard]] uint32_t capacity() const noexcept { return capacity_; }
+  [[nodiscard]] uint32_t max_payload() const noexcept { return max_payload_; }
+  [[nodiscard]] uint32_t in_use() const noexcept { return capacity_ - free_count_; }
+
+  // --- shard side ---------------------------------------------------------------------
+  // A free slot number, or false when all are in flight (the caller answers 5.03).
+  [[nodiscard]] bool Acquire(uint32_t* slot) noexcept;
+  void Release(uint32_t slot) noexcept;
+  [[nodiscard]] InflightMessage& message(uint32_t slot) noexcept { return messages_[slot]; }
+  // False when the queue is full; the slot stays the shard's.
+  [[nodiscard]] bool PushOutbound(uint32_t slot) noexcept { return outbound_.push(slot); }
+  // Pops one completion: the slot and whether every sink accepted it.
+  [[nodiscard]] bool PopCompletion(uint32_t* slot, bool* accepted) noexcept;
+  // The fd that becomes readable when completions are waiting; DrainWake() resets it.
+  [[nodiscard]] int wake_fd() const noexcept { return wake_fd_; }
+  void DrainWake() noexcept;
+
+  // --- publisher side -------------------------------------------------------------------
+  [[nodiscard]] bool PopOutbound(uint32_t* slot) noexcept { return outbound_.pop(*slot); }
+  [[nodiscard]] const InflightMessage& published(uint32_t slot) const noexcept {
+    return messages_[slot];
+  }
+  // Never fails: completions has room for every slot, since each slot completes once.
+  void Complete(uint32_t slot, bool accepted) noexcept;
+  // Wakes the shard after a batch of Complete calls.
+  void WakeShard() noexcept;
+
+ private:
+  static constexpr uint32_t kRejectedBit = 0x80000000u;
+
+  uint32_t capacity_;
+  uint32_t max_payload_;
+  std::unique_ptr<InflightMessage[]> messages_;
+  std::unique_ptr<std::byte[]> payloads_;
+  std::vector<uint32_t> free_;  ///< stack of free slots; shard only
+  uint32_t free_count_;
+  boost::lockfree::spsc_queue<uint32_t> outbound_;
+  boost::lockfree::spsc_queue<uint32_t> completions_;
+  int wake_fd_ = -1;
+};
+
+}  // namespace coapgate::sinks
