@@ -11,7 +11,8 @@ packages=(
   clang libclang-rt-14-dev          # ASan/UBSan/TSan presets and the libFuzzer targets
   # libraries (header-only ones included)
   libexpected-dev libcli11-dev libfmt-dev libspdlog-dev libtomlplusplus-dev
-  liburing-dev libsqlite3-dev libmosquitto-dev librdkafka-dev
+  liburing-dev libsqlite3-dev libmosquitto-dev librdkafka-dev libxxhash-dev
+  libboost-dev                      # Boost.Lockfree: the bounded SPSC queues between threads
   # tests and benchmarks
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   libcoap3-bin mosquitto mosquitto-clients   # real CoAP clients and MQTT broker for tests

@@ -1,15 +1,24 @@
-// coapgate's command line (SPEC §10). Until the ingest engine lands, the only command is
-// `dissect`, which shows what the codec makes of a datagram and what coapgate would answer.
+// coapgate's command line (SPEC §10):
+//   coapgate [--config FILE]                  run (embedded defaults without a file)
+//   coapgate --check-config [--config FILE]   validate config and devices, exit 0 or 2
+//   coapgate dissect [HEX...]                 show what the codec makes of datagrams
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "engine/config.h"
 #include "engine/dissect.h"
+#include "engine/server.h"
 
 namespace {
+
+constexpr int kExitConfig = 2;    ///< SPEC §10: a bad config exits 2 with the key named
+constexpr int kExitStartup = 1;   ///< sockets, files: the environment refused
 
 int RunDissect(const std::vector<std::string>& hex_datagrams, size_t max_payload) {
   coapgate::codec::TriageLimits limits;
@@ -19,7 +28,7 @@ int RunDissect(const std::vector<std::string>& hex_datagrams, size_t max_payload
     auto bytes = coapgate::engine::ParseHex(hex);
     if (!bytes) {
       std::cerr << "coapgate dissect: " << bytes.error() << "\n";
-      status = 2;
+      status = kExitConfig;
       return;
     }
     std::cout << coapgate::engine::Dissect(*bytes, limits) << "\n";
@@ -34,12 +43,70 @@ int RunDissect(const std::vector<std::string>& hex_datagrams, size_t max_payload
   return status;
 }
 
+// The configuration in force: the file's, or the embedded defaults.
+coapgate::Result<coapgate::engine::Config, std::string> LoadConfig(const std::string& path) {
+  using coapgate::engine::Config;
+  auto config = path.empty() ? coapgate::engine::ParseConfig("", "(embedded defaults)")
+                             : coapgate::engine::LoadConfigFile(path);
+  if (!config) return config;
+  if (auto unsupported =
+          coapgate::engine::CheckSupported(*config, path.empty() ? "(embedded defaults)" : path)) {
+    return coapgate::Fail(*unsupported);
+  }
+  return config;
+}
+
+int CheckConfig(const std::string& path) {
+  auto config = LoadConfig(path);
+  if (!config) {
+    std::cerr << config.error() << "\n";
+    return kExitConfig;
+  }
+  bool missing = false;
+  auto devices = coapgate::engine::LoadDevices(*config, &missing);
+  if (!devices) {
+    std::cerr << devices.error() << "\n";
+    return kExitConfig;
+  }
+  std::cout << (path.empty() ? "(embedded defaults)" : path) << ": ok; " << config->devices.file
+            << ": " << (missing ? "missing (every device would get 4.01)"
+                                : std::to_string((*devices)->size()) + " devices")
+            << "\n";
+  return 0;
+}
+
+int Serve(const std::string& path) {
+  auto config = LoadConfig(path);
+  if (!config) {
+    spdlog::error("{}", config.error());
+    return kExitConfig;
+  }
+  coapgate::engine::BlockServerSignals();
+  auto server = coapgate::engine::Server::Create(*config);
+  if (!server) {
+    spdlog::error("{}", server.error());
+    return server.error().find(":") != std::string::npos &&
+                   server.error().rfind(config->devices.file, 0) == 0
+               ? kExitConfig
+               : kExitStartup;
+  }
+  return (*server)->Run();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  auto logger = spdlog::stderr_color_mt("coapgate");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_default_logger(logger);
+
   CLI::App app{"coapgate: high-throughput CoAP ingestion engine"};
-  app.require_subcommand(1);
   app.set_version_flag("--version", std::string(COAPGATE_VERSION));
+  std::string config_path;
+  bool check_only = false;
+  app.add_option("--config", config_path, "TOML configuration file (default: embedded defaults)")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--check-config", check_only, "validate the configuration and devices, then exit");
 
   std::vector<std::string> hex_datagrams;
   size_t max_payload = 1024;
@@ -50,7 +117,14 @@ int main(int argc, char** argv) {
   dissect->add_option("--max-payload", max_payload, "largest accepted payload (coap.max_payload)")
       ->check(CLI::Range(size_t{0}, size_t{65507}));
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // Usage errors exit 2 like configuration errors (CLI11 reports 105/106 by default).
+    const int code = app.exit(e);
+    return code == 0 ? 0 : kExitConfig;
+  }
   if (dissect->parsed()) return RunDissect(hex_datagrams, max_payload);
-  return 2;
+  if (check_only) return CheckConfig(config_path);
+  return Serve(config_path);
 }

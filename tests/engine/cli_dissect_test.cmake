@@ -20,9 +20,11 @@ if(rc EQUAL 0 OR NOT err MATCHES "not a hex digit")
   message(FATAL_ERROR "bad hex must fail: rc=${rc}\n${err}")
 endif()
 
-execute_process(COMMAND ${COAPGATE} OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
-if(rc EQUAL 0)
-  message(FATAL_ERROR "coapgate without a command must fail until the server lands")
+# Usage errors exit 2 (like configuration errors), with CLI11's message.
+execute_process(COMMAND ${COAPGATE} --no-such-flag OUTPUT_VARIABLE out ERROR_VARIABLE err
+                RESULT_VARIABLE rc)
+if(NOT rc EQUAL 2)
+  message(FATAL_ERROR "an unknown flag must exit 2: rc=${rc}\n${err}")
 endif()
 
 # The quick start's demo input (deploy/run.sh) must keep showing a valid device POST.

@@ -1,0 +1,201 @@
+#include "engine/server.h"
+
+#include <sched.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "engine/udp_socket.h"
+
+namespace coapgate::engine {
+namespace {
+
+// CPUs this process may run on, in order: shards are pinned round-robin over them.
+std::vector<int> AllowedCpus() {
+  std::vector<int> cpus;
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    for (int i = 0; i < CPU_SETSIZE; ++i) {
+      if (CPU_ISSET(i, &set)) cpus.push_back(i);
+    }
+  }
+  return cpus;
+}
+
+}  // namespace
+
+void BlockServerSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&set, s);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // a closed stdout must be a write error, not a kill
+}
+
+Result<std::shared_ptr<const DeviceRegistry>, std::string> LoadDevices(const Config& config,
+                                                                       bool* missing) {
+  std::error_code ec;
+  *missing = !std::filesystem::exists(config.devices.file, ec);
+  if (*missing) {
+    auto empty = DeviceRegistry::ParseCsv("iccid,imsi,ip,status,psk,psk_format\n",
+                                          config.devices.file);
+    if (!empty) return Fail(empty.error());
+    return *empty;
+  }
+  return DeviceRegistry::LoadCsvFile(config.devices.file);
+}
+
+Server::Server(const Config& config) : config_(config) {}
+
+Server::~Server() {
+  for (auto& shard : shards_) shard->RequestStop();
+  for (auto& shard : shards_) shard->Join();
+  if (publisher_) publisher_->Stop();
+}
+
+Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config) {
+  auto server = std::unique_ptr<Server>(new Server(config));
+  bool missing = false;
+  auto devices = LoadDevices(config, &missing);
+  if (!devices) return Fail(devices.error());
+  if (missing) {
+    spdlog::warn("{}: no such file: every device gets 4.01 until it exists and SIGHUP is sent",
+                 config.devices.file);
+  } else {
+    spdlog::info("{}: {} devices", config.devices.file, (*devices)->size());
+  }
+  server->registry_ = std::make_unique<RegistryHolder>(*devices);
+
+  const auto& sink = config.sinks.front();
+  auto publisher = sinks::FilePublisher::Open(std::get<FileSinkConfig>(sink.settings).path);
+  if (!publisher) return Fail(publisher.error());
+  server->publisher_ = std::move(*publisher);
+
+  const std::vector<int> cpus = AllowedCpus();
+  int shard_count = config.server.shards;
+  if (shard_count == 0) shard_count = std::max<int>(1, static_cast<int>(cpus.size()));
+
+  // Port 0 means "any free port": the first shard's socket picks it, the others share it.
+  std::vector<ListenAddress> listen = config.server.coap_listen;
+  ShardIo io = config.server.io == IoBackend::kRecvmmsg ? ShardIo::kRecvmmsg : ShardIo::kIoUring;
+  for (int i = 0; i < shard_count; ++i) {
+    ShardOptions o;
+    o.index = static_cast<uint32_t>(i);
+    o.cpu = cpus.empty() ? -1 : cpus[static_cast<size_t>(i) % cpus.size()];
+    for (ListenAddress& address : listen) {
+      auto fd = OpenUdpSocket(address.host, address.port, config.server.receive_buffer_bytes);
+      if (!fd) {
+        for (int open_fd : o.sockets) close(open_fd);
+        return Fail(fd.error());
+      }
+      if (address.port == 0) address.port = LocalPort(*fd);
+      o.sockets.push_back(*fd);
+    }
+    o.io = io;
+    o.max_payload = config.coap.max_payload;
+    o.dedup_capacity = config.coap.dedup_capacity;
+    o.inflight_capacity = config.coap.inflight_capacity;
+    o.exchange_lifetime_s = config.coap.exchange_lifetime_s;
+    o.non_lifetime_s = config.coap.non_lifetime_s;
+    o.response_budget_ms = config.coap.response_budget_ms;
+    o.busy_max_age_s = config.coap.busy_max_age_s;
+    o.ack_on_enqueue = config.coap.ack == AckMode::kEnqueue;
+    o.registry = server->registry_.get();
+    o.publisher_wake_fd = server->publisher_->wake_fd();
+    const std::vector<int> sockets = o.sockets;
+    auto shard = Shard::Create(o);
+    if (!shard && io == ShardIo::kIoUring && config.server.io == IoBackend::kAuto && i == 0) {
+      spdlog::warn("io_uring unavailable ({}); using recvmmsg", shard.error());
+      io = ShardIo::kRecvmmsg;
+      o.io = io;
+      shard = Shard::Create(o);
+    }
+    if (!shard) {
+      for (int fd : sockets) close(fd);
+      return Fail("shard " + std::to_string(i) + ": " + shard.error());
+    }
+    server->shards_.push_back(std::move(*shard));
+  }
+
+  std::vector<sinks::Handoff*> handoffs;
+  for (auto& shard : server->shards_) handoffs.push_back(&shard->handoff());
+  server->publisher_->Start(std::move(handoffs));
+  for (auto& shard : server->shards_) shard->Start();
+  for (const ListenAddress& address : listen) {
+    const bool v6 = address.host.find(':') != std::string::npos;
+    spdlog::info("listening coap://{}{}{}:{} (shards={}, io={}, sink=file:{})", v6 ? "[" : "",
+                 address.host, v6 ? "]" : "", address.port, shard_count,
+                 server->shards_.front()->io_name(),
+                 std::get<FileSinkConfig>(sink.settings).path);
+  }
+  return server;
+}
+
+int Server::Run() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&set, s);
+  while (true) {
+    const timespec timeout{1, 0};
+    const int signal_number = sigtimedwait(&set, nullptr, &timeout);
+    if (signal_number == SIGHUP) {
+      Reload();
+    } else if (signal_number == SIGUSR1) {
+      LogCounters("counters");
+    } else if (signal_number == SIGTERM || signal_number == SIGINT) {
+      spdlog::info("{}: draining", strsignal(signal_number));
+      Drain();
+      LogCounters("final counters");
+      return 0;
+    }
+  }
+}
+
+void Server::Reload() {
+  bool missing = false;
+  auto devices = LoadDevices(config_, &missing);
+  if (!devices) {
+    spdlog::error("reload failed, keeping the previous devices: {}", devices.error());
+    return;
+  }
+  if (missing) {
+    spdlog::error("reload failed, keeping the previous devices: {}: no such file",
+                  config_.devices.file);
+    return;
+  }
+  const size_t count = (*devices)->size();
+  registry_->Replace(std::move(*devices));
+  spdlog::info("reloaded {}: {} devices", config_.devices.file, count);
+}
+
+void Server::Drain() {
+  for (auto& shard : shards_) shard->RequestDrain();
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.server.drain_timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    uint32_t pending = 0;
+    for (const auto& shard : shards_) pending += shard->pending();
+    if (pending == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  uint32_t left = 0;
+  for (const auto& shard : shards_) left += shard->pending();
+  if (left > 0) spdlog::warn("drain timeout: {} messages still pending", left);
+  for (auto& shard : shards_) shard->RequestStop();
+  for (auto& shard : shards_) shard->Join();
+  publisher_->Stop();
+}
+
+void Server::LogCounters(const char* when) const {
+  std::vector<const ShardCounters*> counters;
+  for (const auto& shard : shards_) counters.push_back(&shard->counters());
+  spdlog::info("{}: {}", when, SummarizeCounters(counters));
+}
+
+}  // namespace coapgate::engine

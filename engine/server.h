@@ -1,0 +1,49 @@
+// Server: the running coapgate process: the shards, the publisher, the device registry and
+// the signals (SPEC §10): SIGTERM/SIGINT drain and exit 0, SIGHUP reloads the devices,
+// SIGUSR1 logs the counters.
+//
+// Control plane: Create and Run on the main thread, which must have blocked SIGTERM, SIGINT,
+// SIGHUP and SIGUSR1 before any thread was started (BlockServerSignals) so that only Run's
+// sigtimedwait sees them.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "codec/result.h"
+#include "engine/config.h"
+#include "engine/registry_holder.h"
+#include "engine/shard.h"
+#include "sinks/file_publisher.h"
+
+namespace coapgate::engine {
+
+void BlockServerSignals();
+
+// Loads the devices file of `config`. A missing file is not an error (an empty registry:
+// every device gets 4.01 until the file exists and SIGHUP is sent); an invalid one is.
+Result<std::shared_ptr<const DeviceRegistry>, std::string> LoadDevices(const Config& config,
+                                                                       bool* missing);
+
+class Server {
+ public:
+  static Result<std::unique_ptr<Server>, std::string> Create(const Config& config);
+  ~Server();
+
+  // Serves until SIGTERM/SIGINT, then drains; returns the process exit code.
+  int Run();
+
+ private:
+  explicit Server(const Config& config);
+  void Reload();
+  void LogCounters(const char* when) const;
+  void Drain();
+
+  Config config_;
+  std::unique_ptr<RegistryHolder> registry_;
+  std::unique_ptr<sinks::FilePublisher> publisher_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+};
+
+}  // namespace coapgate::engine

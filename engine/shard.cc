@@ -1,0 +1,394 @@
+#include "engine/shard.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <random>
+
+#include "codec/code.h"
+#include "codec/encoder.h"
+
+namespace coapgate::engine {
+namespace {
+
+// Longest sleep of an idle shard: bounds how late it notices a stop request, a registry
+// swap or an expired dedup entry.
+constexpr int kIdleWaitMs = 100;
+constexpr size_t kExpiryPerTurn = 4096;
+
+uint64_t MonotonicMs() noexcept {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+uint64_t WallMs() noexcept {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Shard>, std::string> Shard::Create(ShardOptions options) {
+  DatagramIoOptions io_options;
+  io_options.sockets = options.sockets;
+  // Headroom over max_payload for the header, token and options (Uri-Query alone may take
+  // 255 bytes): a datagram longer than this is cut short and answered 4.13.
+  io_options.buffer_size = options.max_payload + 1024;
+  auto shard = std::unique_ptr<Shard>(new Shard(std::move(options), nullptr));
+  io_options.wake_fds = {shard->handoff_.wake_fd()};
+  auto io = shard->options_.io == ShardIo::kIoUring ? MakeUringIo(io_options)
+                                                    : MakeRecvmmsgIo(io_options);
+  if (!io) return Fail(io.error());
+  shard->io_ = std::move(*io);
+  return shard;
+}
+
+Shard::Shard(ShardOptions options, std::unique_ptr<DatagramIo> io)
+    : options_(std::move(options)),
+      io_(std::move(io)),
+      dedup_(DedupTable::Limits{options_.dedup_capacity, options_.exchange_lifetime_s,
+                                options_.non_lifetime_s, std::random_device{}()}),
+      handoff_(options_.inflight_capacity, options_.max_payload),
+      slots_(options_.inflight_capacity),
+      fifo_(options_.inflight_capacity) {
+  limits_.max_payload = options_.max_payload;
+  std::random_device seed;
+  next_message_id_ = static_cast<uint16_t>(seed());
+  rng_ = (static_cast<uint64_t>(seed()) << 32 | seed()) | 1;
+}
+
+Shard::~Shard() {
+  RequestStop();
+  Join();
+  for (int fd : options_.sockets) close(fd);
+}
+
+void Shard::Start() {
+  thread_ = std::thread([this] {
+    if (options_.cpu >= 0) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(options_.cpu, &set);
+      pthread_setaffinity_np(pthread_self(), sizeof(set), &set);  // best effort
+    }
+    Run();
+  });
+}
+
+void Shard::RequestStop() noexcept {
+  stop_.store(true, std::memory_order_relaxed);
+  handoff_.WakeShard();
+}
+
+void Shard::Join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Shard::Run() {
+  while (!stop_.load(std::memory_order_relaxed)) {
+    const std::span<const ReceivedDatagram> batch = io_->Receive(WaitTimeoutMs());
+    now_ms_ = MonotonicMs();
+    now_s_ = static_cast<uint32_t>(now_ms_ / 1000);
+    wall_ms_ = WallMs();
+    options_.registry->Refresh(&registry_generation_, &registry_);
+    // Bounded so that the entries of one busy second, all expiring in one later second,
+    // are reclaimed over several turns instead of stalling one.
+    dedup_.ExpireUntil(now_s_, kExpiryPerTurn);
+    for (const ReceivedDatagram& d : batch) Handle(d);
+    handoff_.DrainWake();
+    DrainCompletions();
+    ExpireBudgets();
+    if (pushed_) {
+      const uint64_t one = 1;
+      [[maybe_unused]] const ssize_t n = write(options_.publisher_wake_fd, &one, sizeof(one));
+      pushed_ = false;
+    }
+    io_->Flush();
+    pending_.store(handoff_.in_use(), std::memory_order_relaxed);
+    const uint64_t failures = io_->send_failures();
+    if (failures != send_failures_seen_) {
+      counters_.Add(Counter::kSendFailed, failures - send_failures_seen_);
+      send_failures_seen_ = failures;
+    }
+  }
+}
+
+int Shard::WaitTimeoutMs() const noexcept {
+  if (fifo_size_ == 0) return kIdleWaitMs;
+  const uint64_t deadline = slots_[fifo_[fifo_head_].slot].deadline_ms;
+  const uint64_t now = MonotonicMs();
+  if (deadline <= now) return 0;
+  return static_cast<int>(std::min<uint64_t>(deadline - now + 1, kIdleWaitMs));
+}
+
+void Shard::Handle(const ReceivedDatagram& d) {
+  counters_.Add(Counter::kReceived);
+  if (d.truncated) {
+    HandleTruncated(d);
+    return;
+  }
+  const codec::Triage t = codec::TriageDatagram(d.bytes, limits_);
+  const Peer peer{d.peer, d.peer_length, d.socket};
+  switch (t.action) {
+    case codec::Action::kDrop:
+      switch (t.reason) {
+        case codec::Reason::kTooShort: counters_.Add(Counter::kDropTooShort); break;
+        case codec::Reason::kBadVersion: counters_.Add(Counter::kDropBadVersion); break;
+        case codec::Reason::kFormatError: counters_.Add(Counter::kDropFormatError); break;
+        default: counters_.Add(Counter::kDropStray); break;
+      }
+      return;
+    case codec::Action::kReset:
+    case codec::Action::kRespond: {
+      std::array<std::byte, kMaxReplySize> reply;
+      auto n = codec::EncodeTriageReply(t, limits_, NextMessageId(), reply);
+      if (!n) return;  // impossible: triage replies are small
+      io_->Send(d.socket, d.peer, d.peer_length, std::span(reply).first(*n));
+      if (t.action == codec::Action::kReset) {
+        counters_.Add(Counter::kReset);
+      } else {
+        CountReply(t.response_code);
+      }
+      return;
+    }
+    case codec::Action::kRequest:
+      if (t.request.route == codec::Route::kBootstrap) {
+        // The bootstrap endpoint arrives with DTLS (issue #5); until then it does not exist.
+        SendReply(peer, t.message.confirmable() ? codec::MessageType::kAcknowledgement
+                                                : codec::MessageType::kNonConfirmable,
+                  codec::code::kNotFound,
+                  t.message.confirmable() ? t.message.message_id : NextMessageId(),
+                  t.message.token, 0);
+        return;
+      }
+      Ingest(d, t);
+      return;
+  }
+}
+
+void Shard::HandleTruncated(const ReceivedDatagram& d) {
+  auto header = codec::ParseHeader(d.bytes);
+  if (!header || !codec::IsRequestCode(header->code) ||
+      (header->type != codec::MessageType::kConfirmable &&
+       header->type != codec::MessageType::kNonConfirmable)) {
+    counters_.Add(Counter::kDropTruncated);
+    return;
+  }
+  codec::OutgoingMessage reply = codec::ResponseTo(*header, codec::code::kRequestEntityTooLarge,
+                                                   NextMessageId());
+  reply.size1 = options_.max_payload;
+  std::array<std::byte, kMaxReplySize> out;
+  if (auto n = codec::EncodeMessage(reply, out)) {
+    io_->Send(d.socket, d.peer, d.peer_length, std::span(out).first(*n));
+    CountReply(codec::code::kRequestEntityTooLarge);
+  }
+}
+
+void Shard::Ingest(const ReceivedDatagram& d, const codec::Triage& t) {
+  const codec::MessageView& m = t.message;
+  const Peer peer{d.peer, d.peer_length, d.socket};
+  const std::optional<IpAddress> ip = IpAddress::FromSockaddr(d.peer);
+  if (!ip) return;  // impossible: UDP sockets of AF_INET/AF_INET6 only
+  DedupKey key;
+  key.peer = ip->bytes();
+  key.port = d.peer->sa_family == AF_INET
+                 ? ntohs(reinterpret_cast<const sockaddr_in*>(d.peer)->sin_port)
+                 : ntohs(reinterpret_cast<const sockaddr_in6*>(d.peer)->sin6_port);
+  key.message_id = m.message_id;
+
+  const DedupTable::Admission admission = dedup_.Admit(key, m.token, m.confirmable(), now_s_);
+  switch (admission.verdict) {
+    case DedupTable::Verdict::kDuplicatePending:
+      counters_.Add(Counter::kDropPendingDuplicate);
+      return;
+    case DedupTable::Verdict::kDuplicateDone: {
+      const auto* e = admission.entry;
+      SendReply(peer, static_cast<codec::MessageType>(e->response_type), e->response_code,
+                e->response_message_id, m.token, e->max_age);
+      counters_.Add(Counter::kDuplicateReplayed);
+      return;
+    }
+    case DedupTable::Verdict::kFull:
+      counters_.Add(Counter::kDedupFull);
+      SendReply(peer, m.confirmable() ? codec::MessageType::kAcknowledgement
+                                      : codec::MessageType::kNonConfirmable,
+                codec::code::kServiceUnavailable, m.confirmable() ? m.message_id : NextMessageId(),
+                m.token, BusyMaxAge());
+      return;
+    case DedupTable::Verdict::kNew:
+      break;
+  }
+  const DedupTable::Handle handle = admission.handle;
+
+  const std::optional<DeviceView> device = registry_->FindByIp(*ip);
+  if (!device || !device->active) {
+    Finish(handle, m, codec::code::kUnauthorized, peer);
+    return;
+  }
+  if (t.request.topic_status == codec::TopicStatus::kInvalid) {
+    Finish(handle, m, codec::code::kBadRequest, peer);
+    return;
+  }
+  if (draining_.load(std::memory_order_relaxed)) {
+    counters_.Add(Counter::kDraining);
+    Finish(handle, m, codec::code::kServiceUnavailable, peer);
+    return;
+  }
+  uint32_t slot;
+  if (!handoff_.Acquire(&slot)) {
+    counters_.Add(Counter::kInflightFull);
+    Finish(handle, m, codec::code::kServiceUnavailable, peer);
+    return;
+  }
+
+  sinks::InflightMessage& out = handoff_.message(slot);
+  out.received_ms = wall_ms_;
+  out.message_id = m.message_id;
+  out.token_length = static_cast<uint8_t>(m.token.size());
+  std::copy(m.token.begin(), m.token.end(), out.token.begin());
+  out.ip = ip->bytes();
+  out.iccid_length = static_cast<uint8_t>(std::min(device->iccid.size(), out.iccid.size()));
+  std::memcpy(out.iccid.data(), device->iccid.data(), out.iccid_length);
+  out.imsi_length = static_cast<uint8_t>(std::min(device->imsi.size(), out.imsi.size()));
+  std::memcpy(out.imsi.data(), device->imsi.data(), out.imsi_length);
+  out.topic_length = static_cast<uint8_t>(t.request.topic.size());
+  std::memcpy(out.topic.data(), t.request.topic.data(), t.request.topic.size());
+  out.payload_length = static_cast<uint16_t>(m.payload.size());
+  std::copy(m.payload.begin(), m.payload.end(), out.payload);
+
+  SlotState& s = slots_[slot];
+  s.dedup = handle;
+  std::memcpy(&s.peer, d.peer, std::min<size_t>(d.peer_length, sizeof(s.peer)));
+  s.peer_length = d.peer_length;
+  s.socket = d.socket;
+  s.confirmable = m.confirmable();
+  s.answered = false;
+  s.deadline_ms = now_ms_ + options_.response_budget_ms;
+
+  if (!handoff_.PushOutbound(slot)) {
+    ReleaseSlot(slot);
+    counters_.Add(Counter::kQueueFull);
+    Finish(handle, m, codec::code::kServiceUnavailable, peer);
+    return;
+  }
+  pushed_ = true;
+  counters_.Add(Counter::kAccepted);
+  if (options_.ack_on_enqueue) {
+    s.answered = true;
+    Finish(handle, m, codec::code::kChanged, peer);
+    return;
+  }
+  // The FIFO has a place for every slot, so it cannot overflow.
+  fifo_[(fifo_head_ + fifo_size_++) % fifo_.size()] = {slot, s.sequence};
+}
+
+void Shard::Finish(DedupTable::Handle handle, const codec::MessageView& request, uint8_t code,
+                   const Peer& peer) {
+  const auto type = request.confirmable() ? codec::MessageType::kAcknowledgement
+                                          : codec::MessageType::kNonConfirmable;
+  const uint16_t message_id = request.confirmable() ? request.message_id : NextMessageId();
+  const uint16_t max_age = code == codec::code::kServiceUnavailable ? BusyMaxAge() : 0;
+  dedup_.Complete(handle, code, static_cast<uint8_t>(type), message_id, max_age);
+  SendReply(peer, type, code, message_id, request.token, max_age);
+}
+
+void Shard::SendReply(const Peer& peer, codec::MessageType type, uint8_t code,
+                      uint16_t message_id, std::span<const std::byte> token, uint16_t max_age) {
+  codec::OutgoingMessage reply;
+  reply.type = type;
+  reply.code = code;
+  reply.message_id = message_id;
+  reply.token = token;
+  if (max_age != 0) reply.max_age = max_age;
+  // Error responses carry the code's name (RFC 7252 §5.5.2): deterministic from the code, so
+  // a replay from the dedup table is byte for byte the first answer.
+  const std::string_view diagnostic =
+      codec::CodeClass(code) >= 4 ? codec::CodeName(code) : std::string_view();
+  reply.payload = std::as_bytes(std::span<const char>(diagnostic.data(), diagnostic.size()));
+  std::array<std::byte, kMaxReplySize> out;
+  auto n = codec::EncodeMessage(reply, out);
+  if (!n) return;  // impossible: token ≤ 8 and a short diagnostic always fit
+  io_->Send(peer.socket, peer.address, peer.length, std::span(out).first(*n));
+  CountReply(code);
+}
+
+void Shard::DrainCompletions() {
+  uint32_t slot;
+  bool accepted;
+  while (handoff_.PopCompletion(&slot, &accepted)) {
+    SlotState& s = slots_[slot];
+    if (!s.answered) {
+      const sinks::InflightMessage& msg = handoff_.message(slot);
+      const auto type = s.confirmable ? codec::MessageType::kAcknowledgement
+                                      : codec::MessageType::kNonConfirmable;
+      const uint8_t code = accepted ? codec::code::kChanged : codec::code::kServiceUnavailable;
+      if (!accepted) counters_.Add(Counter::kSinkRefused);
+      const uint16_t message_id = s.confirmable ? msg.message_id : NextMessageId();
+      const uint16_t max_age = accepted ? 0 : BusyMaxAge();
+      dedup_.Complete(s.dedup, code, static_cast<uint8_t>(type), message_id, max_age);
+      const Peer peer{reinterpret_cast<const sockaddr*>(&s.peer), s.peer_length, s.socket};
+      SendReply(peer, type, code, message_id, msg.Token(), max_age);
+    }
+    ReleaseSlot(slot);
+  }
+}
+
+void Shard::ExpireBudgets() {
+  while (fifo_size_ > 0) {
+    const PendingEntry e = fifo_[fifo_head_];
+    SlotState& s = slots_[e.slot];
+    if (s.sequence == e.sequence && !s.answered) {
+      if (s.deadline_ms > now_ms_) return;
+      // The sinks did not answer in time: tell the device to retry. The slot stays with the
+      // publisher until it completes; a late success then only means a benign duplicate.
+      s.answered = true;
+      counters_.Add(Counter::kBudgetExpired);
+      const sinks::InflightMessage& msg = handoff_.message(e.slot);
+      const auto type = s.confirmable ? codec::MessageType::kAcknowledgement
+                                      : codec::MessageType::kNonConfirmable;
+      const uint16_t message_id = s.confirmable ? msg.message_id : NextMessageId();
+      const uint16_t max_age = BusyMaxAge();
+      dedup_.Complete(s.dedup, codec::code::kServiceUnavailable, static_cast<uint8_t>(type),
+                      message_id, max_age);
+      const Peer peer{reinterpret_cast<const sockaddr*>(&s.peer), s.peer_length, s.socket};
+      SendReply(peer, type, codec::code::kServiceUnavailable, message_id, msg.Token(), max_age);
+    }
+    fifo_head_ = (fifo_head_ + 1) % fifo_.size();
+    --fifo_size_;
+  }
+}
+
+void Shard::ReleaseSlot(uint32_t slot) {
+  ++slots_[slot].sequence;
+  handoff_.Release(slot);
+}
+
+uint16_t Shard::BusyMaxAge() noexcept {
+  // Uniform in [base, 2*base] (reliability reference I2): a fleet told to wait does not come
+  // back in lock-step.
+  rng_ ^= rng_ << 13;
+  rng_ ^= rng_ >> 7;
+  rng_ ^= rng_ << 17;
+  const uint32_t base = options_.busy_max_age_s;
+  return static_cast<uint16_t>(base + rng_ % (base + 1));
+}
+
+void Shard::CountReply(uint8_t code) noexcept {
+  switch (code) {
+    case codec::code::kChanged: counters_.Add(Counter::kReplyChanged); break;
+    case codec::code::kBadRequest: counters_.Add(Counter::kReplyBadRequest); break;
+    case codec::code::kUnauthorized: counters_.Add(Counter::kReplyUnauthorized); break;
+    case codec::code::kServiceUnavailable: counters_.Add(Counter::kReplyServiceUnavailable); break;
+    default:
+      counters_.Add(codec::CodeClass(code) == 5 ? Counter::kReplyOtherServerError
+                                                : Counter::kReplyOtherClientError);
+  }
+}
+
+}  // namespace coapgate::engine

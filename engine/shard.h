@@ -1,0 +1,136 @@
+// Shard: one pinned thread that owns its sockets (one per listen address, SO_REUSEPORT), its
+// DatagramIo, its dedup table, its in-flight slots (sinks::Handoff) and its counters, and
+// runs the request path of SPEC §2 from datagram to reply:
+//
+//   receive → triage (codec) → dedup → device by source IP (4.01) → topic (4.00) →
+//   copy into an in-flight slot → publisher queue → ... completion → 2.04 / 5.03.
+//
+// Nothing a shard owns is touched by another thread, except through the Handoff queues and
+// the relaxed-atomic counters and flags below. No allocation and no lock on the data path
+// (the registry refresh takes a mutex only when SIGHUP swapped the snapshot).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "codec/message.h"
+#include "codec/triage.h"
+#include "engine/datagram_io.h"
+#include "engine/dedup_table.h"
+#include "engine/registry_holder.h"
+#include "engine/shard_counters.h"
+#include "sinks/handoff.h"
+
+namespace coapgate::engine {
+
+enum class ShardIo : uint8_t { kIoUring, kRecvmmsg };
+
+struct ShardOptions {
+  uint32_t index = 0;
+  int cpu = -1;               ///< CPU to pin to; -1 = not pinned
+  std::vector<int> sockets;   ///< owned by the shard from Create on
+  ShardIo io = ShardIo::kRecvmmsg;
+  uint32_t max_payload = 1024;
+  uint32_t dedup_capacity = 262144;
+  uint32_t inflight_capacity = 8192;
+  uint32_t exchange_lifetime_s = 247;
+  uint32_t non_lifetime_s = 145;
+  uint32_t response_budget_ms = 1500;
+  uint32_t busy_max_age_s = 5;
+  bool ack_on_enqueue = false;         ///< coap.ack = "enqueue"
+  const RegistryHolder* registry = nullptr;
+  int publisher_wake_fd = -1;          ///< written after pushing to the publisher queue
+};
+
+class Shard {
+ public:
+  static Result<std::unique_ptr<Shard>, std::string> Create(ShardOptions options);
+  ~Shard();
+
+  void Start();
+  // New requests get 5.03 from now on; pending ones still complete.
+  void RequestDrain() noexcept { draining_.store(true, std::memory_order_relaxed); }
+  void RequestStop() noexcept;
+  void Join();
+
+  // Messages accepted but not yet answered or completed (read by the control thread).
+  [[nodiscard]] uint32_t pending() const noexcept {
+    return pending_.load(std::memory_order_relaxed);
+  }
+  [[nodiscard]] const ShardCounters& counters() const noexcept { return counters_; }
+  [[nodiscard]] sinks::Handoff& handoff() noexcept { return handoff_; }
+  [[nodiscard]] const char* io_name() const noexcept { return io_->name(); }
+
+ private:
+  // Shard-private bookkeeping for one in-flight slot (the Handoff holds the message itself).
+  struct SlotState {
+    DedupTable::Handle dedup{};
+    sockaddr_in6 peer{};  ///< large enough for both families
+    socklen_t peer_length = 0;
+    uint16_t socket = 0;
+    bool confirmable = false;
+    bool answered = false;  ///< 2.04 (enqueue mode) or 5.03 (budget) already sent
+    uint32_t sequence = 0;  ///< bumped on release; stale pending-FIFO entries compare unequal
+    uint64_t deadline_ms = 0;
+  };
+  struct PendingEntry {
+    uint32_t slot;
+    uint32_t sequence;
+  };
+  // Where a reply goes: the datagram's peer and socket.
+  struct Peer {
+    const sockaddr* address;
+    socklen_t length;
+    uint16_t socket;
+  };
+
+  Shard(ShardOptions options, std::unique_ptr<DatagramIo> io);
+  void Run();
+  void Handle(const ReceivedDatagram& d);
+  void HandleTruncated(const ReceivedDatagram& d);
+  void Ingest(const ReceivedDatagram& d, const codec::Triage& t);
+  // Records `code` as the exchange's response in the dedup table and sends it.
+  void Finish(DedupTable::Handle handle, const codec::MessageView& request, uint8_t code,
+              const Peer& peer);
+  void SendReply(const Peer& peer, codec::MessageType type, uint8_t code, uint16_t message_id,
+                 std::span<const std::byte> token, uint16_t max_age);
+  void DrainCompletions();
+  void ExpireBudgets();
+  void ReleaseSlot(uint32_t slot);
+  void CountReply(uint8_t code) noexcept;
+  [[nodiscard]] uint16_t NextMessageId() noexcept { return next_message_id_++; }
+  [[nodiscard]] uint16_t BusyMaxAge() noexcept;
+  [[nodiscard]] int WaitTimeoutMs() const noexcept;
+
+  ShardOptions options_;
+  std::unique_ptr<DatagramIo> io_;
+  codec::TriageLimits limits_;
+  DedupTable dedup_;
+  sinks::Handoff handoff_;
+  std::vector<SlotState> slots_;
+  std::vector<PendingEntry> fifo_;  ///< ring of accepted messages in arrival order
+  size_t fifo_head_ = 0;
+  size_t fifo_size_ = 0;
+  ShardCounters counters_;
+  std::shared_ptr<const DeviceRegistry> registry_;
+  uint64_t registry_generation_ = 0;
+
+  uint64_t now_ms_ = 0;       ///< monotonic, per loop turn
+  uint32_t now_s_ = 0;        ///< monotonic seconds for the dedup table
+  uint64_t wall_ms_ = 0;      ///< Unix epoch ms, per loop turn
+  uint16_t next_message_id_;  ///< MIDs of NON responses
+  uint64_t rng_;              ///< xorshift state for Max-Age jitter
+  bool pushed_ = false;       ///< something went to the publisher this turn
+  uint64_t send_failures_seen_ = 0;
+
+  std::atomic<bool> draining_{false};
+  std::atomic<bool> stop_{false};
+  std::atomic<uint32_t> pending_{0};
+  std::thread thread_;
+};
+
+}  // namespace coapgate::engine

@@ -1,0 +1,77 @@
+// ShardCounters: what one shard has seen and done, for the SIGUSR1 summary (and later the
+// metrics endpoint).
+//
+// Thread contract: written only by the owning shard's thread (a relaxed load + store, no
+// read-modify-write, so no lock prefix on the data plane); read by any thread with relaxed
+// loads, which may see a count a few increments old. Aligned to its own cache lines so that
+// shards never share a line.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace coapgate::engine {
+
+enum class Counter : uint8_t {
+  kReceived,            ///< datagrams read from the sockets
+  kDropTooShort,        ///< < 4 bytes
+  kDropBadVersion,      ///< Ver != 1
+  kDropFormatError,     ///< RFC 7252 format error in a non-CON (a CON gets an RST)
+  kDropStray,           ///< ACK/RST, reserved codes and responses in NON, Empty NON
+  kDropTruncated,       ///< larger than the receive buffer (MSG_TRUNC)
+  kDropPendingDuplicate,  ///< duplicate of a request still being processed: no answer yet
+  kSendFailed,          ///< reply the kernel refused (ENOBUFS, EAGAIN, ...)
+  kReset,               ///< RSTs sent (format errors in CON, pings, unsolicited responses)
+  kReplyChanged,        ///< 2.04
+  kReplyBadRequest,     ///< 4.00 bad topic
+  kReplyUnauthorized,   ///< 4.01 unknown or inactive device
+  kReplyOtherClientError,  ///< 4.02, 4.04, 4.05, 4.12, 4.13
+  kReplyServiceUnavailable,  ///< 5.03, for any of the reasons below
+  kReplyOtherServerError,  ///< 5.05
+  kDuplicateReplayed,   ///< a cached response sent again
+  kDedupFull,           ///< 5.03: dedup table full of pending exchanges
+  kInflightFull,        ///< 5.03: no free in-flight slot
+  kQueueFull,           ///< 5.03: the publisher queue was full
+  kBudgetExpired,       ///< 5.03: the sinks did not answer within coap.response_budget_ms
+  kSinkRefused,         ///< 5.03: a sink reported failure
+  kDraining,            ///< 5.03: request during shutdown
+  kAccepted,            ///< messages handed to the sinks
+  kCount_,
+};
+
+[[nodiscard]] std::string_view ToString(Counter counter) noexcept;
+
+class alignas(64) ShardCounters {
+ public:
+  void Add(Counter c, uint64_t n = 1) noexcept {
+    auto& slot = values_[static_cast<size_t>(c)];
+    slot.store(slot.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  [[nodiscard]] uint64_t Get(Counter c) const noexcept {
+    return values_[static_cast<size_t>(c)].load(std::memory_order_relaxed);
+  }
+
+ private:
+  std::array<std::atomic<uint64_t>, static_cast<size_t>(Counter::kCount_)> values_{};
+};
+
+// "received=12 reply_changed=10 ..." over the sum of all shards, non-zero counters only.
+template <class Range>
+std::string SummarizeCounters(const Range& shards) {
+  std::string out;
+  for (size_t i = 0; i < static_cast<size_t>(Counter::kCount_); ++i) {
+    uint64_t total = 0;
+    for (const ShardCounters* s : shards) total += s->Get(static_cast<Counter>(i));
+    if (total == 0) continue;
+    if (!out.empty()) out += ' ';
+    out += ToString(static_cast<Counter>(i));
+    out += '=';
+    out += std::to_string(total);
+  }
+  return out.empty() ? "nothing yet" : out;
+}
+
+}  // namespace coapgate::engine

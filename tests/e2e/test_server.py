@@ -1,0 +1,317 @@
+"""End-to-end tests of the ingest server (issue #3): the real coapgate binary on ephemeral
+loopback ports, real sockets, libcoap's coap-client-notls, the file sink. Every test class
+runs once per I/O backend (io_uring, recvmmsg)."""
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import unittest
+
+from harness import (ACK, CON, GET, NON, POST, PUT, RST, Device, Server, b64, code, message,
+                     parse, post)
+
+CHANGED = code(2, 4)
+BAD_REQUEST = code(4, 0)
+UNAUTHORIZED = code(4, 1)
+BAD_OPTION = code(4, 2)
+NOT_FOUND = code(4, 4)
+TOO_LARGE = code(4, 13)
+UNAVAILABLE = code(5, 3)
+
+
+class IngestTests:
+    """Mixed into one TestCase per backend (IO below)."""
+
+    IO = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(io=cls.IO)
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.server.stop()
+        if rc != 0:
+            raise AssertionError(f"coapgate exited {rc}")
+
+    def setUp(self):
+        self.device = Device(self.server, "127.0.0.1")
+        self.mid = (os.getpid() * 7919 + id(self)) & 0xFFFF
+
+    def tearDown(self):
+        self.device.close()
+
+    def next_mid(self):
+        self.mid = (self.mid + 1) & 0xFFFF
+        return self.mid
+
+    def lines_with(self, payload):
+        return [l for l in self.server.sink_lines() if l["payload"].get("value") == b64(payload)]
+
+    def test_backend_in_use(self):
+        self.server.wait_for_log(rf"io={self.IO}")
+
+    def test_libcoap_client_post_is_forwarded(self):
+        payload = f"libcoap-{self.IO}".encode()
+        host, port = self.server.address
+        out = subprocess.run(["coap-client-notls", "-m", "post", "-e", payload.decode(), "-B", "5",
+                              f"coap://{host}:{port}/?t=a/b"],
+                             capture_output=True, text=True, timeout=20)
+        self.assertNotRegex(out.stdout + out.stderr, r"\b[45]\.\d\d\b", out.stdout + out.stderr)
+        deadline = time.monotonic() + 5
+        while not self.lines_with(payload) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lines = self.lines_with(payload)
+        self.assertEqual(len(lines), 1)
+        line = lines[0]
+        self.assertEqual(line["type"], "TELEMETRY_DATA")
+        self.assertEqual(line["source"], "COAP")
+        self.assertEqual(line["device"], {"iccid": "8988280666000000001",
+                                          "imsi": "901405100000001", "ip": "127.0.0.1"})
+        self.assertEqual(line["payload"], {"type": "STRING", "encoding": "base64",
+                                           "value": b64(payload), "topic": "a/b"})
+        self.assertRegex(line["id"], r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+        self.assertRegex(line["received"], r"^\d{13}$")
+
+    def test_con_post_gets_piggybacked_changed_with_token(self):
+        mid = self.next_mid()
+        reply = self.device.request(post("t1", b"con-post", mid=mid, token=b"\xaa\xbb"))
+        self.assertIsNotNone(reply)
+        self.assertEqual(reply, bytes([0x62, CHANGED]) + mid.to_bytes(2, "big") + b"\xaa\xbb")
+
+    def test_non_post_gets_non_changed(self):
+        reply = self.device.request(post("t1", b"non-post", mid=self.next_mid(), type_=NON,
+                                         token=b"\x09"))
+        type_, c, _, token, _, _ = parse(reply)
+        self.assertEqual((type_, c, token), (NON, CHANGED, b"\x09"))
+
+    def test_data_path_and_no_topic(self):
+        payload = f"data-{self.IO}".encode()
+        reply = self.device.request(post(None, payload, mid=self.next_mid(), path="data"))
+        self.assertEqual(parse(reply)[1], CHANGED)
+        lines = self.server.wait_for_sink(0) and self.lines_with(payload)
+        self.assertEqual(len(lines), 1)
+        self.assertNotIn("topic", lines[0]["payload"])
+
+    def test_topic_table(self):
+        for topic in ["a//b", "a+b", "#", "x" * 254, "a b"]:
+            payload = f"bad-topic-{topic[:5]}-{self.IO}".encode()
+            reply = self.device.request(post(topic, payload, mid=self.next_mid()))
+            self.assertEqual(parse(reply)[1], BAD_REQUEST, topic)
+            self.assertEqual(self.lines_with(payload), [])
+        # repeated t
+        d = message(CON, POST, self.next_mid(), b"\x01", [(15, b"t=a"), (15, b"t=b")], b"rep")
+        self.assertEqual(parse(self.device.request(d))[1], BAD_REQUEST)
+        # valid edge cases
+        for topic in ["x" * 253, "a/b_c/D9", "/lead"]:
+            reply = self.device.request(post(topic, b"ok", mid=self.next_mid()))
+            self.assertEqual(parse(reply)[1], CHANGED, topic)
+
+    def test_unknown_and_inactive_devices_get_unauthorized(self):
+        for source in ["127.0.0.9", "127.0.0.3"]:  # unknown, inactive
+            device = Device(self.server, source)
+            payload = f"unauth-{source}-{self.IO}".encode()
+            reply = device.request(post("t", payload, mid=self.next_mid()))
+            device.close()
+            type_, c, _, _, _, body = parse(reply)
+            self.assertEqual((type_, c, body), (ACK, UNAUTHORIZED, b"Unauthorized"), source)
+            time.sleep(0.1)
+            self.assertEqual(self.lines_with(payload), [])
+
+    def test_duplicates_get_identical_replies_and_are_forwarded_once(self):
+        mid = self.next_mid()
+        payload = f"dup-{self.IO}".encode()
+        datagram = post("dup", payload, mid=mid, token=b"\x11\x22\x33\x44")
+        first = self.device.request(datagram)
+        self.assertEqual(parse(first)[1], CHANGED)
+        replies = [self.device.request(datagram) for _ in range(4)]
+        self.assertEqual(replies, [first] * 4)
+        time.sleep(0.2)
+        self.assertEqual(len(self.lines_with(payload)), 1)
+        # Same MID, another token: a new message (a rebooted device reusing MIDs).
+        again = self.device.request(post("dup", payload, mid=mid, token=b"\x55"))
+        self.assertEqual(parse(again)[1], CHANGED)
+        self.assertEqual(len(self.server.wait_for_sink(0) and self.lines_with(payload)), 2)
+
+    def test_errors_are_replayed_for_duplicates_too(self):
+        device = Device(self.server, "127.0.0.9")
+        datagram = post("t", b"x", mid=self.next_mid())
+        first = device.request(datagram)
+        self.assertEqual(device.request(datagram), first)
+        device.close()
+
+    def test_malformed_datagrams(self):
+        cases = [
+            (b"\x40\x02\x12", None),                            # P03 too short: silence
+            (b"\x80\x02\x12\x34", None),                        # P02 version 2: silence
+            (b"\x49\x02\x12\x34" + bytes(9), b"\x70\x00\x12\x34"),  # P04 TKL 9: RST
+            (b"\x40\x02\x12\x34\xff", b"\x70\x00\x12\x34"),     # P07: RST
+            (b"\x50\x02\x12\x34\xff", None),                    # same in NON: silence
+            (b"\x40\x02\x12\x34\xbe\x01", b"\x70\x00\x12\x34"),  # P10: RST
+            (b"\x40\x00\x12\x34", b"\x70\x00\x12\x34"),         # P16 ping: RST
+            (b"\x60\x00\x12\x34", None),                        # stray ACK: silence
+            (b"\x40\x45\x12\x34", b"\x70\x00\x12\x34"),         # P24 unsolicited response: RST
+        ]
+        for datagram, expected in cases:
+            reply = self.device.request(datagram, timeout=0.5 if expected is None else 3)
+            self.assertEqual(reply, expected, datagram.hex())
+        # P18: unknown critical option → 4.02
+        reply = self.device.request(message(CON, POST, 0x1235, b"", [(9, b"")]))
+        self.assertEqual(parse(reply)[1], BAD_OPTION)
+        # GET / → 4.04 "Not Found" like the reference system
+        reply = self.device.request(message(CON, GET, 0x1236, b"", [(15, b"t=1")]))
+        self.assertEqual(parse(reply)[1:6:4], (NOT_FOUND, b"Not Found"))
+        # the server keeps serving
+        reply = self.device.request(post("after", b"still-alive", mid=self.next_mid()))
+        self.assertEqual(parse(reply)[1], CHANGED)
+
+    def test_oversized_payloads_get_413_with_size1(self):
+        for size in [1025, 1500, 3000, 9000]:  # 3000 and 9000 exceed the receive buffer
+            reply = self.device.request(post("big", b"x" * size, mid=self.next_mid()))
+            self.assertIsNotNone(reply, size)
+            _, c, _, _, options, _ = parse(reply)
+            self.assertEqual(c, TOO_LARGE, size)
+            self.assertIn((60, (1024).to_bytes(2, "big")), options)
+
+
+class IngestIoUring(IngestTests, unittest.TestCase):
+    IO = "io_uring"
+
+
+class IngestRecvmmsg(IngestTests, unittest.TestCase):
+    IO = "recvmmsg"
+
+
+class LifecycleTests(unittest.TestCase):
+    def test_dedup_entries_expire(self):
+        with Server(extra_toml="[coap]\nexchange_lifetime_s = 1\nnon_lifetime_s = 1\n") as s:
+            d = Device(s)
+            datagram = post("exp", b"expiring", mid=0x4242, token=b"\x01")
+            self.assertEqual(parse(d.request(datagram))[1], CHANGED)
+            self.assertEqual(parse(d.request(datagram))[1], CHANGED)
+            self.assertEqual(len(s.wait_for_sink(1)), 1)
+            time.sleep(2.5)  # past the configured lifetime: the same message is new again
+            self.assertEqual(parse(d.request(datagram))[1], CHANGED)
+            self.assertEqual(len(s.wait_for_sink(2)), 2)
+            d.close()
+            self.assertEqual(s.stop(), 0)
+
+    def test_ipv6(self):
+        with Server(listen="[::1]:0") as s:
+            d = Device(s, "::1")
+            reply = d.request(post("v6", b"over-ipv6", mid=7))
+            self.assertEqual(parse(reply)[1], CHANGED)
+            lines = s.wait_for_sink(1)
+            self.assertEqual(lines[0]["device"]["ip"], "::1")
+            self.assertEqual(lines[0]["device"]["iccid"], "8988280666000000006")
+            d.close()
+            self.assertEqual(s.stop(), 0)
+
+    def test_sighup_adds_a_device_without_restart(self):
+        with Server() as s:
+            d = Device(s, "127.0.0.77")
+            self.assertEqual(parse(d.request(post("h", b"before", mid=1)))[1], UNAUTHORIZED)
+            with open(s.devices_path, "a") as f:
+                f.write("8988280666000000077,901405100000077,127.0.0.77,active,,\n")
+            mark = s.log_count()
+            s.signal(signal.SIGHUP)
+            s.wait_for_log(r"reloaded .*devices", start=mark)
+            self.assertEqual(parse(d.request(post("h", b"after", mid=2)))[1], CHANGED)
+            # An invalid file keeps the old registry.
+            with open(s.devices_path, "a") as f:
+                f.write("not,a,valid,row\n")
+            mark = s.log_count()
+            s.signal(signal.SIGHUP)
+            s.wait_for_log(r"reload failed, keeping the previous devices", start=mark)
+            self.assertEqual(parse(d.request(post("h", b"still", mid=3)))[1], CHANGED)
+            d.close()
+            self.assertEqual(s.stop(), 0)
+
+    def test_sigterm_under_load_keeps_every_acknowledged_message(self):
+        with Server(shards=2) as s:
+            acked = {}
+            stop = threading.Event()
+
+            def device_loop(index):
+                source = f"127.0.1.{10 + index}"
+                d = Device(s, source)
+                seq = 0
+                deadline = time.monotonic() + 20
+                while not stop.is_set() and seq < 3000 and time.monotonic() < deadline:
+                    payload = f"{source}/{seq}".encode()
+                    reply = d.request(post("load", payload, mid=seq & 0xFFFF, token=seq.to_bytes(4, "big")), timeout=2)
+                    if reply is None:
+                        break  # the server has gone
+                    if parse(reply)[1] == CHANGED:
+                        acked[payload] = True
+                    seq += 1
+                d.close()
+
+            threads = [threading.Thread(target=device_loop, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            time.sleep(1.0)
+            s.signal(signal.SIGTERM)
+            rc = s.proc.wait(timeout=30)
+            stop.set()
+            for t in threads:
+                t.join()
+            self.assertEqual(rc, 0)
+            self.assertGreater(len(acked), 0)
+            delivered = {l["payload"]["value"] for l in s.sink_lines()}
+            missing = [p for p in acked if b64(p) not in delivered]
+            self.assertEqual(missing, [], f"{len(missing)} acknowledged messages missing")
+
+    def test_enqueue_ack_mode(self):
+        with Server(extra_toml='[coap]\nack = "enqueue"\n') as s:
+            d = Device(s)
+            self.assertEqual(parse(d.request(post("q", b"enqueued", mid=9)))[1], CHANGED)
+            self.assertEqual(len(s.wait_for_sink(1)), 1)
+            d.close()
+            self.assertEqual(s.stop(), 0)
+
+
+class CommandLineTests(unittest.TestCase):
+    def run_coapgate(self, *args, config_text=None):
+        import tempfile
+        cmd = [os.environ.get("COAPGATE", "build/release/engine/coapgate")]
+        if config_text is not None:
+            with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+                f.write(config_text)
+            cmd += ["--config", f.name]
+        return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=20)
+
+    def test_check_config_accepts_defaults(self):
+        out = self.run_coapgate("--check-config", config_text="")
+        self.assertEqual(out.returncode, 0, out.stderr)
+
+    def test_bad_value_exits_2_naming_the_key(self):
+        out = self.run_coapgate("--check-config", config_text="[coap]\nmax_payload = 0\n")
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("coap.max_payload", out.stderr)
+        self.assertEqual(len(out.stderr.strip().splitlines()), 1, out.stderr)
+
+    def test_unknown_key_exits_2(self):
+        out = self.run_coapgate("--check-config", config_text="[server]\nshardz = 1\n")
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("server.shardz", out.stderr)
+
+    def test_bad_config_also_stops_the_server(self):
+        out = self.run_coapgate(config_text="[server]\nio = \"magic\"\n")
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("server.io", out.stderr)
+
+    def test_invalid_devices_file_exits_2(self):
+        import tempfile
+        with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+            f.write("iccid,imsi,ip,status,psk,psk_format\n123,x,1.2.3.4,active,,\n")
+        out = self.run_coapgate("--check-config", config_text=f'[devices]\nfile = "{f.name}"\n')
+        self.assertEqual(out.returncode, 2)
+        self.assertIn(f.name, out.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
