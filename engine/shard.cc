@@ -254,11 +254,12 @@ void Shard::Ingest(const ReceivedDatagram& d, const codec::Triage& t) {
   std::copy(m.token.begin(), m.token.end(), out.token.begin());
   out.ip = ip->bytes();
   out.iccid_length = static_cast<uint8_t>(std::min(device->iccid.size(), out.iccid.size()));
-  std::memcpy(out.iccid.data(), device->iccid.data(), out.iccid_length);
+  // copy_n, not memcpy: an empty view may have a null data() (UB for memcpy).
+  std::copy_n(device->iccid.data(), out.iccid_length, out.iccid.data());
   out.imsi_length = static_cast<uint8_t>(std::min(device->imsi.size(), out.imsi.size()));
-  std::memcpy(out.imsi.data(), device->imsi.data(), out.imsi_length);
+  std::copy_n(device->imsi.data(), out.imsi_length, out.imsi.data());
   out.topic_length = static_cast<uint8_t>(t.request.topic.size());
-  std::memcpy(out.topic.data(), t.request.topic.data(), t.request.topic.size());
+  std::copy_n(t.request.topic.data(), t.request.topic.size(), out.topic.data());
   out.payload_length = static_cast<uint16_t>(m.payload.size());
   std::copy(m.payload.begin(), m.payload.end(), out.payload);
 

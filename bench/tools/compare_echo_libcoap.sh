@@ -5,7 +5,7 @@
 # both), and prints a Markdown table per run plus the median per server.
 #
 #   bench/tools/compare_echo_libcoap.sh [--rounds R] [--duration D] [--devices N] [--window W]
-#       [--threads T] [--echo-threads N] [--payload BYTES] [--servers "echo libcoap"]
+#       [--threads T] [--echo-threads N] [--payload BYTES] [--servers "echo coapgate libcoap"]
 #       [--build-dir DIR] [--keep]
 #
 # The tools are compiled into --build-dir (default /tmp/benchtools_build) when missing or older
@@ -29,7 +29,7 @@ WINDOW=2
 BLAST_THREADS=1
 ECHO_THREADS=1
 PAYLOAD=48
-SERVERS="echo libcoap"
+SERVERS="echo coapgate libcoap"
 BUILD_DIR=/tmp/benchtools_build
 KEEP=0
 
@@ -146,18 +146,42 @@ start_libcoap() {
 }
 blast_args_libcoap() { echo "--method put --path example_data"; }
 
-# HOOK(coapgate): not implemented yet. When the ingest engine can serve, this will:
-#   1. write $WORK/devices.csv with `bench/tools/make_devices.py $DEVICES`;
-#   2. write $WORK/coapgate.toml: [server] coap_listen = ["127.0.0.1:$SERVER_PORT"],
-#      coaps_listen = [], [devices] file = that CSV, state = $WORK/state.db, a null or file
-#      sink (SPEC §9);
-#   3. run `$REPO/build/release/engine/coapgate --config $WORK/coapgate.toml &`, set
-#      SERVER_PID, and wait until it answers (coap-client-notls, as for libcoap);
-# blast_args_coapgate then stays empty: coap_blast's default is coapgate's request (CON
-# POST /?t=bench -> 2.04). Enable with --servers "echo libcoap coapgate".
+# coapgate itself: CON POST /?t=bench (coap_blast's default request) from N device addresses
+# that are in its registry -> 2.04 after the file sink (writing to /dev/null) took the
+# message. One shard, so that the three servers are compared per core.
+COAPGATE_BIN=${COAPGATE_BIN:-$REPO/build/release/engine/coapgate}
+COAPGATE_SHARDS=${COAPGATE_SHARDS:-1}
 start_coapgate() {
-  echo "coapgate is not wired into this comparison yet (see HOOK(coapgate))" >&2
-  return 1
+  if [[ ! -x $COAPGATE_BIN ]]; then
+    echo "building coapgate (release preset)" >&2
+    "$REPO/deploy/build.sh" release >&2
+  fi
+  python3 "$REPO/bench/tools/make_devices.py" "$DEVICES" >"$WORK/devices.csv"
+  cat >"$WORK/coapgate.toml" <<TOML
+[server]
+coap_listen = ["127.0.0.1:0"]
+shards = $COAPGATE_SHARDS
+[devices]
+file = "$WORK/devices.csv"
+state = "$WORK/state.db"
+[[sinks]]
+type = "file"
+path = "/dev/null"
+TOML
+  : >"$WORK/coapgate.err"
+  timeout $((DURATION + 60)) "$COAPGATE_BIN" --config "$WORK/coapgate.toml" \
+      2>>"$WORK/coapgate.err" &
+  SERVER_PID=$!
+  local i
+  for i in $(seq 100); do
+    SERVER_PORT=$(sed -n 's|.*listening coap://127\.0\.0\.1:\([0-9]*\) .*|\1|p' "$WORK/coapgate.err")
+    if [[ -n $SERVER_PORT ]]; then
+      CPU_PID=$(pgrep -P "$SERVER_PID" | head -n1)
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "coapgate did not start:" >&2; cat "$WORK/coapgate.err" >&2; return 1
 }
 blast_args_coapgate() { :; }
 
