@@ -7,6 +7,7 @@
 #include <array>
 #include <chrono>
 #include <cstring>
+#include <future>
 #include <random>
 
 #include "codec/code.h"
@@ -35,18 +36,47 @@ uint64_t WallMs() noexcept {
 }  // namespace
 
 Result<std::unique_ptr<Shard>, std::string> Shard::Create(ShardOptions options) {
+  auto shard = std::unique_ptr<Shard>(new Shard(std::move(options), nullptr));
+  // The backend is built on the shard's own thread: an io_uring belongs to the task that
+  // submits to it (its task work runs there), so a ring set up here on the control thread
+  // would have this thread do the shard's receive work.
+  std::promise<std::string> built;
+  std::future<std::string> result = built.get_future();
+  shard->thread_ = std::thread([raw = shard.get(), &built] { raw->ThreadMain(built); });
+  const std::string error = result.get();
+  if (!error.empty()) {
+    shard->thread_.join();
+    return Fail(error);
+  }
+  return shard;
+}
+
+void Shard::ThreadMain(std::promise<std::string>& built) {
+  if (options_.cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(options_.cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);  // best effort
+  }
   DatagramIoOptions io_options;
-  io_options.sockets = options.sockets;
+  io_options.sockets = options_.sockets;
   // Headroom over max_payload for the header, token and options (Uri-Query alone may take
   // 255 bytes): a datagram longer than this is cut short and answered 4.13.
-  io_options.buffer_size = options.max_payload + 1024;
-  auto shard = std::unique_ptr<Shard>(new Shard(std::move(options), nullptr));
-  io_options.wake_fds = {shard->handoff_.wake_fd()};
-  auto io = shard->options_.io == ShardIo::kIoUring ? MakeUringIo(io_options)
-                                                    : MakeRecvmmsgIo(io_options);
-  if (!io) return Fail(io.error());
-  shard->io_ = std::move(*io);
-  return shard;
+  io_options.buffer_size = options_.max_payload + 1024;
+  io_options.wake_fds = {handoff_.wake_fd()};
+  auto io = options_.io == ShardIo::kIoUring ? MakeUringIo(io_options)
+                                             : MakeRecvmmsgIo(io_options);
+  if (!io) {
+    built.set_value(io.error());
+    return;
+  }
+  io_ = std::move(*io);
+  built.set_value({});  // `built` is gone after this: Create returned
+  {
+    std::unique_lock lock(start_mutex_);
+    start_cv_.wait(lock, [this] { return started_ || stop_.load(std::memory_order_relaxed); });
+  }
+  Run();
 }
 
 Shard::Shard(ShardOptions options, std::unique_ptr<DatagramIo> io)
@@ -70,19 +100,17 @@ Shard::~Shard() {
 }
 
 void Shard::Start() {
-  thread_ = std::thread([this] {
-    if (options_.cpu >= 0) {
-      cpu_set_t set;
-      CPU_ZERO(&set);
-      CPU_SET(options_.cpu, &set);
-      pthread_setaffinity_np(pthread_self(), sizeof(set), &set);  // best effort
-    }
-    Run();
-  });
+  std::lock_guard lock(start_mutex_);
+  started_ = true;
+  start_cv_.notify_one();
 }
 
 void Shard::RequestStop() noexcept {
-  stop_.store(true, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(start_mutex_);
+    stop_.store(true, std::memory_order_relaxed);
+  }
+  start_cv_.notify_one();
   handoff_.WakeShard();
 }
 

@@ -11,6 +11,9 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <future>
+#include <mutex>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -51,6 +54,7 @@ class Shard {
   static Result<std::unique_ptr<Shard>, std::string> Create(ShardOptions options);
   ~Shard();
 
+  // The thread exists from Create on (it owns the io backend); Start lets it serve.
   void Start();
   // New requests get 5.03 from now on; pending ones still complete.
   void RequestDrain() noexcept { draining_.store(true, std::memory_order_relaxed); }
@@ -89,6 +93,8 @@ class Shard {
   };
 
   Shard(ShardOptions options, std::unique_ptr<DatagramIo> io);
+  // The thread: builds the backend, reports through `built` ("" = ok), waits for Start.
+  void ThreadMain(std::promise<std::string>& built);
   void Run();
   void Handle(const ReceivedDatagram& d);
   void HandleTruncated(const ReceivedDatagram& d);
@@ -127,6 +133,9 @@ class Shard {
   bool pushed_ = false;       ///< something went to the publisher this turn
   uint64_t send_failures_seen_ = 0;
 
+  std::mutex start_mutex_;
+  std::condition_variable start_cv_;
+  bool started_ = false;  ///< guarded by start_mutex_
   std::atomic<bool> draining_{false};
   std::atomic<bool> stop_{false};
   std::atomic<uint32_t> pending_{0};
