@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Quick start, command 1: install what is needed, build, and run coapgate on its embedded
-# defaults. Arguments are passed to coapgate.
+# defaults (plain CoAP on 0.0.0.0:5683, TELEMETRY_DATA lines on stdout). Arguments are passed
+# to coapgate (e.g. --config FILE).
 #
-# Until the ingest server lands (issue #3) coapgate's one command is `dissect`; with no
-# arguments this runs it over deploy/examples/datagrams.txt, typical device datagrams and
-# the malformed ones of the test catalogue, to show each verdict and reply.
+# It runs in deploy/examples, so the default devices file (devices.csv) is the example one,
+# which registers 127.0.0.1 and ::1: from another terminal,
+#   coap-client-notls -m post -e hello 'coap://127.0.0.1/?t=test'
+# gets 2.04 and the message appears here. Ctrl-C drains and exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 deploy/build.sh release
-if (($#)); then
-  exec build/release/engine/coapgate "$@"
-fi
-exec build/release/engine/coapgate dissect < deploy/examples/datagrams.txt
+coapgate=$PWD/build/release/engine/coapgate
+cd deploy/examples
+exec "$coapgate" "$@"

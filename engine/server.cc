@@ -56,7 +56,7 @@ Server::Server(const Config& config) : config_(config) {}
 Server::~Server() {
   for (auto& shard : shards_) shard->RequestStop();
   for (auto& shard : shards_) shard->Join();
-  if (publisher_) publisher_->Stop();
+  if (publisher_) publisher_->Stop(config_.server.drain_timeout_ms);
 }
 
 Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config) {
@@ -152,7 +152,7 @@ int Server::Run() {
       spdlog::info("{}: draining", strsignal(signal_number));
       Drain();
       LogCounters("final counters");
-      return 0;
+      return clean_ ? 0 : 1;
     }
   }
 }
@@ -189,7 +189,10 @@ void Server::Drain() {
   if (left > 0) spdlog::warn("drain timeout: {} messages still pending", left);
   for (auto& shard : shards_) shard->RequestStop();
   for (auto& shard : shards_) shard->Join();
-  publisher_->Stop();
+  if (!publisher_->Stop(config_.server.drain_timeout_ms)) {
+    spdlog::error("sink output stalled: messages still queued at shutdown were not written");
+    clean_ = false;
+  }
 }
 
 void Server::LogCounters(const char* when) const {

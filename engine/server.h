@@ -31,7 +31,8 @@ class Server {
   static Result<std::unique_ptr<Server>, std::string> Create(const Config& config);
   ~Server();
 
-  // Serves until SIGTERM/SIGINT, then drains; returns the process exit code.
+  // Serves until SIGTERM/SIGINT, then drains; returns the process exit code: 0, or 1 when the
+  // sink output stalled and queued messages could not be written.
   int Run();
 
  private:
@@ -44,6 +45,7 @@ class Server {
   std::unique_ptr<RegistryHolder> registry_;
   std::unique_ptr<sinks::FilePublisher> publisher_;
   std::vector<std::unique_ptr<Shard>> shards_;
+  bool clean_ = true;  ///< false when shutdown could not write everything out
 };
 
 }  // namespace coapgate::engine

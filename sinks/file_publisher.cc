@@ -4,9 +4,12 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "sinks/envelope.h"
@@ -17,6 +20,8 @@ namespace {
 // Messages taken per shard per pass: bounds the latency one busy shard adds to the others'.
 constexpr size_t kBatchPerShard = 512;
 constexpr size_t kBufferBytes = 1 << 20;
+constexpr int kPollMs = 100;          ///< how often a stalled write checks for abandonment
+constexpr size_t kPipeChunk = 4096;   ///< one pipe page: accepted whole once POLLOUT is set
 
 size_t FormatIp(const std::array<uint8_t, 16>& ip, char* out) noexcept {
   static constexpr uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
@@ -40,6 +45,8 @@ Result<std::unique_ptr<FilePublisher>, std::string> FilePublisher::Open(const st
 FilePublisher::FilePublisher(int fd, bool owns_fd, std::string path)
     : fd_(fd), owns_fd_(owns_fd), path_(std::move(path)), buffer_(kBufferBytes) {
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  struct stat st;
+  regular_file_ = fstat(fd_, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 FilePublisher::~FilePublisher() {
@@ -54,19 +61,30 @@ void FilePublisher::Start(std::vector<Handoff*> shards) {
   thread_ = std::thread([this] { Run(); });
 }
 
-void FilePublisher::Stop() {
-  if (!thread_.joinable()) return;
+bool FilePublisher::Stop(uint32_t timeout_ms) {
+  if (!thread_.joinable()) return true;
   stop_.store(true, std::memory_order_release);
   const uint64_t one = 1;
   [[maybe_unused]] const ssize_t n = write(wake_fd_, &one, sizeof(one));
-  thread_.join();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!finished_.load(std::memory_order_acquire) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const bool clean = finished_.load(std::memory_order_acquire);
+  abandon_.store(true, std::memory_order_release);
+  thread_.join();  // prompt: a write waits at most one poll interval once abandoned
+  return clean;
 }
 
 void FilePublisher::Run() {
   while (true) {
     const bool stopping = stop_.load(std::memory_order_acquire);
     if (PublishBatch()) continue;
-    if (stopping) return;  // stop was requested before this empty pass: nothing is left
+    if (stopping) {  // stop was requested before this empty pass: nothing is left
+      finished_.store(true, std::memory_order_release);
+      return;
+    }
     pollfd p{wake_fd_, POLLIN, 0};
     if (poll(&p, 1, 100) > 0) {
       uint64_t ignored;
@@ -107,18 +125,47 @@ bool FilePublisher::PublishBatch() {
   return true;
 }
 
+bool FilePublisher::WriteSome(size_t offset, size_t* written) noexcept {
+  size_t length = used_ - offset;
+  if (!regular_file_) {
+    // A pipe, tty or socket may not take everything: wait until it takes something, never
+    // forever, and write no more than it is sure to accept without blocking (a pipe that
+    // polls writable has at least one free page).
+    pollfd p{fd_, POLLOUT, 0};
+    while (poll(&p, 1, kPollMs) == 0 || (p.revents & POLLOUT) == 0) {
+      if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) return false;
+      if (abandon_.load(std::memory_order_acquire)) return false;
+    }
+    if (length > kPipeChunk) {
+      // Whole lines only, so that giving up between writes never leaves half a JSON line for
+      // the reader; a single line longer than a page still goes in pieces.
+      const char* begin = buffer_.data() + offset;
+      const void* last_newline = memrchr(begin, '\n', kPipeChunk);
+      length = last_newline != nullptr
+                   ? static_cast<size_t>(static_cast<const char*>(last_newline) - begin) + 1
+                   : kPipeChunk;
+    }
+  }
+  while (true) {
+    const ssize_t n = write(fd_, buffer_.data() + offset, length);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    *written = static_cast<size_t>(n);
+    return true;
+  }
+}
+
 bool FilePublisher::WriteAll() noexcept {
   bool ok = true;
   size_t done = 0;
   while (done < used_) {
-    const ssize_t n = write(fd_, buffer_.data() + done, used_ - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
+    size_t n = 0;
+    if (!WriteSome(done, &n)) {
       ok = false;
       write_errors_.fetch_add(1, std::memory_order_relaxed);
       break;
     }
-    done += static_cast<size_t>(n);
+    done += n;
   }
   Handoff* last = nullptr;
   for (const Pending& p : batch_) {

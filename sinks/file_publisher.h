@@ -6,6 +6,10 @@
 // rejects the whole batch, so those devices get 5.03 and retry. No fsync: a host crash can
 // lose what the page cache held, which is the documented durability of this sink.
 //
+// A pipe, terminal or socket whose reader stalls must not hang the process: writes to
+// anything but a regular file wait with poll(2) and go in pieces the kernel can take at once,
+// so Stop can give up on a stalled reader at its deadline.
+//
 // Thread contract: Start/Stop/wake_fd from the control thread; the publisher thread is the
 // single consumer of each Handoff's outbound queue.
 #pragma once
@@ -31,7 +35,9 @@ class FilePublisher {
   // REQUIRES: not started. The handoffs outlive the publisher.
   void Start(std::vector<Handoff*> shards);
   // Publishes everything still queued, then joins the thread. Call after the shards stopped.
-  void Stop();
+  // If the output does not take it within `timeout_ms` (a stalled pipe reader), the rest is
+  // rejected (its devices never got 2.04 in ack=sink mode) and Stop returns false.
+  bool Stop(uint32_t timeout_ms = 5000);
   // Shards write 1 here after pushing to their outbound queue.
   [[nodiscard]] int wake_fd() const noexcept { return wake_fd_; }
 
@@ -46,9 +52,11 @@ class FilePublisher {
   // Drains up to one batch from every shard; returns false when there was nothing to do.
   bool PublishBatch();
   bool WriteAll() noexcept;
+  bool WriteSome(size_t offset, size_t* written) noexcept;
 
   int fd_;
   bool owns_fd_;
+  bool regular_file_ = false;
   std::string path_;
   int wake_fd_ = -1;
   std::vector<Handoff*> shards_;
@@ -60,6 +68,8 @@ class FilePublisher {
   };
   std::vector<Pending> batch_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> abandon_{false};  ///< Stop's deadline passed: reject instead of waiting
+  std::atomic<bool> finished_{false};
   std::atomic<uint64_t> written_{0};
   std::atomic<uint64_t> write_errors_{0};
   std::thread thread_;

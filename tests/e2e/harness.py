@@ -42,10 +42,10 @@ class Server:
     code."""
 
     def __init__(self, io="recvmmsg", listen="127.0.0.1:0", extra_toml="", devices=None,
-                 shards=2):
+                 shards=2, sink_path=None, drain_timeout_ms=5000):
         self.dir = tempfile.mkdtemp(prefix="coapgate-e2e-")
         self.devices_path = os.path.join(self.dir, "devices.csv")
-        self.sink_path = os.path.join(self.dir, "out.jsonl")
+        self.sink_path = sink_path or os.path.join(self.dir, "out.jsonl")
         self.config_path = os.path.join(self.dir, "coapgate.toml")
         with open(self.devices_path, "w") as f:
             f.write(devices_csv(DEVICES if devices is None else devices))
@@ -55,6 +55,7 @@ class Server:
 coap_listen = ["{listen}"]
 shards = {shards}
 io = "{io}"
+drain_timeout_ms = {drain_timeout_ms}
 
 [devices]
 file = "{self.devices_path}"

@@ -265,6 +265,22 @@ class LifecycleTests(unittest.TestCase):
             missing = [p for p in acked if b64(p) not in delivered]
             self.assertEqual(missing, [], f"{len(missing)} acknowledged messages missing")
 
+    def test_sigusr1_logs_counters(self):
+        with Server() as s:
+            d = Device(s)
+            self.assertEqual(parse(d.request(post("c", b"counted", mid=11)))[1], CHANGED)
+            d.request(b"\x40\x00\x00\x01")  # a ping: one RST
+            d.close()
+            mark = s.log_count()
+            s.signal(signal.SIGUSR1)
+            m = s.wait_for_log(r"counters: (.*)", start=mark)
+            counters = dict(kv.split("=") for kv in m.group(1).split())
+            self.assertEqual(counters["received"], "2")
+            self.assertEqual(counters["reply_2.04"], "1")
+            self.assertEqual(counters["reset"], "1")
+            self.assertEqual(counters["accepted"], "1")
+            self.assertEqual(s.stop(), 0)
+
     def test_enqueue_ack_mode(self):
         with Server(extra_toml='[coap]\nack = "enqueue"\n') as s:
             d = Device(s)
@@ -272,6 +288,71 @@ class LifecycleTests(unittest.TestCase):
             self.assertEqual(len(s.wait_for_sink(1)), 1)
             d.close()
             self.assertEqual(s.stop(), 0)
+
+
+class StalledSinkTests(unittest.TestCase):
+    """The file sink writes into a pipe whose reader never reads: once the pipe is full, the
+    delivery contract must hold (SPEC §4; reliability reference I1–I4)."""
+
+    def test_stalled_sink(self):
+        import tempfile
+        fifo_dir = tempfile.mkdtemp(prefix="coapgate-fifo-")
+        fifo = os.path.join(fifo_dir, "sink")
+        os.mkfifo(fifo)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # held open, not read (yet)
+        s = Server(shards=1, extra_toml="[coap]\nresponse_budget_ms = 300\nbusy_max_age_s = 5\n",
+                   sink_path=fifo, drain_timeout_ms=1000)
+        with s:
+            d = Device(s)
+            # 1. Overfill the pipe (64 KiB holds ~170 envelopes).
+            for mid in range(400):
+                d.send(post("stall", f"m{mid}".encode(), mid=mid, token=mid.to_bytes(2, "big")))
+            replies = {}
+            while True:
+                r = d.recv(timeout=1.5)
+                if r is None:
+                    break
+                _, c, mid, _, options, _ = parse(r)
+                replies.setdefault(mid, []).append((c, dict(options)))
+            codes = [c for v in replies.values() for c, _ in v]
+            self.assertEqual(len(replies), 400, "every request gets exactly one answer")
+            self.assertTrue(all(len(v) == 1 for v in replies.values()))
+            self.assertGreater(codes.count(CHANGED), 0)
+            self.assertGreater(codes.count(UNAVAILABLE), 0)
+            self.assertEqual(codes.count(CHANGED) + codes.count(UNAVAILABLE), 400)
+            for v in replies.values():
+                c, options = v[0]
+                if c == UNAVAILABLE:  # Max-Age jittered in [5, 10]
+                    self.assertIn(int.from_bytes(options[14], "big"), range(5, 11))
+            # 2. A duplicate while the first copy is pending gets no answer; the first copy
+            #    gets 5.03 when the budget runs out; a later duplicate gets the same bytes.
+            x = post("stall", b"x", mid=5000, token=b"\x77")
+            d.send(x)
+            d.send(x)
+            first = d.recv(timeout=3)
+            self.assertEqual(parse(first)[1], UNAVAILABLE)
+            self.assertIsNone(d.recv(timeout=0.5), "the pending duplicate must stay unanswered")
+            self.assertEqual(d.request(x), first)
+            d.close()
+            # 3. SIGTERM with the output stalled: a bounded shutdown, non-zero (not all written).
+            rc = s.stop(timeout=15)
+            self.assertEqual(rc, 1)
+            # 4. Every message answered 2.04 is in the pipe.
+            data = b""
+            while True:
+                try:
+                    chunk = os.read(reader, 65536)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+            os.close(reader)
+            import json
+            written = {json.loads(l)["payload"]["value"] for l in data.decode().splitlines()}
+            acked = [mid for mid, v in replies.items() if v[0][0] == CHANGED]
+            missing = [mid for mid in acked if b64(f"m{mid}".encode()) not in written]
+            self.assertEqual(missing, [])
 
 
 class CommandLineTests(unittest.TestCase):
