@@ -7,19 +7,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "engine/hash.h"
+
 namespace coapgate::engine {
 namespace {
-
-// splitmix64's finalizer: a bijection on 64 bits in which every input bit reaches every
-// output bit, so keys that differ only in a port's or a MID's low bits spread over the index.
-constexpr uint64_t Mix64(uint64_t x) noexcept {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
 
 // Configuration errors surface before the data plane starts: stop with a message.
 void CheckLimit(bool ok, const char* what) noexcept {

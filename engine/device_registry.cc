@@ -12,6 +12,8 @@
 #include <limits>
 #include <system_error>
 
+#include "engine/hash.h"
+
 namespace coapgate::engine {
 namespace {
 
@@ -45,17 +47,6 @@ constexpr size_t kNoColumn = std::numeric_limits<size_t>::max();
 // sequences (~1.5 reads per hit, ~2.5 per miss with linear probing) are worth 4 bytes a slot.
 size_t SlotsFor(size_t keys) { return std::bit_ceil(std::max(kMinIndexSlots, 2 * keys)); }
 
-uint64_t Finalize(uint64_t x) {
-  // splitmix64's finalizer: ICCIDs in one batch differ only in their last digits, and the
-  // table index takes the low bits, so every input bit must reach every output bit.
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
-
 // Eight bytes per multiply rather than FNV-1a's one: an ICCID is three words.
 uint64_t HashIccid(std::string_view s) noexcept {
   uint64_t h = 0x9e3779b97f4a7c15ULL ^ s.size();
@@ -71,7 +62,7 @@ uint64_t HashIccid(std::string_view s) noexcept {
     std::memcpy(&word, s.data() + i, s.size() - i);
     h = (h ^ word) * 0xff51afd7ed558ccdULL;
   }
-  return Finalize(h);
+  return Mix64(h);
 }
 
 // The slot holding a record for which `matches` is true, or else the empty slot that ends the

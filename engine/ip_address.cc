@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "engine/hash.h"
+
 namespace coapgate::engine {
 namespace {
 
@@ -66,19 +68,12 @@ std::string IpAddress::ToString() const {
 }
 
 uint64_t IpAddress::Hash() const noexcept {
-  // Two 64-bit halves mixed with a multiply-xorshift (splitmix64 finalizer): addresses in
-  // one subnet differ only in their low bytes, which this spreads over the whole word.
+  // Addresses in one subnet differ only in their low bytes: Mix64 spreads them.
   uint64_t hi;
   uint64_t lo;
   std::memcpy(&hi, bytes_.data(), 8);
   std::memcpy(&lo, bytes_.data() + 8, 8);
-  uint64_t x = hi ^ (lo * 0x9e3779b97f4a7c15ULL);
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
+  return Mix64(hi ^ (lo * 0x9e3779b97f4a7c15ULL));
 }
 
 }  // namespace coapgate::engine
