@@ -14,7 +14,7 @@ namespace coapgate::engine {
 namespace {
 
 // Datagrams per recvmmsg/sendmmsg call: large enough to amortize the syscall (h2o and
-// msquic use similar batches), small enough that one socket cannot starve the others.
+// msquic use similar batches), small enough to keep one loop turn short.
 constexpr size_t kBatch = 64;
 
 class RecvmmsgIo final : public DatagramIo {
@@ -89,10 +89,14 @@ class RecvmmsgIo final : public DatagramIo {
   const char* name() const noexcept override { return "recvmmsg"; }
 
  private:
-  // One recvmmsg per socket into the shared batch; returns datagrams read.
+  // One recvmmsg per socket into the shared batch; returns datagrams read. The first socket
+  // asked rotates per call, so a socket with a deep queue cannot starve the others.
   size_t ReadAll() noexcept {
     size_t total = 0;
-    for (size_t s = 0; s < sockets_.size() && used_ < kBatch; ++s) {
+    const size_t first = next_first_socket_;
+    next_first_socket_ = (next_first_socket_ + 1) % sockets_.size();
+    for (size_t k = 0; k < sockets_.size() && used_ < kBatch; ++k) {
+      const size_t s = (first + k) % sockets_.size();
       const size_t room = kBatch - used_;
       for (size_t i = used_; i < kBatch; ++i) {
         headers_[i] = {};
@@ -104,8 +108,8 @@ class RecvmmsgIo final : public DatagramIo {
       const int n = recvmmsg(sockets_[s], headers_.data() + used_, static_cast<unsigned>(room),
                              MSG_DONTWAIT, nullptr);
       if (n <= 0) continue;
-      for (int k = 0; k < n; ++k) {
-        const size_t i = used_ + static_cast<size_t>(k);
+      for (int j = 0; j < n; ++j) {
+        const size_t i = used_ + static_cast<size_t>(j);
         const msghdr& h = headers_[i].msg_hdr;
         const bool truncated = (h.msg_flags & MSG_TRUNC) != 0;
         const size_t length = truncated ? buffer_size_ : headers_[i].msg_len;
@@ -128,6 +132,7 @@ class RecvmmsgIo final : public DatagramIo {
   std::vector<mmsghdr> headers_;
   std::vector<ReceivedDatagram> received_;
   size_t used_ = 0;
+  size_t next_first_socket_ = 0;
 
   std::vector<std::byte> send_data_;
   std::vector<sockaddr_storage> send_peers_;

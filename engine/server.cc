@@ -178,10 +178,12 @@ void Server::Drain() {
   for (auto& shard : shards_) shard->RequestDrain();
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.server.drain_timeout_ms);
+  // Done when every shard has run a whole turn knowing it drains (so nothing it accepted
+  // before is missing from pending()) and nothing is pending any more.
   while (std::chrono::steady_clock::now() < deadline) {
-    uint32_t pending = 0;
-    for (const auto& shard : shards_) pending += shard->pending();
-    if (pending == 0) break;
+    bool done = true;
+    for (const auto& shard : shards_) done = done && shard->drain_seen() && shard->pending() == 0;
+    if (done) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   uint32_t left = 0;

@@ -42,10 +42,13 @@ Result<std::unique_ptr<Shard>, std::string> Shard::Create(ShardOptions options) 
   // would have this thread do the shard's receive work.
   std::promise<std::string> built;
   std::future<std::string> result = built.get_future();
-  shard->thread_ = std::thread([raw = shard.get(), &built] { raw->ThreadMain(built); });
+  shard->thread_ = std::thread(
+      [raw = shard.get(), promise = std::move(built)]() mutable { raw->ThreadMain(promise); });
   const std::string error = result.get();
   if (!error.empty()) {
     shard->thread_.join();
+    // The sockets stay the caller's on failure (it may retry with another backend).
+    shard->options_.sockets.clear();
     return Fail(error);
   }
   return shard;
@@ -85,8 +88,7 @@ Shard::Shard(ShardOptions options, std::unique_ptr<DatagramIo> io)
       dedup_(DedupTable::Limits{options_.dedup_capacity, options_.exchange_lifetime_s,
                                 options_.non_lifetime_s, std::random_device{}()}),
       handoff_(options_.inflight_capacity, options_.max_payload),
-      slots_(options_.inflight_capacity),
-      fifo_(options_.inflight_capacity) {
+      slots_(options_.inflight_capacity) {
   limits_.max_payload = options_.max_payload;
   std::random_device seed;
   next_message_id_ = static_cast<uint16_t>(seed());
@@ -120,6 +122,7 @@ void Shard::Join() {
 
 void Shard::Run() {
   while (!stop_.load(std::memory_order_relaxed)) {
+    const bool draining = draining_.load(std::memory_order_acquire);
     const std::span<const ReceivedDatagram> batch = io_->Receive(WaitTimeoutMs());
     now_ms_ = MonotonicMs();
     now_s_ = static_cast<uint32_t>(now_ms_ / 1000);
@@ -138,7 +141,8 @@ void Shard::Run() {
       pushed_ = false;
     }
     io_->Flush();
-    pending_.store(handoff_.in_use(), std::memory_order_relaxed);
+    pending_.store(handoff_.in_use(), std::memory_order_release);
+    if (draining) drain_seen_.store(true, std::memory_order_release);
     const uint64_t failures = io_->send_failures();
     if (failures != send_failures_seen_) {
       counters_.Add(Counter::kSendFailed, failures - send_failures_seen_);
@@ -148,8 +152,8 @@ void Shard::Run() {
 }
 
 int Shard::WaitTimeoutMs() const noexcept {
-  if (fifo_size_ == 0) return kIdleWaitMs;
-  const uint64_t deadline = slots_[fifo_[fifo_head_].slot].deadline_ms;
+  if (unanswered_head_ == kNoSlot) return kIdleWaitMs;
+  const uint64_t deadline = slots_[unanswered_head_].deadline_ms;
   const uint64_t now = MonotonicMs();
   if (deadline <= now) return 0;
   return static_cast<int>(std::min<uint64_t>(deadline - now + 1, kIdleWaitMs));
@@ -301,7 +305,7 @@ void Shard::Ingest(const ReceivedDatagram& d, const codec::Triage& t) {
   s.deadline_ms = now_ms_ + options_.response_budget_ms;
 
   if (!handoff_.PushOutbound(slot)) {
-    ReleaseSlot(slot);
+    handoff_.Release(slot);
     counters_.Add(Counter::kQueueFull);
     Finish(handle, m, codec::code::kServiceUnavailable, peer);
     return;
@@ -313,8 +317,7 @@ void Shard::Ingest(const ReceivedDatagram& d, const codec::Triage& t) {
     Finish(handle, m, codec::code::kChanged, peer);
     return;
   }
-  // The FIFO has a place for every slot, so it cannot overflow.
-  fifo_[(fifo_head_ + fifo_size_++) % fifo_.size()] = {slot, s.sequence};
+  LinkUnanswered(slot);
 }
 
 void Shard::Finish(DedupTable::Handle handle, const codec::MessageView& request, uint8_t code,
@@ -363,39 +366,59 @@ void Shard::DrainCompletions() {
       dedup_.Complete(s.dedup, code, static_cast<uint8_t>(type), message_id, max_age);
       const Peer peer{reinterpret_cast<const sockaddr*>(&s.peer), s.peer_length, s.socket};
       SendReply(peer, type, code, message_id, msg.Token(), max_age);
+      MarkAnswered(slot);
     }
-    ReleaseSlot(slot);
+    handoff_.Release(slot);
   }
 }
 
 void Shard::ExpireBudgets() {
-  while (fifo_size_ > 0) {
-    const PendingEntry e = fifo_[fifo_head_];
-    SlotState& s = slots_[e.slot];
-    if (s.sequence == e.sequence && !s.answered) {
-      if (s.deadline_ms > now_ms_) return;
-      // The sinks did not answer in time: tell the device to retry. The slot stays with the
-      // publisher until it completes; a late success then only means a benign duplicate.
-      s.answered = true;
-      counters_.Add(Counter::kBudgetExpired);
-      const sinks::InflightMessage& msg = handoff_.message(e.slot);
-      const auto type = s.confirmable ? codec::MessageType::kAcknowledgement
-                                      : codec::MessageType::kNonConfirmable;
-      const uint16_t message_id = s.confirmable ? msg.message_id : NextMessageId();
-      const uint16_t max_age = BusyMaxAge();
-      dedup_.Complete(s.dedup, codec::code::kServiceUnavailable, static_cast<uint8_t>(type),
-                      message_id, max_age);
-      const Peer peer{reinterpret_cast<const sockaddr*>(&s.peer), s.peer_length, s.socket};
-      SendReply(peer, type, codec::code::kServiceUnavailable, message_id, msg.Token(), max_age);
-    }
-    fifo_head_ = (fifo_head_ + 1) % fifo_.size();
-    --fifo_size_;
+  while (unanswered_head_ != kNoSlot) {
+    const uint32_t slot = unanswered_head_;
+    SlotState& s = slots_[slot];
+    if (s.deadline_ms > now_ms_) return;
+    // The sinks did not answer in time: tell the device to retry. The slot stays with the
+    // publisher until it completes; a late success then only means a duplicate downstream.
+    counters_.Add(Counter::kBudgetExpired);
+    const sinks::InflightMessage& msg = handoff_.message(slot);
+    const auto type = s.confirmable ? codec::MessageType::kAcknowledgement
+                                    : codec::MessageType::kNonConfirmable;
+    const uint16_t message_id = s.confirmable ? msg.message_id : NextMessageId();
+    const uint16_t max_age = BusyMaxAge();
+    dedup_.Complete(s.dedup, codec::code::kServiceUnavailable, static_cast<uint8_t>(type),
+                    message_id, max_age);
+    const Peer peer{reinterpret_cast<const sockaddr*>(&s.peer), s.peer_length, s.socket};
+    SendReply(peer, type, codec::code::kServiceUnavailable, message_id, msg.Token(), max_age);
+    MarkAnswered(slot);
   }
 }
 
-void Shard::ReleaseSlot(uint32_t slot) {
-  ++slots_[slot].sequence;
-  handoff_.Release(slot);
+void Shard::LinkUnanswered(uint32_t slot) noexcept {
+  SlotState& s = slots_[slot];
+  s.prev = unanswered_tail_;
+  s.next = kNoSlot;
+  if (unanswered_tail_ != kNoSlot) {
+    slots_[unanswered_tail_].next = slot;
+  } else {
+    unanswered_head_ = slot;
+  }
+  unanswered_tail_ = slot;
+}
+
+void Shard::MarkAnswered(uint32_t slot) noexcept {
+  SlotState& s = slots_[slot];
+  s.answered = true;
+  if (s.prev != kNoSlot) {
+    slots_[s.prev].next = s.next;
+  } else {
+    unanswered_head_ = s.next;
+  }
+  if (s.next != kNoSlot) {
+    slots_[s.next].prev = s.prev;
+  } else {
+    unanswered_tail_ = s.prev;
+  }
+  s.prev = s.next = kNoSlot;
 }
 
 uint16_t Shard::BusyMaxAge() noexcept {

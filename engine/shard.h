@@ -35,7 +35,7 @@ enum class ShardIo : uint8_t { kIoUring, kRecvmmsg };
 struct ShardOptions {
   uint32_t index = 0;
   int cpu = -1;               ///< CPU to pin to; -1 = not pinned
-  std::vector<int> sockets;   ///< owned by the shard from Create on
+  std::vector<int> sockets;   ///< owned by the shard once Create succeeded
   ShardIo io = ShardIo::kRecvmmsg;
   uint32_t max_payload = 1024;
   uint32_t dedup_capacity = 262144;
@@ -61,16 +61,27 @@ class Shard {
   void RequestStop() noexcept;
   void Join();
 
-  // Messages accepted but not yet answered or completed (read by the control thread).
+  // Messages accepted but not yet answered or completed, as of the end of the shard's last
+  // loop turn (read by the control thread).
   [[nodiscard]] uint32_t pending() const noexcept {
-    return pending_.load(std::memory_order_relaxed);
+    return pending_.load(std::memory_order_acquire);
+  }
+  // True once a whole loop turn ran with the drain request seen: from then on pending() can
+  // only fall, since every request of that turn and later was answered 5.03.
+  [[nodiscard]] bool drain_seen() const noexcept {
+    return drain_seen_.load(std::memory_order_acquire);
   }
   [[nodiscard]] const ShardCounters& counters() const noexcept { return counters_; }
   [[nodiscard]] sinks::Handoff& handoff() noexcept { return handoff_; }
   [[nodiscard]] const char* io_name() const noexcept { return io_->name(); }
 
  private:
+  static constexpr uint32_t kNoSlot = UINT32_MAX;
+
   // Shard-private bookkeeping for one in-flight slot (the Handoff holds the message itself).
+  // Unanswered slots form a doubly linked list in arrival order: the budget is one constant,
+  // so the head always has the earliest deadline, and a completion in any order unlinks its
+  // slot in O(1) (sinks with several connections complete out of order).
   struct SlotState {
     DedupTable::Handle dedup{};
     sockaddr_in6 peer{};  ///< large enough for both families
@@ -78,12 +89,9 @@ class Shard {
     uint16_t socket = 0;
     bool confirmable = false;
     bool answered = false;  ///< 2.04 (enqueue mode) or 5.03 (budget) already sent
-    uint32_t sequence = 0;  ///< bumped on release; stale pending-FIFO entries compare unequal
+    uint32_t prev = kNoSlot;  ///< unanswered list links; valid while !answered
+    uint32_t next = kNoSlot;
     uint64_t deadline_ms = 0;
-  };
-  struct PendingEntry {
-    uint32_t slot;
-    uint32_t sequence;
   };
   // Where a reply goes: the datagram's peer and socket.
   struct Peer {
@@ -106,7 +114,9 @@ class Shard {
                  std::span<const std::byte> token, uint16_t max_age);
   void DrainCompletions();
   void ExpireBudgets();
-  void ReleaseSlot(uint32_t slot);
+  void LinkUnanswered(uint32_t slot) noexcept;
+  // Marks the slot answered and takes it off the unanswered list.
+  void MarkAnswered(uint32_t slot) noexcept;
   void CountReply(uint8_t code) noexcept;
   [[nodiscard]] uint16_t NextMessageId() noexcept { return next_message_id_++; }
   [[nodiscard]] uint16_t BusyMaxAge() noexcept;
@@ -118,9 +128,8 @@ class Shard {
   DedupTable dedup_;
   sinks::Handoff handoff_;
   std::vector<SlotState> slots_;
-  std::vector<PendingEntry> fifo_;  ///< ring of accepted messages in arrival order
-  size_t fifo_head_ = 0;
-  size_t fifo_size_ = 0;
+  uint32_t unanswered_head_ = kNoSlot;  ///< oldest unanswered slot (earliest deadline)
+  uint32_t unanswered_tail_ = kNoSlot;
   ShardCounters counters_;
   std::shared_ptr<const DeviceRegistry> registry_;
   uint64_t registry_generation_ = 0;
@@ -137,6 +146,7 @@ class Shard {
   std::condition_variable start_cv_;
   bool started_ = false;  ///< guarded by start_mutex_
   std::atomic<bool> draining_{false};
+  std::atomic<bool> drain_seen_{false};
   std::atomic<bool> stop_{false};
   std::atomic<uint32_t> pending_{0};
   std::thread thread_;

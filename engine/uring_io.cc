@@ -40,7 +40,7 @@ class UringIo final : public DatagramIo {
   Result<void, std::string> Init(const DatagramIoOptions& o) {
     sockets_ = o.sockets;
     wake_fds_ = o.wake_fds;
-    wake_values_.resize(wake_fds_.size());
+    rearm_.reserve(sockets_.size());
     // Room for the io_uring_recvmsg_out header and the peer address before the payload.
     name_length_ = sizeof(sockaddr_in6);
     buffer_size_ = sizeof(io_uring_recvmsg_out) + name_length_ + o.buffer_size;
@@ -103,6 +103,9 @@ class UringIo final : public DatagramIo {
 
   std::span<const ReceivedDatagram> Receive(int timeout_ms) noexcept override {
     RecycleBuffers();
+    // Re-arm receives that ended (typically -ENOBUFS) now that buffers are back in the ring.
+    for (size_t socket : rearm_) ArmRecv(socket);
+    rearm_.clear();
     received_.clear();
     io_uring_cqe* cqe = nullptr;
     if (timeout_ms > 0) {
@@ -219,8 +222,9 @@ class UringIo final : public DatagramIo {
           in_use_.push_back(id);
           if (cqe->res > 0) Deliver(index, id, cqe->res);
         }
-        // Multishot ends on errors, including running out of buffers (-ENOBUFS): re-arm.
-        if (!(cqe->flags & IORING_CQE_F_MORE)) ArmRecv(index);
+        // Multishot ends on errors, including running out of buffers (-ENOBUFS): re-arm at
+        // the next Receive, after this batch's buffers went back to the ring.
+        if (!(cqe->flags & IORING_CQE_F_MORE)) rearm_.push_back(index);
         break;
       }
       case Kind::kWake:
@@ -250,7 +254,7 @@ class UringIo final : public DatagramIo {
   bool ring_ready_ = false;
   std::vector<int> sockets_;
   std::vector<int> wake_fds_;
-  std::vector<uint64_t> wake_values_;
+  std::vector<size_t> rearm_;  ///< sockets whose multishot receive ended
   size_t name_length_ = 0;
   size_t buffer_size_ = 0;
   msghdr template_{};

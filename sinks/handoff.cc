@@ -16,8 +16,7 @@ Handoff::Handoff(uint32_t capacity, uint32_t max_payload)
       free_(capacity),
       free_count_(capacity),
       outbound_(capacity),
-      // One more than capacity: the ring needs a spare entry to hold `capacity` items.
-      completions_(capacity + 1) {
+      completions_(capacity) {
   for (uint32_t i = 0; i < capacity; ++i) {
     messages_[i].payload = payloads_.get() + static_cast<size_t>(i) * max_payload;
     free_[i] = capacity - 1 - i;  // hand out low slots first: their pages get touched first

@@ -42,7 +42,7 @@ class Server:
     code."""
 
     def __init__(self, io="recvmmsg", listen="127.0.0.1:0", extra_toml="", devices=None,
-                 shards=2, sink_path=None, drain_timeout_ms=5000):
+                 shards=2, sink_path=None, drain_timeout_ms=5000, wrapper=()):
         self.dir = tempfile.mkdtemp(prefix="coapgate-e2e-")
         self.devices_path = os.path.join(self.dir, "devices.csv")
         self.sink_path = sink_path or os.path.join(self.dir, "out.jsonl")
@@ -69,7 +69,7 @@ path = "{self.sink_path}"
 """)
         self.stderr_lines = []
         self._lines_cv = threading.Condition()
-        self.proc = subprocess.Popen([COAPGATE, "--config", self.config_path],
+        self.proc = subprocess.Popen([*wrapper, COAPGATE, "--config", self.config_path],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
