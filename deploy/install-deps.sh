@@ -10,7 +10,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   clang libclang-rt-14-dev          # ASan/UBSan/TSan presets and the libFuzzer targets
   # libraries (header-only ones included)
-  libexpected-dev libcli11-dev libfmt-dev libspdlog-dev libtomlplusplus-dev
+  libexpected-dev libcli11-dev libfmt-dev libspdlog-dev libtomlplusplus-dev nlohmann-json3-dev
   liburing-dev libsqlite3-dev libmosquitto-dev librdkafka-dev libxxhash-dev
   libboost-dev                      # Boost.Lockfree: the bounded SPSC queues between threads
   # tests and benchmarks

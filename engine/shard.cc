@@ -352,17 +352,22 @@ void Shard::SendReply(const Peer& peer, codec::MessageType type, uint8_t code,
 
 void Shard::DrainCompletions() {
   uint32_t slot;
-  bool accepted;
-  while (handoff_.PopCompletion(&slot, &accepted)) {
+  sinks::Outcome outcome;
+  while (handoff_.PopCompletion(&slot, &outcome)) {
     SlotState& s = slots_[slot];
     if (!s.answered) {
       const sinks::InflightMessage& msg = handoff_.message(slot);
       const auto type = s.confirmable ? codec::MessageType::kAcknowledgement
                                       : codec::MessageType::kNonConfirmable;
-      const uint8_t code = accepted ? codec::code::kChanged : codec::code::kServiceUnavailable;
-      if (!accepted) counters_.Add(Counter::kSinkRefused);
+      uint8_t code = codec::code::kChanged;
+      if (outcome == sinks::Outcome::kUnavailable) {
+        code = codec::code::kServiceUnavailable;
+        counters_.Add(Counter::kSinkRefused);
+      } else if (outcome == sinks::Outcome::kBadPayload) {
+        code = codec::code::kBadRequest;
+      }
       const uint16_t message_id = s.confirmable ? msg.message_id : NextMessageId();
-      const uint16_t max_age = accepted ? 0 : BusyMaxAge();
+      const uint16_t max_age = code == codec::code::kServiceUnavailable ? BusyMaxAge() : 0;
       dedup_.Complete(s.dedup, code, static_cast<uint8_t>(type), message_id, max_age);
       const Peer peer{reinterpret_cast<const sockaddr*>(&s.peer), s.peer_length, s.socket};
       SendReply(peer, type, code, message_id, msg.Token(), max_age);

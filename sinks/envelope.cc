@@ -334,4 +334,63 @@ size_t MaxEnvelopeSize(const EnvelopeFields& f) noexcept {
   return n;
 }
 
+namespace {
+
+// The ERROR event (reference §5.5): the reference system's members first, then the raw
+// payload as in TELEMETRY_DATA, so that a message the Energy Saver could not translate is
+// still delivered whole (SPEC §5).
+constexpr std::string_view kAfterErrorId =
+    "\",\"type\":\"ERROR\",\"source\":\"COAP\",\"version\":\"1.0.0\",\"received\":\"";
+constexpr std::string_view kErrorOpen = "\"},\"error\":{\"id\":\"";
+constexpr std::string_view kErrorMessage =
+    "\",\"type\":\"DEVICE\",\"message\":\"Translator[UserPayloadError]\",\"description\":\"";
+constexpr std::string_view kErrorClose = "\",\"payloadExists\":true},\"payload\":{";
+constexpr std::string_view kRawPayloadOpen = "\"type\":\"STRING\",\"encoding\":\"base64\",\"value\":\"";
+
+}  // namespace
+
+size_t FormatErrorEnvelope(const EnvelopeFields& f, std::string_view description,
+                           std::span<char> out) noexcept {
+  Writer w(out);
+  w.Literal(kIdOpen);
+  w.Id(f.id);
+  w.Literal(kAfterErrorId);
+  w.Decimal(f.received_ms);
+  w.Literal(kIccidOpen);
+  w.Escaped(f.iccid);
+  if (!f.imsi.empty()) {
+    w.Literal(kImsiOpen);
+    w.Escaped(f.imsi);
+  }
+  w.Literal(kIpOpen);
+  w.Escaped(f.ip);
+  w.Literal(kErrorOpen);
+  w.Id(f.id);
+  w.Literal(kErrorMessage);
+  w.Escaped(description);
+  w.Literal(kErrorClose);
+  w.Literal(kRawPayloadOpen);
+  w.Base64(f.payload);
+  w.Literal(kStringPayloadClose);
+  if (!f.topic.empty()) {
+    w.Literal(kTopicOpen);
+    w.Escaped(f.topic);
+    w.Literal(kTopicClose);
+  }
+  w.Literal(kClose);
+  return w.overflow() ? 0 : w.size();
+}
+
+size_t MaxErrorEnvelopeSize(const EnvelopeFields& f, std::string_view description) noexcept {
+  size_t n = kIdOpen.size() + kMessageIdTextLength + kAfterErrorId.size() +
+             DecimalLength(f.received_ms) + kIccidOpen.size() + JsonEscapedLength(f.iccid) +
+             kIpOpen.size() + JsonEscapedLength(f.ip) + kErrorOpen.size() + kMessageIdTextLength +
+             kErrorMessage.size() + JsonEscapedLength(description) + kErrorClose.size() +
+             kRawPayloadOpen.size() + Base64Length(f.payload.size()) +
+             kStringPayloadClose.size() + kClose.size();
+  if (!f.imsi.empty()) n += kImsiOpen.size() + JsonEscapedLength(f.imsi);
+  if (!f.topic.empty()) n += kTopicOpen.size() + JsonEscapedLength(f.topic) + kTopicClose.size();
+  return n;
+}
+
 }  // namespace coapgate::sinks

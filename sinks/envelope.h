@@ -72,6 +72,19 @@ struct EnvelopeFields {
 // of the text fields, none of the payload.
 [[nodiscard]] size_t MaxEnvelopeSize(const EnvelopeFields& f) noexcept;
 
+// The ERROR event of a message the Energy Saver could not translate (SPEC §5, reference §5.5),
+// one line: {"id":…,"type":"ERROR","source":"COAP","version":"1.0.0","received":…,
+// "device":{…},"error":{"id":…,"type":"DEVICE","message":"Translator[UserPayloadError]",
+// "description":<description>,"payloadExists":true},"payload":{"type":"STRING",
+// "encoding":"base64","value":<raw payload>,"topic":…}}. The "payload" member is coapgate's:
+// the raw bytes travel with the error so nothing is lost. f.json_payload is ignored.
+// Returns the bytes written, or 0 if `out` is too small.
+[[nodiscard]] size_t FormatErrorEnvelope(const EnvelopeFields& f, std::string_view description,
+                                         std::span<char> out) noexcept;
+// Exact size FormatErrorEnvelope needs.
+[[nodiscard]] size_t MaxErrorEnvelopeSize(const EnvelopeFields& f,
+                                          std::string_view description) noexcept;
+
 // Standard base64 (RFC 4648 §4: alphabet A–Z a–z 0–9 + /, '=' padding).
 [[nodiscard]] constexpr size_t Base64Length(size_t n) noexcept { return (n + 2) / 3 * 4; }
 

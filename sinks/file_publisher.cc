@@ -169,7 +169,7 @@ bool FilePublisher::WriteAll() noexcept {
   }
   Handoff* last = nullptr;
   for (const Pending& p : batch_) {
-    p.shard->Complete(p.slot, ok);
+    p.shard->Complete(p.slot, ok ? Outcome::kAccepted : Outcome::kUnavailable);
     if (p.shard != last) {
       p.shard->WakeShard();
       last = p.shard;

@@ -4,22 +4,23 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 
 namespace coapgate::sinks {
 
 Handoff::Handoff(uint32_t capacity, uint32_t max_payload)
-    : capacity_(capacity),
+    : capacity_(std::min(capacity, kSlotMask)),
       max_payload_(max_payload),
-      messages_(new InflightMessage[capacity]),
-      payloads_(new std::byte[static_cast<size_t>(capacity) * max_payload]),
-      free_(capacity),
-      free_count_(capacity),
-      outbound_(capacity),
-      completions_(capacity) {
-  for (uint32_t i = 0; i < capacity; ++i) {
+      messages_(new InflightMessage[capacity_]),
+      payloads_(new std::byte[static_cast<size_t>(capacity_) * max_payload]),
+      free_(capacity_),
+      free_count_(capacity_),
+      outbound_(capacity_),
+      completions_(capacity_) {
+  for (uint32_t i = 0; i < capacity_; ++i) {
     messages_[i].payload = payloads_.get() + static_cast<size_t>(i) * max_payload;
-    free_[i] = capacity - 1 - i;  // hand out low slots first: their pages get touched first
+    free_[i] = capacity_ - 1 - i;  // hand out low slots first: their pages get touched first
   }
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) {
@@ -40,11 +41,11 @@ bool Handoff::Acquire(uint32_t* slot) noexcept {
 
 void Handoff::Release(uint32_t slot) noexcept { free_[free_count_++] = slot; }
 
-bool Handoff::PopCompletion(uint32_t* slot, bool* accepted) noexcept {
+bool Handoff::PopCompletion(uint32_t* slot, Outcome* outcome) noexcept {
   uint32_t v;
   if (!completions_.pop(v)) return false;
-  *slot = v & ~kRejectedBit;
-  *accepted = (v & kRejectedBit) == 0;
+  *slot = v & kSlotMask;
+  *outcome = static_cast<Outcome>(v >> kOutcomeShift);
   return true;
 }
 
@@ -54,8 +55,9 @@ void Handoff::DrainWake() noexcept {
   }
 }
 
-void Handoff::Complete(uint32_t slot, bool accepted) noexcept {
-  const bool pushed = completions_.push(accepted ? slot : (slot | kRejectedBit));
+void Handoff::Complete(uint32_t slot, Outcome outcome) noexcept {
+  const bool pushed =
+      completions_.push(slot | static_cast<uint32_t>(outcome) << kOutcomeShift);
   if (!pushed) std::abort();  // impossible: more completions than slots
 }
 

@@ -56,6 +56,13 @@ struct InflightMessage {
   }
 };
 
+// How the publishers finished with a message; the shard turns it into the device's answer.
+enum class Outcome : uint8_t {
+  kAccepted,     ///< every sink took it: 2.04
+  kUnavailable,  ///< a sink refused or failed: 5.03, the device retries
+  kBadPayload,   ///< the Energy Saver could not translate it and policy rejects it: 4.00
+};
+
 class Handoff {
  public:
   // Allocates `capacity` slots with `max_payload` bytes each, both queues, and the shard's
@@ -76,8 +83,8 @@ class Handoff {
   [[nodiscard]] InflightMessage& message(uint32_t slot) noexcept { return messages_[slot]; }
   // False when the queue is full; the slot stays the shard's.
   [[nodiscard]] bool PushOutbound(uint32_t slot) noexcept { return outbound_.push(slot); }
-  // Pops one completion: the slot and whether every sink accepted it.
-  [[nodiscard]] bool PopCompletion(uint32_t* slot, bool* accepted) noexcept;
+  // Pops one completion: the slot and how it ended.
+  [[nodiscard]] bool PopCompletion(uint32_t* slot, Outcome* outcome) noexcept;
   // The fd that becomes readable when completions are waiting; DrainWake() resets it.
   [[nodiscard]] int wake_fd() const noexcept { return wake_fd_; }
   void DrainWake() noexcept;
@@ -88,12 +95,14 @@ class Handoff {
     return messages_[slot];
   }
   // Never fails: completions has room for every slot, since each slot completes once.
-  void Complete(uint32_t slot, bool accepted) noexcept;
+  void Complete(uint32_t slot, Outcome outcome) noexcept;
   // Wakes the shard after a batch of Complete calls.
   void WakeShard() noexcept;
 
  private:
-  static constexpr uint32_t kRejectedBit = 0x80000000u;
+  // Completions carry the outcome in the top two bits of the slot number.
+  static constexpr uint32_t kOutcomeShift = 30;
+  static constexpr uint32_t kSlotMask = (1u << kOutcomeShift) - 1;
 
   uint32_t capacity_;
   uint32_t max_payload_;

@@ -508,5 +508,34 @@ TEST(MakeMessageId, ManyDistinctRequestsNoCollision) {
   EXPECT_EQ(std::adjacent_find(ids.begin(), ids.end()), ids.end());
 }
 
+TEST(ErrorEnvelope, CarriesTheErrorAndTheRawPayload) {
+  const std::string payload_text = "\x01";
+  EnvelopeFields f{};
+  f.id = MessageId{0x0123456789abcdefULL, 0xfedcba9876543210ULL};
+  f.received_ms = 1649931594333;
+  f.iccid = "8988280666000000001";
+  f.imsi = "901405100000001";
+  f.ip = "10.0.0.1";
+  f.topic = "t";
+  f.payload = std::as_bytes(std::span(payload_text.data(), payload_text.size()));
+  const std::string description = "Asset path:longitude, Error: can't extract [0:8] from 1 bytes";
+  std::string out(MaxErrorEnvelopeSize(f, description), '\0');
+  const size_t n = FormatErrorEnvelope(f, description, std::span(out.data(), out.size()));
+  ASSERT_EQ(n, out.size());
+  EXPECT_EQ(out,
+            "{\"id\":\"01234567-89ab-cdef-fedc-ba9876543210\",\"type\":\"ERROR\",\"source\":\"COAP\","
+            "\"version\":\"1.0.0\",\"received\":\"1649931594333\",\"device\":{\"iccid\":"
+            "\"8988280666000000001\",\"imsi\":\"901405100000001\",\"ip\":\"10.0.0.1\"},\"error\":{"
+            "\"id\":\"01234567-89ab-cdef-fedc-ba9876543210\",\"type\":\"DEVICE\",\"message\":"
+            "\"Translator[UserPayloadError]\",\"description\":\"Asset path:longitude, Error: "
+            "can't extract [0:8] from 1 bytes\",\"payloadExists\":true},\"payload\":{\"type\":"
+            "\"STRING\",\"encoding\":\"base64\",\"value\":\"AQ==\",\"topic\":\"t\"}}");
+  for (size_t size = 0; size < out.size(); ++size) {
+    std::string small(size + 8, '#');
+    EXPECT_EQ(FormatErrorEnvelope(f, description, std::span(small.data(), size)), 0u);
+    EXPECT_EQ(small.substr(size), std::string(8, '#'));
+  }
+}
+
 }  // namespace
 }  // namespace coapgate::sinks
