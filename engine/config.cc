@@ -40,6 +40,8 @@ constexpr Named<IoBackend> kIoBackends[] = {{"auto", IoBackend::kAuto},
                                             {"io_uring", IoBackend::kIoUring},
                                             {"recvmmsg", IoBackend::kRecvmmsg}};
 constexpr Named<AckMode> kAckModes[] = {{"sink", AckMode::kSink}, {"enqueue", AckMode::kEnqueue}};
+constexpr Named<TranslationErrorPolicy> kTranslationErrorPolicies[] = {
+    {"accept", TranslationErrorPolicy::kAccept}, {"reject", TranslationErrorPolicy::kReject}};
 enum class SinkKind : uint8_t { kFile, kMqtt, kKafka };
 constexpr Named<SinkKind> kSinkKinds[] = {
     {"file", SinkKind::kFile}, {"mqtt", SinkKind::kMqtt}, {"kafka", SinkKind::kKafka}};
@@ -460,8 +462,10 @@ bool ReadBootstrap(TableReader& r, Config::Bootstrap* bootstrap) {
 }
 
 bool ReadEnergySaver(TableReader& r, Config::EnergySaver* energy_saver) {
-  return r.OnlyKeys({"coap_template"}) &&
-         r.String("coap_template", /*non_empty=*/false, &energy_saver->coap_template);
+  return r.OnlyKeys({"coap_template", "device_templates", "on_error"}) &&
+         r.String("coap_template", /*non_empty=*/false, &energy_saver->coap_template) &&
+         r.String("device_templates", /*non_empty=*/false, &energy_saver->device_templates) &&
+         r.Choice("on_error", kTranslationErrorPolicies, &energy_saver->on_error);
 }
 
 bool ReadMqttSink(TableReader& r, MqttSinkConfig* mqtt) {
@@ -654,6 +658,14 @@ Result<Config, std::string> ParseConfig(std::string_view toml_text,
   Errors errors(source_name);
   Config config;
   if (!ReadConfig(root, &errors, &config)) return Fail(errors.Take());
+  // Rejecting an untranslatable payload means answering 4.00, which needs the answer to wait
+  // for the publisher; with ack = "enqueue" the 2.04 has already left.
+  if (config.energy_saver.on_error == TranslationErrorPolicy::kReject &&
+      config.coap.ack == AckMode::kEnqueue) {
+    return Fail(OneLine(source_name) +
+                ": energy_saver.on_error: \"reject\" needs coap.ack = \"sink\" (with \"enqueue\" "
+                "the 2.04 leaves before translation)");
+  }
   return config;
 }
 
@@ -677,11 +689,6 @@ std::optional<std::string> CheckSupported(const Config& config,
       return source + ": " + Element("sinks", i) + ".type: " + type +
              " sinks are not available in this build yet (issue #4)";
     }
-  }
-  if (!config.energy_saver.coap_template.empty()) {
-    return source +
-           ": energy_saver.coap_template: the Energy Saver is not available in this build yet "
-           "(issue #6)";
   }
   return std::nullopt;
 }

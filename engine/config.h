@@ -43,6 +43,8 @@ enum class AckMode : uint8_t {
   kEnqueue,  ///< once the message is on the bounded sink queue
 };
 
+enum class TranslationErrorPolicy : uint8_t { kAccept, kReject };
+
 struct FileSinkConfig {
   std::string path = "-";  // "-" = stdout
 
@@ -124,6 +126,12 @@ struct Config {
 
   struct EnergySaver {
     std::string coap_template;  // path to the global CoAP template JSON; empty = off
+    // Optional CSV `iccid,template` giving devices their own template (a coapgate extension);
+    // those devices use it instead of coap_template. Reloaded with the devices on SIGHUP.
+    std::string device_templates;
+    // A payload the template cannot translate: accept (2.04, an ERROR event carries the raw
+    // payload downstream, as the reference system does) or reject (4.00, ERROR event only).
+    TranslationErrorPolicy on_error = TranslationErrorPolicy::kAccept;
 
     bool operator==(const EnergySaver&) const = default;
   } energy_saver;
@@ -147,8 +155,7 @@ struct Config {
 [[nodiscard]] Result<Config, std::string> LoadConfigFile(const std::string& path) noexcept;
 
 // The configuration language is ahead of this build: DTLS (non-empty server.coaps_listen,
-// issue #5), MQTT and Kafka sinks (issue #4) and the Energy Saver (energy_saver.coap_template,
-// issue #6) are not implemented yet. Returns an error in ParseConfig's one-line format naming
+// issue #5) and MQTT and Kafka sinks (issue #4) are not implemented yet. Returns an error in ParseConfig's one-line format naming
 // the first such key, e.g. "coapgate.toml: server.coaps_listen: DTLS is not available in this
 // build yet (issue #5)", or nullopt when this build can run `config`. Kept apart from
 // ParseConfig so that a file valid for the full product still passes parsing and tests.

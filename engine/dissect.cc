@@ -98,6 +98,52 @@ Result<std::vector<std::byte>, std::string> ParseHex(std::string_view text) {
   return out;
 }
 
+Result<std::vector<std::byte>, std::string> ParseBase64(std::string_view text) {
+  std::vector<std::byte> out;
+  uint32_t bits = 0;
+  int count = 0;
+  size_t padding = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
+    if (c == '=') {
+      ++padding;
+      continue;
+    }
+    int v;
+    if (c >= 'A' && c <= 'Z') {
+      v = c - 'A';
+    } else if (c >= 'a' && c <= 'z') {
+      v = c - 'a' + 26;
+    } else if (c >= '0' && c <= '9') {
+      v = c - '0' + 52;
+    } else if (c == '+') {
+      v = 62;
+    } else if (c == '/') {
+      v = 63;
+    } else {
+      return Fail(fmt::format("not a base64 character at position {}: '{}'", i, c));
+    }
+    if (padding > 0) return Fail(fmt::format("data after '=' padding at position {}", i));
+    bits = bits << 6 | static_cast<uint32_t>(v);
+    if (++count == 4) {
+      out.push_back(static_cast<std::byte>(bits >> 16));
+      out.push_back(static_cast<std::byte>(bits >> 8));
+      out.push_back(static_cast<std::byte>(bits));
+      bits = 0;
+      count = 0;
+    }
+  }
+  if (count == 1) return Fail(std::string("truncated: a lone base64 character at the end"));
+  if (count == 2) out.push_back(static_cast<std::byte>(bits >> 4));
+  if (count == 3) {
+    out.push_back(static_cast<std::byte>(bits >> 10));
+    out.push_back(static_cast<std::byte>(bits >> 2));
+  }
+  if (padding > 2) return Fail(std::string("too much '=' padding"));
+  return out;
+}
+
 std::string HexString(std::span<const std::byte> bytes) {
   std::string out;
   for (std::byte b : bytes) {

@@ -18,6 +18,9 @@ namespace coapgate::engine {
 // Errors name the offending position.
 [[nodiscard]] Result<std::vector<std::byte>, std::string> ParseHex(std::string_view text);
 
+// Standard base64 (RFC 4648 §4, '=' padding optional, whitespace ignored) to bytes.
+[[nodiscard]] Result<std::vector<std::byte>, std::string> ParseBase64(std::string_view text);
+
 [[nodiscard]] std::string HexString(std::span<const std::byte> bytes);
 
 [[nodiscard]] std::string Dissect(std::span<const std::byte> datagram,

@@ -2,10 +2,12 @@
 //   coapgate [--config FILE]                  run (embedded defaults without a file)
 //   coapgate --check-config [--config FILE]   validate config and devices, exit 0 or 2
 //   coapgate dissect [HEX...]                 show what the codec makes of datagrams
+//   coapgate translate --template F (--hex H | --base64 B)   the Energy Saver tester
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -13,7 +15,9 @@
 
 #include "engine/config.h"
 #include "engine/dissect.h"
+#include "codec/energy_saver/translator.h"
 #include "engine/server.h"
+#include "sinks/template_set.h"
 
 namespace {
 
@@ -56,10 +60,44 @@ coapgate::Result<coapgate::engine::Config, std::string> LoadConfig(const std::st
   return config;
 }
 
+// `coapgate translate`: the reference system's template tester (SPEC §8). Exit 0 with the
+// JSON, 1 with the translation error (the text the ERROR event would carry), 2 for a bad
+// template or input.
+int RunTranslate(const std::string& template_path, const std::string& hex,
+                 const std::string& base64) {
+  auto program = coapgate::sinks::LoadTemplateFile(template_path);
+  if (!program) {
+    std::cerr << program.error() << "\n";
+    return kExitConfig;
+  }
+  auto payload = hex.empty() ? coapgate::engine::ParseBase64(base64)
+                             : coapgate::engine::ParseHex(hex);
+  if (!payload) {
+    std::cerr << "coapgate translate: " << (hex.empty() ? "--base64: " : "--hex: ")
+              << payload.error() << "\n";
+    return kExitConfig;
+  }
+  coapgate::energysaver::Translator translator(*program);
+  std::string out((*program)->MaxOutputSize(payload->size()), '\0');
+  auto json = translator.Translate(*payload, std::span(out.data(), out.size()));
+  if (!json) {
+    std::array<char, 512> error;
+    const size_t n = coapgate::energysaver::FormatError(json.error(), error);
+    std::cout << std::string_view(error.data(), n) << "\n";
+    return 1;
+  }
+  std::cout << std::string_view(out.data(), *json) << "\n";
+  return 0;
+}
+
 int CheckConfig(const std::string& path) {
   auto config = LoadConfig(path);
   if (!config) {
     std::cerr << config.error() << "\n";
+    return kExitConfig;
+  }
+  if (auto templates = coapgate::engine::LoadTemplates(*config); !templates) {
+    std::cerr << templates.error() << "\n";
     return kExitConfig;
   }
   bool missing = false;
@@ -85,10 +123,14 @@ int Serve(const std::string& path) {
   auto server = coapgate::engine::Server::Create(*config);
   if (!server) {
     spdlog::error("{}", server.error());
-    return server.error().find(":") != std::string::npos &&
-                   server.error().rfind(config->devices.file, 0) == 0
-               ? kExitConfig
-               : kExitStartup;
+    // A bad devices or template file is a configuration error; the rest (ports, files we
+    // could not open) is the environment's.
+    const bool config_error = server.error().rfind(config->devices.file, 0) == 0 ||
+                              (!config->energy_saver.coap_template.empty() &&
+                               server.error().rfind(config->energy_saver.coap_template, 0) == 0) ||
+                              (!config->energy_saver.device_templates.empty() &&
+                               server.error().rfind(config->energy_saver.device_templates, 0) == 0);
+    return config_error ? kExitConfig : kExitStartup;
   }
   return (*server)->Run();
 }
@@ -117,6 +159,23 @@ int main(int argc, char** argv) {
   dissect->add_option("--max-payload", max_payload, "largest accepted payload (coap.max_payload)")
       ->check(CLI::Range(size_t{0}, size_t{65507}));
 
+  std::string template_path;
+  std::string payload_hex;
+  std::string payload_base64;
+  CLI::App* translate = app.add_subcommand(
+      "translate", "Translate a binary payload with an Energy Saver template and print the JSON");
+  translate->add_option("--template", template_path, "template JSON file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  auto* hex_option = translate->add_option("--hex", payload_hex, "payload bytes in hex");
+  auto* base64_option = translate->add_option("--base64", payload_base64, "payload in base64");
+  hex_option->excludes(base64_option);
+  translate->callback([&] {
+    if (hex_option->count() + base64_option->count() != 1) {
+      throw CLI::ValidationError("give the payload with exactly one of --hex or --base64");
+    }
+  });
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -125,6 +184,7 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : kExitConfig;
   }
   if (dissect->parsed()) return RunDissect(hex_datagrams, max_payload);
+  if (translate->parsed()) return RunTranslate(template_path, payload_hex, payload_base64);
   if (check_only) return CheckConfig(config_path);
   return Serve(config_path);
 }

@@ -1,50 +1,12 @@
-// RegistryHolder: the current device-registry snapshot, replaced atomically on SIGHUP while
-// shards keep serving.
-//
-// Readers (shards) poll a generation counter once per event-loop turn — one relaxed load —
-// and take the mutex only when it changed, to copy the new shared_ptr. An old snapshot is
-// freed when the last shard has moved on, so views into it never dangle mid-request.
+// RegistryHolder: the current device-registry snapshot, swapped on SIGHUP while the shards
+// keep serving (see sinks/snapshot_holder.h for the mechanism).
 #pragma once
 
-#include <atomic>
-#include <cstdint>
-#include <memory>
-#include <mutex>
-
 #include "engine/device_registry.h"
+#include "sinks/snapshot_holder.h"
 
 namespace coapgate::engine {
 
-class RegistryHolder {
- public:
-  explicit RegistryHolder(std::shared_ptr<const DeviceRegistry> initial)
-      : current_(std::move(initial)) {}
-
-  // Control thread.
-  void Replace(std::shared_ptr<const DeviceRegistry> next) {
-    std::lock_guard lock(mutex_);
-    current_ = std::move(next);
-    generation_.fetch_add(1, std::memory_order_release);
-  }
-
-  // Any thread: updates *local if a newer snapshot exists since *seen_generation.
-  void Refresh(uint64_t* seen_generation, std::shared_ptr<const DeviceRegistry>* local) const {
-    const uint64_t g = generation_.load(std::memory_order_acquire);
-    if (g == *seen_generation && *local != nullptr) return;
-    std::lock_guard lock(mutex_);
-    *local = current_;
-    *seen_generation = generation_.load(std::memory_order_relaxed);
-  }
-
-  [[nodiscard]] std::shared_ptr<const DeviceRegistry> current() const {
-    std::lock_guard lock(mutex_);
-    return current_;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::shared_ptr<const DeviceRegistry> current_;
-  std::atomic<uint64_t> generation_{1};
-};
+using RegistryHolder = sinks::SnapshotHolder<DeviceRegistry>;
 
 }  // namespace coapgate::engine

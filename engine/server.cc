@@ -51,6 +51,12 @@ Result<std::shared_ptr<const DeviceRegistry>, std::string> LoadDevices(const Con
   return DeviceRegistry::LoadCsvFile(config.devices.file);
 }
 
+Result<std::shared_ptr<const sinks::TemplateSet>, std::string> LoadTemplates(
+    const Config& config) {
+  return sinks::TemplateSet::Load(config.energy_saver.coap_template,
+                                  config.energy_saver.device_templates);
+}
+
 Server::Server(const Config& config) : config_(config) {}
 
 Server::~Server() {
@@ -71,6 +77,18 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config
     spdlog::info("{}: {} devices", config.devices.file, (*devices)->size());
   }
   server->registry_ = std::make_unique<RegistryHolder>(*devices);
+
+  auto templates = LoadTemplates(config);
+  if (!templates) return Fail(templates.error());
+  if (!(*templates)->empty()) {
+    spdlog::info("energy saver: {}{} per-device templates",
+                 config.energy_saver.coap_template.empty()
+                     ? std::string()
+                     : "template " + config.energy_saver.coap_template + ", ",
+                 (*templates)->device_count());
+  }
+  server->templates_ =
+      std::make_unique<sinks::SnapshotHolder<sinks::TemplateSet>>(std::move(*templates));
 
   const auto& sink = config.sinks.front();
   auto publisher = sinks::FilePublisher::Open(std::get<FileSinkConfig>(sink.settings).path);
@@ -125,7 +143,8 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config
 
   std::vector<sinks::Handoff*> handoffs;
   for (auto& shard : server->shards_) handoffs.push_back(&shard->handoff());
-  server->publisher_->Start(std::move(handoffs));
+  server->publisher_->Start(std::move(handoffs), server->templates_.get(),
+                            config.energy_saver.on_error == TranslationErrorPolicy::kReject);
   for (auto& shard : server->shards_) shard->Start();
   for (const ListenAddress& address : listen) {
     const bool v6 = address.host.find(':') != std::string::npos;
@@ -158,6 +177,18 @@ int Server::Run() {
 }
 
 void Server::Reload() {
+  // Templates and devices reload independently: a bad template keeps the old templates
+  // without holding back a good devices file, and the reverse.
+  auto templates = LoadTemplates(config_);
+  if (!templates) {
+    spdlog::error("reload failed, keeping the previous templates: {}", templates.error());
+  } else {
+    templates_->Replace(std::move(*templates));
+    if (!config_.energy_saver.coap_template.empty() ||
+        !config_.energy_saver.device_templates.empty()) {
+      spdlog::info("reloaded the energy saver templates");
+    }
+  }
   bool missing = false;
   auto devices = LoadDevices(config_, &missing);
   if (!devices) {

@@ -1,6 +1,6 @@
-// Server: the running coapgate process: the shards, the publisher, the device registry and
-// the signals (SPEC §10): SIGTERM/SIGINT drain and exit 0, SIGHUP reloads the devices,
-// SIGUSR1 logs the counters.
+// Server: the running coapgate process: the shards, the publisher, the device registry, the
+// Energy Saver templates and the signals (SPEC §10): SIGTERM/SIGINT drain and exit 0, SIGHUP
+// reloads the devices and the templates, SIGUSR1 logs the counters.
 //
 // Control plane: Create and Run on the main thread, which must have blocked SIGTERM, SIGINT,
 // SIGHUP and SIGUSR1 before any thread was started (BlockServerSignals) so that only Run's
@@ -16,6 +16,8 @@
 #include "engine/registry_holder.h"
 #include "engine/shard.h"
 #include "sinks/file_publisher.h"
+#include "sinks/snapshot_holder.h"
+#include "sinks/template_set.h"
 
 namespace coapgate::engine {
 
@@ -25,6 +27,9 @@ void BlockServerSignals();
 // every device gets 4.01 until the file exists and SIGHUP is sent); an invalid one is.
 Result<std::shared_ptr<const DeviceRegistry>, std::string> LoadDevices(const Config& config,
                                                                        bool* missing);
+
+// Compiles the Energy Saver templates of `config` (global and per-device).
+Result<std::shared_ptr<const sinks::TemplateSet>, std::string> LoadTemplates(const Config& config);
 
 class Server {
  public:
@@ -43,6 +48,7 @@ class Server {
 
   Config config_;
   std::unique_ptr<RegistryHolder> registry_;
+  std::unique_ptr<sinks::SnapshotHolder<sinks::TemplateSet>> templates_;
   std::unique_ptr<sinks::FilePublisher> publisher_;
   std::vector<std::unique_ptr<Shard>> shards_;
   bool clean_ = true;  ///< false when shutdown could not write everything out

@@ -55,8 +55,12 @@ FilePublisher::~FilePublisher() {
   if (wake_fd_ >= 0) close(wake_fd_);
 }
 
-void FilePublisher::Start(std::vector<Handoff*> shards) {
+void FilePublisher::Start(std::vector<Handoff*> shards,
+                          const SnapshotHolder<TemplateSet>* templates,
+                          bool reject_untranslatable) {
   shards_ = std::move(shards);
+  templates_holder_ = templates;
+  reject_untranslatable_ = reject_untranslatable;
   batch_.reserve(kBatchPerShard * shards_.size());
   thread_ = std::thread([this] { Run(); });
 }
@@ -93,9 +97,34 @@ void FilePublisher::Run() {
   }
 }
 
+bool FilePublisher::Translate(const InflightMessage& m) {
+  json_size_ = 0;
+  error_size_ = 0;
+  if (templates_ == nullptr) return true;
+  const TemplateSet::ProgramPtr& program = templates_->For(m.Iccid());
+  if (program == nullptr) return true;
+  auto it = translators_.find(program.get());
+  if (it == translators_.end()) it = translators_.try_emplace(program.get(), program).first;
+  // Grows only for a larger payload than seen before: no allocation in the steady state.
+  const size_t need = program->MaxOutputSize(m.payload_length);
+  if (json_.size() < need) json_.resize(need);
+  auto json = it->second.Translate(m.Payload(), json_);
+  if (json) {
+    json_size_ = *json;
+    return true;
+  }
+  error_size_ = energysaver::FormatError(json.error(), error_);
+  return false;
+}
+
 bool FilePublisher::PublishBatch() {
   batch_.clear();
   used_ = 0;
+  if (templates_holder_ != nullptr) {
+    const std::shared_ptr<const TemplateSet> before = templates_;
+    templates_holder_->Refresh(&templates_generation_, &templates_);
+    if (templates_ != before) translators_.clear();  // they hold the old programs
+  }
   for (Handoff* shard : shards_) {
     uint32_t slot;
     for (size_t i = 0; i < kBatchPerShard && shard->PopOutbound(&slot); ++i) {
@@ -109,15 +138,18 @@ bool FilePublisher::PublishBatch() {
       f.ip = std::string_view(ip, FormatIp(m.ip, ip));
       f.topic = m.Topic();
       f.payload = m.Payload();
-      const size_t need = MaxEnvelopeSize(f) + 1;
+      const bool translated = Translate(m);
+      f.json_payload = std::string_view(json_.data(), json_size_);
+      const std::string_view error(error_.data(), error_size_);
+      const size_t need = (translated ? MaxEnvelopeSize(f) : MaxErrorEnvelopeSize(f, error)) + 1;
       if (buffer_.size() - used_ < need && !WriteAll()) {
         // Everything batched so far was rejected by WriteAll; continue with an empty buffer.
       }
       if (buffer_.size() < need) buffer_.resize(need);  // only for payloads beyond 64 KiB
-      const size_t n = FormatTelemetryEnvelope(f, std::span(buffer_).subspan(used_));
-      used_ += n;
+      const std::span<char> room = std::span(buffer_).subspan(used_);
+      used_ += translated ? FormatTelemetryEnvelope(f, room) : FormatErrorEnvelope(f, error, room);
       buffer_[used_++] = '\n';
-      batch_.push_back({shard, slot});
+      batch_.push_back({shard, slot, !translated && reject_untranslatable_});
     }
   }
   if (batch_.empty()) return false;
@@ -169,7 +201,10 @@ bool FilePublisher::WriteAll() noexcept {
   }
   Handoff* last = nullptr;
   for (const Pending& p : batch_) {
-    p.shard->Complete(p.slot, ok ? Outcome::kAccepted : Outcome::kUnavailable);
+    const Outcome outcome = !ok            ? Outcome::kUnavailable
+                            : p.bad_payload ? Outcome::kBadPayload
+                                            : Outcome::kAccepted;
+    p.shard->Complete(p.slot, outcome);
     if (p.shard != last) {
       p.shard->WakeShard();
       last = p.shard;

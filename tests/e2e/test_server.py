@@ -383,6 +383,119 @@ class StalledSinkTests(unittest.TestCase):
             self.assertEqual(missing, [])
 
 
+T_FEAT = ('{"sense":['
+          '{"asset":"Temperature","value":{"byte":0,"bytelength":2,"type":"int"}},'
+          '{"asset":"Humidity","value":{"byte":2,"bytelength":2,"type":"uint"}},'
+          '{"asset":"Switch","value":{"byte":4,"type":"boolean"}}]}')
+T_ALARM = '{"sense":[{"asset":"motion","value":{"byte":0,"bytelength":1,"type":"boolean"}}]}'
+T_LOC = ('{"sense":[{"asset":"longitude","custom_type":"location_long",'
+         '"value":{"byte":0,"bytelength":8,"type":"float"}}]}')
+
+
+def write_file(directory, name, text):
+    path = os.path.join(directory, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+class EnergySaverTests(unittest.TestCase):
+    """Binary payloads translated with templates on the way to the sink (issue #6)."""
+
+    def start(self, template, extra="", device_map=None):
+        import tempfile
+        d = tempfile.mkdtemp(prefix="coapgate-es-")
+        self.template_path = write_file(d, "template.json", template)
+        toml = f'[energy_saver]\ncoap_template = "{self.template_path}"\n{extra}'
+        if device_map is not None:
+            lines = ["iccid,template"]
+            for iccid, text in device_map.items():
+                lines.append(f"{iccid},{write_file(d, iccid + '.json', text)}")
+            toml += f'device_templates = "{write_file(d, "map.csv", chr(10).join(lines))}"\n'
+        return Server(extra_toml=toml)
+
+    def test_binary_post_arrives_as_translated_json(self):
+        with self.start(T_FEAT) as s:
+            d = Device(s)
+            reply = d.request(post("es", bytes.fromhex("001a003700"), mid=1))
+            self.assertEqual(parse(reply)[1], CHANGED)
+            line = s.wait_for_sink(1)[0]
+            self.assertEqual(line["type"], "TELEMETRY_DATA")
+            self.assertEqual(line["payload"], {"type": "JSON", "topic": "es", "value": {
+                "Temperature": 26, "Humidity": 55, "Switch": False}})
+            d.close()
+            self.assertEqual(s.stop(), 0)
+
+    def test_untranslatable_payload_becomes_an_error_event(self):
+        with self.start(T_LOC) as s:
+            d = Device(s)
+            self.assertEqual(parse(d.request(post("g", b"\x01", mid=2)))[1], CHANGED)
+            line = s.wait_for_sink(1)[0]
+            self.assertEqual(line["type"], "ERROR")
+            self.assertEqual(line["error"]["message"], "Translator[UserPayloadError]")
+            self.assertEqual(line["error"]["description"],
+                             "Asset path:longitude, Error: can't extract [0:8] from 1 bytes")
+            self.assertEqual(line["payload"], {"type": "STRING", "encoding": "base64",
+                                               "value": "AQ==", "topic": "g"})
+            d.close()
+            self.assertEqual(s.stop(), 0)
+
+    def test_reject_policy_answers_bad_request(self):
+        with self.start(T_LOC, extra='on_error = "reject"\n') as s:
+            d = Device(s)
+            datagram = post("g", b"\x01", mid=3)
+            reply = d.request(datagram)
+            self.assertEqual(parse(reply)[1], BAD_REQUEST)
+            self.assertEqual(d.request(datagram), reply, "a duplicate gets the same 4.00")
+            lines = s.wait_for_sink(1)
+            self.assertEqual([l["type"] for l in lines], ["ERROR"])
+            d.close()
+            self.assertEqual(s.stop(), 0)
+
+    def test_per_device_template_overrides_the_global_one(self):
+        with self.start(T_FEAT, device_map={"8988280666000000002": T_ALARM}) as s:
+            a, b = Device(s, "127.0.0.1"), Device(s, "127.0.0.2")
+            self.assertEqual(parse(a.request(post("x", bytes.fromhex("001a003700"), mid=4)))[1], CHANGED)
+            self.assertEqual(parse(b.request(post("x", b"\x01", mid=5)))[1], CHANGED)
+            lines = s.wait_for_sink(2)
+            by_ip = {l["device"]["ip"]: l["payload"]["value"] for l in lines}
+            self.assertEqual(by_ip["127.0.0.1"], {"Temperature": 26, "Humidity": 55, "Switch": False})
+            self.assertEqual(by_ip["127.0.0.2"], {"motion": True})
+            a.close()
+            b.close()
+            self.assertEqual(s.stop(), 0)
+
+    def test_sighup_reloads_the_template(self):
+        with self.start(T_FEAT) as s:
+            d = Device(s)
+            write_file(os.path.dirname(self.template_path), "template.json", T_ALARM)
+            mark = s.log_count()
+            s.signal(signal.SIGHUP)
+            s.wait_for_log(r"reloaded the energy saver templates", start=mark)
+            self.assertEqual(parse(d.request(post("x", b"\x01", mid=6)))[1], CHANGED)
+            self.assertEqual(s.wait_for_sink(1)[0]["payload"]["value"], {"motion": True})
+            # A broken template keeps the previous one.
+            write_file(os.path.dirname(self.template_path), "template.json", '{"sense":[{}]}')
+            mark = s.log_count()
+            s.signal(signal.SIGHUP)
+            s.wait_for_log(r"reload failed, keeping the previous templates", start=mark)
+            self.assertEqual(parse(d.request(post("x", b"\x00", mid=7)))[1], CHANGED)
+            self.assertEqual(s.wait_for_sink(2)[1]["payload"]["value"], {"motion": False})
+            d.close()
+            self.assertEqual(s.stop(), 0)
+
+    def test_invalid_template_stops_startup_with_exit_2(self):
+        import tempfile
+        d = tempfile.mkdtemp(prefix="coapgate-es-")
+        path = write_file(d, "bad.json", '{"sense":[{"asset":"a","value":{"byte":0,"type":"integer"}}]}')
+        config = write_file(d, "c.toml", f'[energy_saver]\ncoap_template = "{path}"\n')
+        out = subprocess.run([os.environ.get("COAPGATE", "build/release/engine/coapgate"),
+                              "--check-config", "--config", config],
+                             capture_output=True, text=True, timeout=20)
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("sense[0].value.type: unknown type", out.stderr)
+
+
 class CommandLineTests(unittest.TestCase):
     def run_coapgate(self, *args, config_text=None):
         import tempfile
@@ -412,6 +525,25 @@ class CommandLineTests(unittest.TestCase):
         out = self.run_coapgate(config_text="[server]\nio = \"magic\"\n")
         self.assertEqual(out.returncode, 2)
         self.assertIn("server.io", out.stderr)
+
+    def test_translate_prints_json_or_the_error(self):
+        import tempfile
+        d = tempfile.mkdtemp(prefix="coapgate-cli-")
+        feat = write_file(d, "feat.json", T_FEAT)
+        loc = write_file(d, "loc.json", T_LOC)
+        out = self.run_coapgate("translate", "--template", feat, "--base64", "ABoANwA=")
+        self.assertEqual((out.returncode, out.stdout),
+                         (0, '{"Temperature":26,"Humidity":55,"Switch":false}\n'))
+        out = self.run_coapgate("translate", "--template", feat, "--hex", "00 1a 00 37 00")
+        self.assertEqual(out.stdout, '{"Temperature":26,"Humidity":55,"Switch":false}\n')
+        out = self.run_coapgate("translate", "--template", loc, "--hex", "01")
+        self.assertEqual((out.returncode, out.stdout),
+                         (1, "Asset path:longitude, Error: can't extract [0:8] from 1 bytes\n"))
+        out = self.run_coapgate("translate", "--template", feat)
+        self.assertEqual(out.returncode, 2)
+        out = self.run_coapgate("translate", "--template", feat, "--base64", "!!")
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("--base64", out.stderr)
 
     def test_invalid_devices_file_exits_2(self):
         import tempfile

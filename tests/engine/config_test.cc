@@ -446,8 +446,7 @@ TEST(CheckSupported, NamesEachUnimplementedFeature) {
                            kSource),
             "test.toml: sinks[0].type: kafka sinks are not available in this build yet (issue #4)");
   EXPECT_EQ(CheckSupported(Parse("[energy_saver]\ncoap_template = \"t.json\"\n"), kSource),
-            "test.toml: energy_saver.coap_template: the Energy Saver is not available in this "
-            "build yet (issue #6)");
+            std::nullopt);
 }
 
 TEST(LoadConfigFile, MissingFileCannotBeRead) {
@@ -495,6 +494,25 @@ TEST(Config, ToStringUsesTheFileSpelling) {
   EXPECT_EQ(ToString(IoBackend::kRecvmmsg), "recvmmsg");
   EXPECT_EQ(ToString(AckMode::kSink), "sink");
   EXPECT_EQ(ToString(AckMode::kEnqueue), "enqueue");
+}
+
+TEST(Config, EnergySaverKeys) {
+  auto config = ParseConfig(
+      "[energy_saver]\ncoap_template = \"t.json\"\ndevice_templates = \"d.csv\"\n"
+      "on_error = \"reject\"\n",
+      "test.toml");
+  ASSERT_TRUE(config) << config.error();
+  EXPECT_EQ(config->energy_saver.coap_template, "t.json");
+  EXPECT_EQ(config->energy_saver.device_templates, "d.csv");
+  EXPECT_EQ(config->energy_saver.on_error, TranslationErrorPolicy::kReject);
+  EXPECT_EQ(Config{}.energy_saver.on_error, TranslationErrorPolicy::kAccept);
+  auto bad = ParseConfig("[energy_saver]\non_error = \"drop\"\n", "test.toml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().find("energy_saver.on_error"), std::string::npos) << bad.error();
+  auto conflict = ParseConfig("[coap]\nack = \"enqueue\"\n[energy_saver]\non_error = \"reject\"\n",
+                              "test.toml");
+  ASSERT_FALSE(conflict);
+  EXPECT_NE(conflict.error().find("energy_saver.on_error"), std::string::npos) << conflict.error();
 }
 
 }  // namespace

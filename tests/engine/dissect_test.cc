@@ -24,6 +24,21 @@ TEST(ParseHex, RejectsOddDigits) {
   EXPECT_NE(e.error().find("position 0"), std::string::npos);
 }
 
+TEST(ParseBase64, Rfc4648Vectors) {
+  const std::pair<const char*, const char*> vectors[] = {
+      {"", ""}, {"Zg==", "66"}, {"Zm8=", "66 6f"}, {"Zm9v", "66 6f 6f"},
+      {"Zm9vYg==", "66 6f 6f 62"}, {"Zm9vYmE=", "66 6f 6f 62 61"},
+      {"Zm9vYmFy", "66 6f 6f 62 61 72"}, {"ABoANwA=", "00 1a 00 37 00"}, {"ABoANwA", "00 1a 00 37 00"}};
+  for (const auto& [b64, hex] : vectors) {
+    auto bytes = ParseBase64(b64);
+    ASSERT_TRUE(bytes) << b64;
+    EXPECT_EQ(HexString(*bytes), hex) << b64;
+  }
+  EXPECT_FALSE(ParseBase64("Zm9v!"));
+  EXPECT_FALSE(ParseBase64("Z"));
+  EXPECT_FALSE(ParseBase64("Zg==Zg=="));
+}
+
 TEST(Dissect, DescribesARequest) {
   auto d = ParseHex("44 02 30 39 de ad be ef b0 43 74 3d 61 ff 68 69");
   ASSERT_TRUE(d);
