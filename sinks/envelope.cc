@@ -53,53 +53,6 @@ class IdHasher {
 // ---- JSON escaping ----------------------------------------------------------------------
 
 constexpr char kHexDigits[] = "0123456789abcdef";
-constexpr std::string_view kReplacementEscape = "\\ufffd";
-
-// Escaped width of an ASCII byte: 1 (as is), 2 (\" or \\) or 6 (\u00XX).
-constexpr std::array<uint8_t, 128> kAsciiWidth = [] {
-  std::array<uint8_t, 128> w{};
-  for (size_t c = 0; c < w.size(); ++c) w[c] = c < 0x20 ? 6 : 1;
-  w['"'] = 2;
-  w['\\'] = 2;
-  return w;
-}();
-
-// One step over a non-ASCII position (Unicode §3.9 table 3-7): either a well-formed UTF-8
-// sequence, or the maximal ill-formed subpart to replace with one U+FFFD.
-struct Utf8Step {
-  size_t length;  ///< >= 1
-  bool valid;
-};
-
-// REQUIRES: !in.empty() && in[0] >= 0x80.
-[[nodiscard]] Utf8Step NextUtf8(std::string_view in) noexcept {
-  const auto byte = [&](size_t i) { return static_cast<unsigned char>(in[i]); };
-  const unsigned char lead = byte(0);
-  size_t need;               // continuation bytes the lead announces
-  unsigned char lo = 0x80;   // allowed range of the first continuation byte
-  unsigned char hi = 0xbf;
-  if (lead >= 0xc2 && lead <= 0xdf) {
-    need = 1;
-  } else if (lead >= 0xe0 && lead <= 0xef) {
-    need = 2;
-    if (lead == 0xe0) lo = 0xa0;  // no overlongs
-    if (lead == 0xed) hi = 0x9f;  // no surrogates
-  } else if (lead >= 0xf0 && lead <= 0xf4) {
-    need = 3;
-    if (lead == 0xf0) lo = 0x90;  // no overlongs
-    if (lead == 0xf4) hi = 0x8f;  // nothing above U+10FFFF
-  } else {
-    return {1, false};  // 80..C1 and F5..FF never start a sequence
-  }
-  size_t i = 1;
-  for (; i <= need && i < in.size(); ++i) {
-    const unsigned char c = byte(i);
-    if (c < lo || c > hi) return {i, false};
-    lo = 0x80;
-    hi = 0xbf;
-  }
-  return {i, i == need + 1};
-}
 
 // Copies `text` to out+pos if it fits in `cap`; returns false otherwise.
 [[nodiscard]] bool Put(std::string_view text, char* out, size_t cap, size_t& pos) noexcept {
@@ -236,57 +189,6 @@ size_t Base64Encode(std::span<const std::byte> in, char* out) noexcept {
     out[pos++] = '=';
   }
   return pos;
-}
-
-size_t JsonEscape(std::string_view in, std::span<char> out) noexcept {
-  char* const o = out.data();
-  const size_t cap = out.size();
-  size_t pos = 0;
-  size_t i = 0;
-  while (i < in.size()) {
-    const auto c = static_cast<unsigned char>(in[i]);
-    if (c < 0x80 && kAsciiWidth[c] == 1) {
-      // A run of bytes that pass as they are: one bounds check, one copy.
-      size_t end = i + 1;
-      while (end < in.size() && static_cast<unsigned char>(in[end]) < 0x80 &&
-             kAsciiWidth[static_cast<unsigned char>(in[end])] == 1) {
-        ++end;
-      }
-      if (!Put(in.substr(i, end - i), o, cap, pos)) return 0;
-      i = end;
-    } else if (c < 0x80) {
-      const char escape[6] = {'\\', 'u', '0', '0', kHexDigits[c >> 4], kHexDigits[c & 0xf]};
-      const char quoted[2] = {'\\', static_cast<char>(c)};
-      const std::string_view text =
-          kAsciiWidth[c] == 2 ? std::string_view(quoted, 2) : std::string_view(escape, 6);
-      if (!Put(text, o, cap, pos)) return 0;
-      ++i;
-    } else {
-      const Utf8Step step = NextUtf8(in.substr(i));
-      if (!Put(step.valid ? in.substr(i, step.length) : kReplacementEscape, o, cap, pos)) {
-        return 0;
-      }
-      i += step.length;
-    }
-  }
-  return pos;
-}
-
-size_t JsonEscapedLength(std::string_view in) noexcept {
-  size_t n = 0;
-  size_t i = 0;
-  while (i < in.size()) {
-    const auto c = static_cast<unsigned char>(in[i]);
-    if (c < 0x80) {
-      n += kAsciiWidth[c];
-      ++i;
-    } else {
-      const Utf8Step step = NextUtf8(in.substr(i));
-      n += step.valid ? step.length : kReplacementEscape.size();
-      i += step.length;
-    }
-  }
-  return n;
 }
 
 size_t FormatTelemetryEnvelope(const EnvelopeFields& f, std::span<char> out) noexcept {

@@ -12,6 +12,8 @@
 #include <span>
 #include <string_view>
 
+#include "codec/json_escape.h"
+
 namespace coapgate::sinks {
 
 // A 128-bit message id, printed as a lowercase UUID-shaped string (8-4-4-4-12 hex digits of
@@ -92,14 +94,8 @@ struct EnvelopeFields {
 // REQUIRES: `out` has room for Base64Length(in.size()) chars.
 size_t Base64Encode(std::span<const std::byte> in, char* out) noexcept;
 
-// Escapes arbitrary bytes for use inside a JSON string (without the quotes): '"' and '\' get
-// a backslash, control chars (< 0x20) become \u00XX (lowercase hex), well-formed UTF-8 passes
-// through, and each maximal ill-formed subsequence (Unicode §3.9 U+FFFD substitution) is
-// written as the 6 chars \ufffd. Returns the bytes written, or 0 if `out` is too small
-// (ambiguous only for empty input, which writes nothing).
-[[nodiscard]] size_t JsonEscape(std::string_view in, std::span<char> out) noexcept;
-
-// What JsonEscape(in, …) writes, in chars; at most 6 * in.size().
-[[nodiscard]] size_t JsonEscapedLength(std::string_view in) noexcept;
+// JSON string escaping, shared with every other JSON writer of coapgate.
+using codec::JsonEscape;
+using codec::JsonEscapedLength;
 
 }  // namespace coapgate::sinks

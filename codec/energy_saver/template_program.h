@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "codec/json_escape.h"
 #include "codec/result.h"
 
 namespace coapgate::energysaver {
@@ -116,24 +117,11 @@ struct Node {
   TextRef key;
 };
 
-// One step of UTF-8 decoding with Unicode §3.9 "maximal subpart" replacement: a
-// well-formed sequence, or the ill-formed prefix that stands for one U+FFFD.
-// REQUIRES: !s.empty().
-struct Utf8Step {
-  size_t length;
-  bool valid;
-};
-[[nodiscard]] Utf8Step NextUtf8(std::string_view s) noexcept;
-
-// JSON string escaping (without the quotes), one rule for keys, constants and payload
-// strings: '"' and '\' get a backslash, control chars (< 0x20) become \u00XX (lowercase
-// hex), well-formed UTF-8 passes through, each ill-formed subpart becomes the 6 chars
-// \ufffd. The same output as sinks::JsonEscape, kept here so the Energy Saver library
-// depends on nothing but its parser. Returns the chars written, or 0 if `out` is too small
-// (ambiguous only for empty input).
-[[nodiscard]] size_t JsonEscape(std::string_view in, std::span<char> out) noexcept;
-// What JsonEscape(in, …) writes; at most 6 * in.size().
-[[nodiscard]] size_t JsonEscapedLength(std::string_view in) noexcept;
+// The escaper every coapgate JSON writer shares (codec/json_escape.h).
+using codec::JsonEscape;
+using codec::JsonEscapedLength;
+using codec::NextUtf8;
+using codec::Utf8Step;
 
 }  // namespace internal
 
