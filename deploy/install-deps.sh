@@ -15,6 +15,7 @@ packages=(
   libboost-dev                      # Boost.Lockfree: the bounded SPSC queues between threads
   # tests and benchmarks
   googletest libgtest-dev libgmock-dev libbenchmark-dev
+  python3                                    # the end-to-end suite (standard library only)
   libcoap3-bin mosquitto mosquitto-clients   # real CoAP clients and MQTT broker for tests
   libcoap3-dev                               # libcoap parser: same-run yardstick in bench/
 )
