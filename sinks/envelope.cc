@@ -191,11 +191,14 @@ size_t Base64Encode(std::span<const std::byte> in, char* out) noexcept {
   return pos;
 }
 
-size_t FormatTelemetryEnvelope(const EnvelopeFields& f, std::span<char> out) noexcept {
-  Writer w(out);
+namespace {
+
+// id, type, source, version, received and the device object up to its last value: the part
+// every event shares; `after_id` carries the event's type.
+void WriteHead(Writer& w, const EnvelopeFields& f, std::string_view after_id) noexcept {
   w.Literal(kIdOpen);
   w.Id(f.id);
-  w.Literal(kAfterId);
+  w.Literal(after_id);
   w.Decimal(f.received_ms);
   w.Literal(kIccidOpen);
   w.Escaped(f.iccid);
@@ -205,6 +208,21 @@ size_t FormatTelemetryEnvelope(const EnvelopeFields& f, std::span<char> out) noe
   }
   w.Literal(kIpOpen);
   w.Escaped(f.ip);
+}
+
+size_t HeadSize(const EnvelopeFields& f, std::string_view after_id) noexcept {
+  size_t n = kIdOpen.size() + kMessageIdTextLength + after_id.size() +
+             DecimalLength(f.received_ms) + kIccidOpen.size() + JsonEscapedLength(f.iccid) +
+             kIpOpen.size() + JsonEscapedLength(f.ip);
+  if (!f.imsi.empty()) n += kImsiOpen.size() + JsonEscapedLength(f.imsi);
+  return n;
+}
+
+}  // namespace
+
+size_t FormatTelemetryEnvelope(const EnvelopeFields& f, std::span<char> out) noexcept {
+  Writer w(out);
+  WriteHead(w, f, kAfterId);
   if (f.json_payload.empty()) {
     w.Literal(kStringPayloadOpen);
     w.Base64(f.payload);
@@ -223,10 +241,7 @@ size_t FormatTelemetryEnvelope(const EnvelopeFields& f, std::span<char> out) noe
 }
 
 size_t MaxEnvelopeSize(const EnvelopeFields& f) noexcept {
-  size_t n = kIdOpen.size() + kMessageIdTextLength + kAfterId.size() +
-             DecimalLength(f.received_ms) + kIccidOpen.size() + JsonEscapedLength(f.iccid) +
-             kIpOpen.size() + JsonEscapedLength(f.ip) + kClose.size();
-  if (!f.imsi.empty()) n += kImsiOpen.size() + JsonEscapedLength(f.imsi);
+  size_t n = HeadSize(f, kAfterId) + kClose.size();
   if (f.json_payload.empty()) {
     n += kStringPayloadOpen.size() + Base64Length(f.payload.size()) + kStringPayloadClose.size();
   } else {
@@ -254,18 +269,7 @@ constexpr std::string_view kRawPayloadOpen = "\"type\":\"STRING\",\"encoding\":\
 size_t FormatErrorEnvelope(const EnvelopeFields& f, std::string_view description,
                            std::span<char> out) noexcept {
   Writer w(out);
-  w.Literal(kIdOpen);
-  w.Id(f.id);
-  w.Literal(kAfterErrorId);
-  w.Decimal(f.received_ms);
-  w.Literal(kIccidOpen);
-  w.Escaped(f.iccid);
-  if (!f.imsi.empty()) {
-    w.Literal(kImsiOpen);
-    w.Escaped(f.imsi);
-  }
-  w.Literal(kIpOpen);
-  w.Escaped(f.ip);
+  WriteHead(w, f, kAfterErrorId);
   w.Literal(kErrorOpen);
   w.Id(f.id);
   w.Literal(kErrorMessage);
@@ -284,13 +288,10 @@ size_t FormatErrorEnvelope(const EnvelopeFields& f, std::string_view description
 }
 
 size_t MaxErrorEnvelopeSize(const EnvelopeFields& f, std::string_view description) noexcept {
-  size_t n = kIdOpen.size() + kMessageIdTextLength + kAfterErrorId.size() +
-             DecimalLength(f.received_ms) + kIccidOpen.size() + JsonEscapedLength(f.iccid) +
-             kIpOpen.size() + JsonEscapedLength(f.ip) + kErrorOpen.size() + kMessageIdTextLength +
+  size_t n = HeadSize(f, kAfterErrorId) + kErrorOpen.size() + kMessageIdTextLength +
              kErrorMessage.size() + JsonEscapedLength(description) + kErrorClose.size() +
              kRawPayloadOpen.size() + Base64Length(f.payload.size()) +
              kStringPayloadClose.size() + kClose.size();
-  if (!f.imsi.empty()) n += kImsiOpen.size() + JsonEscapedLength(f.imsi);
   if (!f.topic.empty()) n += kTopicOpen.size() + JsonEscapedLength(f.topic) + kTopicClose.size();
   return n;
 }

@@ -25,41 +25,22 @@
 
 #include "codec/energy_saver/template_program.h"
 #include "codec/energy_saver/translator.h"
+#include "tests/codec/energy_saver_templates.h"
 #include "tests/support/allocation_counter.h"
 
 namespace coapgate::energysaver {
 namespace {
 
+using reference::kTFeat;
+using reference::kTFull;
+using reference::kTSwitch;
+
 // ---- The reference templates (templates/*.json, compacted) ------------------------------
 
-constexpr std::string_view kTFeat =
-    R"({"sense":[{"asset":"Temperature","value":{"byte":0,"bytelength":2,"type":"int","signed":true}},)"
-    R"({"asset":"Humidity","value":{"byte":2,"bytelength":2,"type":"int"}},)"
-    R"({"asset":"Switch","value":{"byte":4,"type":"boolean"}}]})";
 constexpr std::string_view kTAlarm =
     R"({"sense":[{"asset":"motion","value":{"byte":0,"bytelength":1,"type":"boolean"}}]})";
 constexpr std::string_view kTLon =
     R"({"sense":[{"asset":"longitude","value":{"byte":0,"bytelength":4,"byteorder":"big","type":"float"}}]})";
-constexpr std::string_view kTSwitch =
-    R"({"sense":[{"switch":{"byte":0,"bytelength":1,"type":"int"},"on":[{"case":0,"comment":"Positional data","do":[)"
-    R"({"asset":"gps.lat","value":{"byte":1,"bytelength":4,"byteorder":"big","type":"float"}},)"
-    R"({"asset":"gps.lon","value":{"byte":5,"bytelength":4,"byteorder":"big","type":"float"}},)"
-    R"({"asset":"speed","value":{"byte":9,"bytelength":2,"byteorder":"big","type":"int"}}]},)"
-    R"({"default":true,"do":[{"asset":"error","value":"unknown payload"}]}]}]})";
-constexpr std::string_view kTFull =
-    R"({"sense":[{"asset":"message_code","value":{"byte":0,"bytelength":1,"type":"uint"}},)"
-    R"({"switch":{"byte":0,"bytelength":1,"type":"int"},"on":[{"case":0,"do":[)"
-    R"({"asset":"data_type","value":"Position"},)"
-    R"({"asset":"gps.lat","value":{"byte":1,"bytelength":4,"type":"float"}},)"
-    R"({"asset":"gps.lon","value":{"byte":4,"bytelength":4,"type":"float"}},)"
-    R"({"asset":"speed","value":{"byte":8,"bytelength":2,"type":"int"}}]},)"
-    R"({"case":1,"do":[{"asset":"data_type","value":"Maintenance"},)"
-    R"({"asset":"on","value":{"byte":1,"type":"boolean"}},)"
-    R"({"asset":"fuel","value":{"byte":2,"bytelength":4,"type":"uint"}},)"
-    R"({"asset":"driver","value":{"byte":6,"bytelength":4,"type":"string"}},)"
-    R"({"asset":"driver_hex","value":{"byte":6,"bytelength":4,"type":"hex"}}]},)"
-    R"({"default":true,"do":[{"asset":"data_type","value":"Unsupported type"}]}]},)"
-    R"({"asset":"full_payload","value":{"byte":0,"endbyte":0,"type":"hex"}}]})";
 constexpr std::string_view kTNested =
     R"({"sense":[{"asset":"simple_key","value":"value1"},{"asset":"level1.level2.level3.level4","value":"value2"}]})";
 constexpr std::string_view kTTemperature200 =
