@@ -6,7 +6,10 @@
 // Lifetime: the datagrams Receive returns (bytes and peer) are valid until the next Receive.
 #pragma once
 
+#include <netinet/in.h>
 #include <sys/socket.h>
+
+#include <array>
 
 #include <cstddef>
 #include <cstdint>
@@ -19,12 +22,22 @@
 
 namespace coapgate::engine {
 
+// The local address a datagram was sent to, as IP_PKTINFO / IPV6_PKTINFO report it on a
+// wildcard-bound socket. A reply must leave from that address: on a host with several
+// addresses (or through a NAT) a reply from another one is dropped by the device.
+struct LocalAddress {
+  sa_family_t family = 0;  ///< AF_INET, AF_INET6, or 0 = unknown (the kernel chooses)
+  uint32_t ifindex = 0;    ///< needed for IPv6 link-local destinations
+  std::array<uint8_t, 16> address{};  ///< in_addr in the first 4 bytes for AF_INET
+};
+
 struct ReceivedDatagram {
   std::span<const std::byte> bytes;
   const sockaddr* peer;
   socklen_t peer_length;
   uint16_t socket;  ///< index into the sockets the backend was built with
   bool truncated;   ///< the datagram was larger than the receive buffer (MSG_TRUNC)
+  LocalAddress local;
 };
 
 struct DatagramIoOptions {
@@ -40,9 +53,10 @@ class DatagramIo {
   // Waits up to timeout_ms (0 = poll) until a datagram arrives or a wake fd is written, then
   // returns what arrived (possibly nothing). Wake fds are left for their owner to reset.
   [[nodiscard]] virtual std::span<const ReceivedDatagram> Receive(int timeout_ms) noexcept = 0;
-  // Queues one reply (copied); sent by Flush, or earlier when the batch is full.
+  // Queues one reply (copied), from `local` when it is known; sent by Flush, or earlier when
+  // the batch is full.
   virtual void Send(uint16_t socket, const sockaddr* peer, socklen_t peer_length,
-                    std::span<const std::byte> bytes) noexcept = 0;
+                    const LocalAddress& local, std::span<const std::byte> bytes) noexcept = 0;
   virtual void Flush() noexcept = 0;
   // Replies the kernel refused so far (e.g. ENOBUFS); they are dropped, the device retries.
   [[nodiscard]] virtual uint64_t send_failures() const noexcept = 0;
@@ -50,6 +64,15 @@ class DatagramIo {
 };
 
 inline constexpr size_t kMaxReplySize = 256;  ///< every reply coapgate sends fits in this
+
+// Room for one IP_PKTINFO or IPV6_PKTINFO control message, received or sent.
+inline constexpr size_t kPacketInfoSpace = CMSG_SPACE(sizeof(in6_pktinfo));
+
+// Reads the destination address from a received message's control data.
+[[nodiscard]] LocalAddress ParsePacketInfo(const msghdr& header) noexcept;
+// Writes a control message making a reply leave from `local` into `buffer`
+// (kPacketInfoSpace bytes) and returns its length, or 0 when `local` is unknown.
+[[nodiscard]] size_t BuildPacketInfo(const LocalAddress& local, std::byte* buffer) noexcept;
 
 [[nodiscard]] Result<std::unique_ptr<DatagramIo>, std::string> MakeRecvmmsgIo(
     const DatagramIoOptions& options);

@@ -24,10 +24,12 @@ class RecvmmsgIo final : public DatagramIo {
         buffer_size_(o.buffer_size),
         buffers_(kBatch * o.buffer_size),
         peers_(kBatch),
+        controls_(kBatch * kPacketInfoSpace),
         iovecs_(kBatch),
         headers_(kBatch),
         send_data_(kBatch * kMaxReplySize),
         send_peers_(kBatch),
+        send_controls_(kBatch * kPacketInfoSpace),
         send_iovecs_(kBatch),
         send_headers_(kBatch) {
     for (int fd : o.sockets) polls_.push_back({fd, POLLIN, 0});
@@ -49,7 +51,7 @@ class RecvmmsgIo final : public DatagramIo {
   }
 
   void Send(uint16_t socket, const sockaddr* peer, socklen_t peer_length,
-            std::span<const std::byte> bytes) noexcept override {
+            const LocalAddress& local, std::span<const std::byte> bytes) noexcept override {
     if (bytes.size() > kMaxReplySize) {
       ++send_failures_;
       return;
@@ -66,6 +68,11 @@ class RecvmmsgIo final : public DatagramIo {
     h.msg_hdr.msg_namelen = peer_length;
     h.msg_hdr.msg_iov = &send_iovecs_[i];
     h.msg_hdr.msg_iovlen = 1;
+    std::byte* control = send_controls_.data() + i * kPacketInfoSpace;
+    if (const size_t n = BuildPacketInfo(local, control); n != 0) {
+      h.msg_hdr.msg_control = control;
+      h.msg_hdr.msg_controllen = n;
+    }
   }
 
   void Flush() noexcept override {
@@ -104,6 +111,8 @@ class RecvmmsgIo final : public DatagramIo {
         headers_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
         headers_[i].msg_hdr.msg_iov = &iovecs_[i];
         headers_[i].msg_hdr.msg_iovlen = 1;
+        headers_[i].msg_hdr.msg_control = controls_.data() + i * kPacketInfoSpace;
+        headers_[i].msg_hdr.msg_controllen = kPacketInfoSpace;
       }
       const int n = recvmmsg(sockets_[s], headers_.data() + used_, static_cast<unsigned>(room),
                              MSG_DONTWAIT, nullptr);
@@ -115,7 +124,7 @@ class RecvmmsgIo final : public DatagramIo {
         const size_t length = truncated ? buffer_size_ : headers_[i].msg_len;
         received_.push_back({std::span<const std::byte>(buffers_.data() + i * buffer_size_, length),
                              reinterpret_cast<const sockaddr*>(&peers_[i]), h.msg_namelen,
-                             static_cast<uint16_t>(s), truncated});
+                             static_cast<uint16_t>(s), truncated, ParsePacketInfo(h)});
       }
       used_ += static_cast<size_t>(n);
       total += static_cast<size_t>(n);
@@ -128,6 +137,7 @@ class RecvmmsgIo final : public DatagramIo {
   size_t buffer_size_;
   std::vector<std::byte> buffers_;
   std::vector<sockaddr_storage> peers_;
+  std::vector<std::byte> controls_;  ///< kPacketInfoSpace per receive slot
   std::vector<iovec> iovecs_;
   std::vector<mmsghdr> headers_;
   std::vector<ReceivedDatagram> received_;
@@ -136,6 +146,7 @@ class RecvmmsgIo final : public DatagramIo {
 
   std::vector<std::byte> send_data_;
   std::vector<sockaddr_storage> send_peers_;
+  std::vector<std::byte> send_controls_;  ///< kPacketInfoSpace per send slot
   std::vector<iovec> send_iovecs_;
   std::vector<mmsghdr> send_headers_;
   size_t pending_ = 0;

@@ -166,7 +166,7 @@ void Shard::Handle(const ReceivedDatagram& d) {
     return;
   }
   const codec::Triage t = codec::TriageDatagram(d.bytes, limits_);
-  const Peer peer{d.peer, d.peer_length, d.socket};
+  const Peer peer{d.peer, d.peer_length, d.socket, d.local};
   switch (t.action) {
     case codec::Action::kDrop:
       switch (t.reason) {
@@ -181,7 +181,7 @@ void Shard::Handle(const ReceivedDatagram& d) {
       std::array<std::byte, kMaxReplySize> reply;
       auto n = codec::EncodeTriageReply(t, limits_, NextMessageId(), reply);
       if (!n) return;  // impossible: triage replies are small
-      io_->Send(d.socket, d.peer, d.peer_length, std::span(reply).first(*n));
+      io_->Send(d.socket, d.peer, d.peer_length, d.local, std::span(reply).first(*n));
       if (t.action == codec::Action::kReset) {
         counters_.Add(Counter::kReset);
       } else {
@@ -217,14 +217,14 @@ void Shard::HandleTruncated(const ReceivedDatagram& d) {
   reply.size1 = options_.max_payload;
   std::array<std::byte, kMaxReplySize> out;
   if (auto n = codec::EncodeMessage(reply, out)) {
-    io_->Send(d.socket, d.peer, d.peer_length, std::span(out).first(*n));
+    io_->Send(d.socket, d.peer, d.peer_length, d.local, std::span(out).first(*n));
     CountReply(codec::code::kRequestEntityTooLarge);
   }
 }
 
 void Shard::Ingest(const ReceivedDatagram& d, const codec::Triage& t) {
   const codec::MessageView& m = t.message;
-  const Peer peer{d.peer, d.peer_length, d.socket};
+  const Peer peer{d.peer, d.peer_length, d.socket, d.local};
   const std::optional<IpAddress> ip = IpAddress::FromSockaddr(d.peer);
   if (!ip) return;  // impossible: UDP sockets of AF_INET/AF_INET6 only
   DedupKey key;
@@ -300,6 +300,7 @@ void Shard::Ingest(const ReceivedDatagram& d, const codec::Triage& t) {
   std::memcpy(&s.peer, d.peer, std::min<size_t>(d.peer_length, sizeof(s.peer)));
   s.peer_length = d.peer_length;
   s.socket = d.socket;
+  s.local = d.local;
   s.confirmable = m.confirmable();
   s.answered = false;
   s.deadline_ms = now_ms_ + options_.response_budget_ms;
@@ -346,7 +347,7 @@ void Shard::SendReply(const Peer& peer, codec::MessageType type, uint8_t code,
   std::array<std::byte, kMaxReplySize> out;
   auto n = codec::EncodeMessage(reply, out);
   if (!n) return;  // impossible: token ≤ 8 and a short diagnostic always fit
-  io_->Send(peer.socket, peer.address, peer.length, std::span(out).first(*n));
+  io_->Send(peer.socket, peer.address, peer.length, peer.local, std::span(out).first(*n));
   CountReply(code);
 }
 
@@ -369,7 +370,8 @@ void Shard::DrainCompletions() {
       const uint16_t message_id = s.confirmable ? msg.message_id : NextMessageId();
       const uint16_t max_age = code == codec::code::kServiceUnavailable ? BusyMaxAge() : 0;
       dedup_.Complete(s.dedup, code, static_cast<uint8_t>(type), message_id, max_age);
-      const Peer peer{reinterpret_cast<const sockaddr*>(&s.peer), s.peer_length, s.socket};
+      const Peer peer{reinterpret_cast<const sockaddr*>(&s.peer), s.peer_length, s.socket,
+                      s.local};
       SendReply(peer, type, code, message_id, msg.Token(), max_age);
       MarkAnswered(slot);
     }
@@ -392,7 +394,8 @@ void Shard::ExpireBudgets() {
     const uint16_t max_age = BusyMaxAge();
     dedup_.Complete(s.dedup, codec::code::kServiceUnavailable, static_cast<uint8_t>(type),
                     message_id, max_age);
-    const Peer peer{reinterpret_cast<const sockaddr*>(&s.peer), s.peer_length, s.socket};
+    const Peer peer{reinterpret_cast<const sockaddr*>(&s.peer), s.peer_length, s.socket,
+                    s.local};
     SendReply(peer, type, codec::code::kServiceUnavailable, message_id, msg.Token(), max_age);
     MarkAnswered(slot);
   }

@@ -87,6 +87,7 @@ class Shard {
     sockaddr_in6 peer{};  ///< large enough for both families
     socklen_t peer_length = 0;
     uint16_t socket = 0;
+    LocalAddress local{};
     bool confirmable = false;
     bool answered = false;  ///< 2.04 (enqueue mode) or 5.03 (budget) already sent
     uint32_t prev = kNoSlot;  ///< unanswered list links; valid while !answered
@@ -98,6 +99,7 @@ class Shard {
     const sockaddr* address;
     socklen_t length;
     uint16_t socket;
+    LocalAddress local;  ///< the address the request was sent to: replies leave from it
   };
 
   Shard(ShardOptions options, std::unique_ptr<DatagramIo> io);

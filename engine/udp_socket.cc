@@ -52,6 +52,12 @@ Result<int, std::string> OpenUdpSocket(const std::string& host, uint16_t port,
   if (family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) {
     return fail("IPV6_V6ONLY");
   }
+  // Report each datagram's destination address so replies can leave from it (a wildcard
+  // bind would otherwise let the kernel pick the source by route).
+  if (family == AF_INET ? setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) != 0
+                        : setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one)) != 0) {
+    return fail(family == AF_INET ? "IP_PKTINFO" : "IPV6_RECVPKTINFO");
+  }
   const int size = static_cast<int>(receive_buffer_bytes);
   // SO_RCVBUFFORCE ignores net.core.rmem_max but needs CAP_NET_ADMIN; fall back quietly.
   if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) != 0) {

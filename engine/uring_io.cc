@@ -41,11 +41,18 @@ class UringIo final : public DatagramIo {
     sockets_ = o.sockets;
     wake_fds_ = o.wake_fds;
     rearm_.reserve(sockets_.size());
-    // Room for the io_uring_recvmsg_out header and the peer address before the payload.
-    name_length_ = sizeof(sockaddr_in6);
-    buffer_size_ = sizeof(io_uring_recvmsg_out) + name_length_ + o.buffer_size;
+    // Room for the io_uring_recvmsg_out header and the peer address before the control data,
+    // which the kernel writes right after the name: rounded to 8 so that the cmsghdr there is
+    // aligned (16 + 28 would put it at offset 44).
+    name_length_ = (sizeof(sockaddr_in6) + 7) & ~size_t{7};
+    // Each provided buffer holds io_uring_recvmsg_out, the peer address, the IP_PKTINFO
+    // control message and the payload, in that order.
+    // Rounded to a cache line so every buffer of the ring starts aligned.
+    buffer_size_ = (sizeof(io_uring_recvmsg_out) + name_length_ + kPacketInfoSpace +
+                    o.buffer_size + 63) & ~size_t{63};
     template_ = {};
     template_.msg_namelen = static_cast<socklen_t>(name_length_);
+    template_.msg_controllen = kPacketInfoSpace;
 
     // REQUIRES: called on the thread that will drive the ring (the shard's). With
     // SINGLE_ISSUER + DEFER_TASKRUN (6.1+) the kernel's completion work runs only when that
@@ -126,7 +133,7 @@ class UringIo final : public DatagramIo {
   }
 
   void Send(uint16_t socket, const sockaddr* peer, socklen_t peer_length,
-            std::span<const std::byte> bytes) noexcept override {
+            const LocalAddress& local, std::span<const std::byte> bytes) noexcept override {
     if (bytes.size() > kMaxReplySize) {
       ++send_failures_;
       return;
@@ -138,23 +145,15 @@ class UringIo final : public DatagramIo {
     }
     if (sqe == nullptr) {
       // All slots are with the kernel: send this one synchronously rather than drop it.
-      if (sendto(sockets_[socket], bytes.data(), bytes.size(), MSG_DONTWAIT, peer, peer_length) <
-          0) {
-        ++send_failures_;
-      }
+      SendSlot direct;
+      Fill(direct, peer, peer_length, local, bytes);
+      if (sendmsg(sockets_[socket], &direct.header, MSG_DONTWAIT) < 0) ++send_failures_;
       return;
     }
     const unsigned index = free_send_.back();
     free_send_.pop_back();
     SendSlot& slot = send_slots_[index];
-    std::memcpy(slot.data, bytes.data(), bytes.size());
-    std::memcpy(&slot.peer, peer, peer_length);
-    slot.iov = {slot.data, bytes.size()};
-    slot.header = {};
-    slot.header.msg_name = &slot.peer;
-    slot.header.msg_namelen = peer_length;
-    slot.header.msg_iov = &slot.iov;
-    slot.header.msg_iovlen = 1;
+    Fill(slot, peer, peer_length, local, bytes);
     io_uring_prep_sendmsg(sqe, sockets_[socket], &slot.header, 0);
     io_uring_sqe_set_data64(sqe, Tag(Kind::kSend, index));
   }
@@ -171,8 +170,26 @@ class UringIo final : public DatagramIo {
     sockaddr_storage peer;
     iovec iov;
     msghdr header;
+    alignas(cmsghdr) std::byte control[kPacketInfoSpace];
     std::byte data[kMaxReplySize];
   };
+
+  // REQUIRES: bytes.size() <= kMaxReplySize. The header points into `slot` itself.
+  static void Fill(SendSlot& slot, const sockaddr* peer, socklen_t peer_length,
+                   const LocalAddress& local, std::span<const std::byte> bytes) noexcept {
+    std::memcpy(slot.data, bytes.data(), bytes.size());
+    std::memcpy(&slot.peer, peer, peer_length);
+    slot.iov = {slot.data, bytes.size()};
+    slot.header = {};
+    slot.header.msg_name = &slot.peer;
+    slot.header.msg_namelen = peer_length;
+    slot.header.msg_iov = &slot.iov;
+    slot.header.msg_iovlen = 1;
+    if (const size_t n = BuildPacketInfo(local, slot.control); n != 0) {
+      slot.header.msg_control = slot.control;
+      slot.header.msg_controllen = n;
+    }
+  }
 
   void AddBuffer(uint16_t id, unsigned offset) noexcept {
     io_uring_buf_ring_add(buffer_ring_, buffers_.data() + static_cast<size_t>(id) * buffer_size_,
@@ -244,10 +261,14 @@ class UringIo final : public DatagramIo {
     const auto* payload = static_cast<const std::byte*>(io_uring_recvmsg_payload(out, &template_));
     const unsigned payload_length =
         io_uring_recvmsg_payload_length(out, length, &template_);
+    // The control data as a msghdr view, for the parser both backends share.
+    msghdr control{};
+    control.msg_control = static_cast<unsigned char*>(io_uring_recvmsg_name(out)) + name_length_;
+    control.msg_controllen = out->controllen;
     received_.push_back({std::span<const std::byte>(payload, payload_length),
                          static_cast<const sockaddr*>(io_uring_recvmsg_name(out)),
                          static_cast<socklen_t>(out->namelen), static_cast<uint16_t>(socket),
-                         (out->flags & MSG_TRUNC) != 0});
+                         (out->flags & MSG_TRUNC) != 0, ParsePacketInfo(control)});
   }
 
   io_uring ring_{};

@@ -294,6 +294,23 @@ class LifecycleTests(unittest.TestCase):
             d.close()
             self.assertEqual(s.stop(), 0)
 
+    def test_wildcard_listener_replies_from_the_address_asked(self):
+        for io in ("io_uring", "recvmmsg"):
+            with Server(io=io, listen="0.0.0.0:0", shards=1) as s:
+                port = s.address[1]
+                for target in ("127.0.0.5", "127.0.0.1"):
+                    # A connected socket only accepts datagrams from the address it connected
+                    # to, as a device behind a NAT effectively does.
+                    d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    d.bind(("127.0.0.1", 0))
+                    d.connect((target, port))
+                    d.settimeout(3)
+                    d.send(post("w", f"wild-{io}-{target}".encode(), mid=target.__hash__() & 0xFFFF))
+                    reply = d.recv(100)
+                    self.assertEqual(parse(reply)[1], CHANGED, (io, target))
+                    d.close()
+                self.assertEqual(s.stop(), 0)
+
     def test_enqueue_ack_mode(self):
         with Server(extra_toml='[coap]\nack = "enqueue"\n') as s:
             d = Device(s)
