@@ -70,9 +70,21 @@ inline constexpr size_t kPacketInfoSpace = CMSG_SPACE(sizeof(in6_pktinfo));
 
 // Reads the destination address from a received message's control data.
 [[nodiscard]] LocalAddress ParsePacketInfo(const msghdr& header) noexcept;
-// Writes a control message making a reply leave from `local` into `buffer`
-// (kPacketInfoSpace bytes) and returns its length, or 0 when `local` is unknown.
-[[nodiscard]] size_t BuildPacketInfo(const LocalAddress& local, std::byte* buffer) noexcept;
+// One reply datagram with everything sendmsg(2) needs, in storage of its own: both backends
+// keep arrays of these. `header` points into the object itself, so a ReplyMessage must not
+// move between Fill and the send's completion.
+struct ReplyMessage {
+  sockaddr_storage peer;
+  iovec iov;
+  msghdr header;
+  alignas(cmsghdr) std::byte control[kPacketInfoSpace];
+  std::byte data[kMaxReplySize];
+
+  // Copies the reply and makes it leave from `local` when that is known.
+  // REQUIRES: bytes.size() <= kMaxReplySize, peer_length <= sizeof(sockaddr_storage).
+  void Fill(const sockaddr* peer_address, socklen_t peer_length, const LocalAddress& local,
+            std::span<const std::byte> bytes) noexcept;
+};
 
 [[nodiscard]] Result<std::unique_ptr<DatagramIo>, std::string> MakeRecvmmsgIo(
     const DatagramIoOptions& options);

@@ -1,4 +1,5 @@
-// IP_PKTINFO / IPV6_PKTINFO control messages, shared by both DatagramIo backends.
+// IP_PKTINFO / IPV6_PKTINFO control messages and the reply datagrams built around them,
+// shared by both DatagramIo backends.
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -36,6 +37,10 @@ LocalAddress ParsePacketInfo(const msghdr& header) noexcept {
   return local;
 }
 
+namespace {
+
+// Writes a control message making a reply leave from `local` into `buffer`
+// (kPacketInfoSpace bytes) and returns its length, or 0 when `local` is unknown.
 size_t BuildPacketInfo(const LocalAddress& local, std::byte* buffer) noexcept {
   std::memset(buffer, 0, kPacketInfoSpace);
   auto* c = reinterpret_cast<cmsghdr*>(buffer);
@@ -60,6 +65,24 @@ size_t BuildPacketInfo(const LocalAddress& local, std::byte* buffer) noexcept {
     return CMSG_SPACE(sizeof(info));
   }
   return 0;
+}
+
+}  // namespace
+
+void ReplyMessage::Fill(const sockaddr* peer_address, socklen_t peer_length,
+                        const LocalAddress& local, std::span<const std::byte> bytes) noexcept {
+  std::memcpy(data, bytes.data(), bytes.size());
+  std::memcpy(&peer, peer_address, peer_length);
+  iov = {data, bytes.size()};
+  header = {};
+  header.msg_name = &peer;
+  header.msg_namelen = peer_length;
+  header.msg_iov = &iov;
+  header.msg_iovlen = 1;
+  if (const size_t n = BuildPacketInfo(local, control); n != 0) {
+    header.msg_control = control;
+    header.msg_controllen = n;
+  }
 }
 
 }  // namespace coapgate::engine

@@ -27,17 +27,13 @@ class RecvmmsgIo final : public DatagramIo {
         controls_(kBatch * kPacketInfoSpace),
         iovecs_(kBatch),
         headers_(kBatch),
-        send_data_(kBatch * kMaxReplySize),
-        send_peers_(kBatch),
-        send_controls_(kBatch * kPacketInfoSpace),
-        send_iovecs_(kBatch),
+        replies_(kBatch),
         send_headers_(kBatch) {
     for (int fd : o.sockets) polls_.push_back({fd, POLLIN, 0});
     for (int fd : o.wake_fds) polls_.push_back({fd, POLLIN, 0});
     received_.reserve(kBatch * sockets_.size());
     for (size_t i = 0; i < kBatch; ++i) {
       iovecs_[i] = {buffers_.data() + i * buffer_size_, buffer_size_};
-      send_iovecs_[i].iov_base = send_data_.data() + i * kMaxReplySize;
     }
   }
 
@@ -59,20 +55,9 @@ class RecvmmsgIo final : public DatagramIo {
     if (pending_ == kBatch || (pending_ > 0 && pending_socket_ != socket)) Flush();
     pending_socket_ = socket;
     const size_t i = pending_++;
-    std::memcpy(send_iovecs_[i].iov_base, bytes.data(), bytes.size());
-    send_iovecs_[i].iov_len = bytes.size();
-    std::memcpy(&send_peers_[i], peer, peer_length);
-    mmsghdr& h = send_headers_[i];
-    h = {};
-    h.msg_hdr.msg_name = &send_peers_[i];
-    h.msg_hdr.msg_namelen = peer_length;
-    h.msg_hdr.msg_iov = &send_iovecs_[i];
-    h.msg_hdr.msg_iovlen = 1;
-    std::byte* control = send_controls_.data() + i * kPacketInfoSpace;
-    if (const size_t n = BuildPacketInfo(local, control); n != 0) {
-      h.msg_hdr.msg_control = control;
-      h.msg_hdr.msg_controllen = n;
-    }
+    replies_[i].Fill(peer, peer_length, local, bytes);
+    send_headers_[i] = {};
+    send_headers_[i].msg_hdr = replies_[i].header;
   }
 
   void Flush() noexcept override {
@@ -144,10 +129,7 @@ class RecvmmsgIo final : public DatagramIo {
   size_t used_ = 0;
   size_t next_first_socket_ = 0;
 
-  std::vector<std::byte> send_data_;
-  std::vector<sockaddr_storage> send_peers_;
-  std::vector<std::byte> send_controls_;  ///< kPacketInfoSpace per send slot
-  std::vector<iovec> send_iovecs_;
+  std::vector<ReplyMessage> replies_;  ///< never resized: headers point into them
   std::vector<mmsghdr> send_headers_;
   size_t pending_ = 0;
   uint16_t pending_socket_ = 0;

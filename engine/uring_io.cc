@@ -145,15 +145,15 @@ class UringIo final : public DatagramIo {
     }
     if (sqe == nullptr) {
       // All slots are with the kernel: send this one synchronously rather than drop it.
-      SendSlot direct;
-      Fill(direct, peer, peer_length, local, bytes);
+      ReplyMessage direct;
+      direct.Fill(peer, peer_length, local, bytes);
       if (sendmsg(sockets_[socket], &direct.header, MSG_DONTWAIT) < 0) ++send_failures_;
       return;
     }
     const unsigned index = free_send_.back();
     free_send_.pop_back();
-    SendSlot& slot = send_slots_[index];
-    Fill(slot, peer, peer_length, local, bytes);
+    ReplyMessage& slot = send_slots_[index];
+    slot.Fill(peer, peer_length, local, bytes);
     io_uring_prep_sendmsg(sqe, sockets_[socket], &slot.header, 0);
     io_uring_sqe_set_data64(sqe, Tag(Kind::kSend, index));
   }
@@ -166,31 +166,6 @@ class UringIo final : public DatagramIo {
   const char* name() const noexcept override { return "io_uring"; }
 
  private:
-  struct SendSlot {
-    sockaddr_storage peer;
-    iovec iov;
-    msghdr header;
-    alignas(cmsghdr) std::byte control[kPacketInfoSpace];
-    std::byte data[kMaxReplySize];
-  };
-
-  // REQUIRES: bytes.size() <= kMaxReplySize. The header points into `slot` itself.
-  static void Fill(SendSlot& slot, const sockaddr* peer, socklen_t peer_length,
-                   const LocalAddress& local, std::span<const std::byte> bytes) noexcept {
-    std::memcpy(slot.data, bytes.data(), bytes.size());
-    std::memcpy(&slot.peer, peer, peer_length);
-    slot.iov = {slot.data, bytes.size()};
-    slot.header = {};
-    slot.header.msg_name = &slot.peer;
-    slot.header.msg_namelen = peer_length;
-    slot.header.msg_iov = &slot.iov;
-    slot.header.msg_iovlen = 1;
-    if (const size_t n = BuildPacketInfo(local, slot.control); n != 0) {
-      slot.header.msg_control = slot.control;
-      slot.header.msg_controllen = n;
-    }
-  }
-
   void AddBuffer(uint16_t id, unsigned offset) noexcept {
     io_uring_buf_ring_add(buffer_ring_, buffers_.data() + static_cast<size_t>(id) * buffer_size_,
                           static_cast<unsigned>(buffer_size_), id,
@@ -284,7 +259,7 @@ class UringIo final : public DatagramIo {
   size_t buffer_ring_bytes_ = 0;
   std::vector<uint16_t> in_use_;
   std::vector<ReceivedDatagram> received_;
-  std::vector<SendSlot> send_slots_;
+  std::vector<ReplyMessage> send_slots_;  ///< never resized: SQEs point into them
   std::vector<unsigned> free_send_;
   uint64_t send_failures_ = 0;
 };

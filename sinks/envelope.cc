@@ -210,6 +210,21 @@ void WriteHead(Writer& w, const EnvelopeFields& f, std::string_view after_id) no
   w.Escaped(f.ip);
 }
 
+// The optional topic and the closing braces: how every event ends.
+void WriteTail(Writer& w, const EnvelopeFields& f) noexcept {
+  if (!f.topic.empty()) {
+    w.Literal(kTopicOpen);
+    w.Escaped(f.topic);
+    w.Literal(kTopicClose);
+  }
+  w.Literal(kClose);
+}
+
+size_t TailSize(const EnvelopeFields& f) noexcept {
+  if (f.topic.empty()) return kClose.size();
+  return kTopicOpen.size() + JsonEscapedLength(f.topic) + kTopicClose.size() + kClose.size();
+}
+
 size_t HeadSize(const EnvelopeFields& f, std::string_view after_id) noexcept {
   size_t n = kIdOpen.size() + kMessageIdTextLength + after_id.size() +
              DecimalLength(f.received_ms) + kIccidOpen.size() + JsonEscapedLength(f.iccid) +
@@ -231,23 +246,17 @@ size_t FormatTelemetryEnvelope(const EnvelopeFields& f, std::span<char> out) noe
     w.Literal(kJsonPayloadOpen);
     w.Literal(f.json_payload);
   }
-  if (!f.topic.empty()) {
-    w.Literal(kTopicOpen);
-    w.Escaped(f.topic);
-    w.Literal(kTopicClose);
-  }
-  w.Literal(kClose);
+  WriteTail(w, f);
   return w.overflow() ? 0 : w.size();
 }
 
 size_t MaxEnvelopeSize(const EnvelopeFields& f) noexcept {
-  size_t n = HeadSize(f, kAfterId) + kClose.size();
+  size_t n = HeadSize(f, kAfterId) + TailSize(f);
   if (f.json_payload.empty()) {
     n += kStringPayloadOpen.size() + Base64Length(f.payload.size()) + kStringPayloadClose.size();
   } else {
     n += kJsonPayloadOpen.size() + f.json_payload.size();
   }
-  if (!f.topic.empty()) n += kTopicOpen.size() + JsonEscapedLength(f.topic) + kTopicClose.size();
   return n;
 }
 
@@ -262,7 +271,8 @@ constexpr std::string_view kErrorOpen = "\"},\"error\":{\"id\":\"";
 constexpr std::string_view kErrorMessage =
     "\",\"type\":\"DEVICE\",\"message\":\"Translator[UserPayloadError]\",\"description\":\"";
 constexpr std::string_view kErrorClose = "\",\"payloadExists\":true},\"payload\":{";
-constexpr std::string_view kRawPayloadOpen = "\"type\":\"STRING\",\"encoding\":\"base64\",\"value\":\"";
+constexpr std::string_view kRawPayloadOpen =
+    "\"type\":\"STRING\",\"encoding\":\"base64\",\"value\":\"";
 
 }  // namespace
 
@@ -278,12 +288,7 @@ size_t FormatErrorEnvelope(const EnvelopeFields& f, std::string_view description
   w.Literal(kRawPayloadOpen);
   w.Base64(f.payload);
   w.Literal(kStringPayloadClose);
-  if (!f.topic.empty()) {
-    w.Literal(kTopicOpen);
-    w.Escaped(f.topic);
-    w.Literal(kTopicClose);
-  }
-  w.Literal(kClose);
+  WriteTail(w, f);
   return w.overflow() ? 0 : w.size();
 }
 
@@ -291,8 +296,7 @@ size_t MaxErrorEnvelopeSize(const EnvelopeFields& f, std::string_view descriptio
   size_t n = HeadSize(f, kAfterErrorId) + kErrorOpen.size() + kMessageIdTextLength +
              kErrorMessage.size() + JsonEscapedLength(description) + kErrorClose.size() +
              kRawPayloadOpen.size() + Base64Length(f.payload.size()) +
-             kStringPayloadClose.size() + kClose.size();
-  if (!f.topic.empty()) n += kTopicOpen.size() + JsonEscapedLength(f.topic) + kTopicClose.size();
+             kStringPayloadClose.size() + TailSize(f);
   return n;
 }
 
