@@ -12,6 +12,8 @@
 
 #include <toml++/toml.h>
 
+#include "sinks/mqtt_topic.h"
+
 namespace coapgate::engine {
 namespace {
 
@@ -45,7 +47,9 @@ constexpr Named<TranslationErrorPolicy> kTranslationErrorPolicies[] = {
 enum class SinkKind : uint8_t { kFile, kMqtt, kKafka };
 constexpr Named<SinkKind> kSinkKinds[] = {
     {"file", SinkKind::kFile}, {"mqtt", SinkKind::kMqtt}, {"kafka", SinkKind::kKafka}};
-constexpr Named<std::string_view> kMqttFormats[] = {{"envelope", "envelope"}, {"raw", "raw"}};
+constexpr Named<MqttFormat> kMqttFormats[] = {{"envelope", MqttFormat::kEnvelope},
+                                              {"raw", MqttFormat::kRaw}};
+constexpr Named<int> kMqttProtocols[] = {{"5", 5}, {"3.1.1", 4}};
 
 // Appends `text` with control characters escaped, so that no input can split a message over
 // lines. With `quoted`, also escapes '"' and '\' (the text goes between double quotes).
@@ -468,25 +472,53 @@ bool ReadEnergySaver(TableReader& r, Config::EnergySaver* energy_saver) {
          r.Choice("on_error", kTranslationErrorPolicies, &energy_saver->on_error);
 }
 
+// A topic template checked here, so that a typo fails --check-config, not the first message.
+bool TopicTemplate(TableReader& r, std::string_view key, std::string* out) {
+  if (!r.String(key, /*non_empty=*/true, out)) return false;
+  if (std::optional<std::string> error = sinks::CheckTopicTemplate(*out)) {
+    return r.Fail(key, *error);
+  }
+  return true;
+}
+
 bool ReadMqttSink(TableReader& r, MqttSinkConfig* mqtt) {
-  return r.OnlyKeys({"type", "host", "port", "qos", "client_id", "username", "password", "tls",
-                     "topic_template", "format", "connections"},
-                    "for an mqtt sink") &&
-         r.String("host", /*non_empty=*/true, &mqtt->host) &&
-         r.Integer<uint16_t>("port", 1, 65535, &mqtt->port) && r.Integer("qos", 0, 1, &mqtt->qos) &&
-         r.String("client_id", /*non_empty=*/false, &mqtt->client_id) &&
-         r.String("username", /*non_empty=*/false, &mqtt->username) &&
-         r.String("password", /*non_empty=*/false, &mqtt->password) &&
-         r.Boolean("tls", &mqtt->tls) &&
-         // TODO(sinks): check the placeholders once the MQTT sink (issue #4) fixes the set.
-         r.String("topic_template", /*non_empty=*/true, &mqtt->topic_template) &&
-         [&] {
-           std::string_view format = mqtt->format;
-           if (!r.Choice("format", kMqttFormats, &format)) return false;
-           mqtt->format = format;
-           return true;
-         }() &&
-         r.Integer("connections", 1, 64, &mqtt->connections);
+  if (!(r.OnlyKeys({"type", "host", "port", "qos", "protocol", "client_id", "username",
+                    "password", "tls", "ca_file", "cert_file", "key_file", "topic_template",
+                    "error_topic", "format", "connections", "max_inflight", "keepalive_s"},
+                   "for an mqtt sink") &&
+        r.String("host", /*non_empty=*/true, &mqtt->host) &&
+        r.Integer<uint16_t>("port", 1, 65535, &mqtt->port) &&
+        r.Integer("qos", 0, 1, &mqtt->qos) && r.Choice("protocol", kMqttProtocols, &mqtt->protocol) &&
+        r.String("client_id", /*non_empty=*/false, &mqtt->client_id) &&
+        r.String("username", /*non_empty=*/false, &mqtt->username) &&
+        r.String("password", /*non_empty=*/false, &mqtt->password) &&
+        r.Boolean("tls", &mqtt->tls) &&
+        r.String("ca_file", /*non_empty=*/false, &mqtt->ca_file) &&
+        r.String("cert_file", /*non_empty=*/false, &mqtt->cert_file) &&
+        r.String("key_file", /*non_empty=*/false, &mqtt->key_file) &&
+        TopicTemplate(r, "topic_template", &mqtt->topic_template) &&
+        TopicTemplate(r, "error_topic", &mqtt->error_topic) &&
+        r.Choice("format", kMqttFormats, &mqtt->format) &&
+        r.Integer("connections", 1, 64, &mqtt->connections) &&
+        r.Integer("max_inflight", 1, 65535, &mqtt->max_inflight) &&
+        r.Integer("keepalive_s", 5, 3600, &mqtt->keepalive_s))) {
+    return false;
+  }
+  if (mqtt->format == MqttFormat::kRaw && mqtt->protocol != 5) {
+    return r.Fail("format", "\"raw\" carries the envelope fields as MQTT v5 user properties, "
+                            "so it needs protocol = \"5\"");
+  }
+  if (mqtt->cert_file.empty() != mqtt->key_file.empty()) {
+    return r.Fail(mqtt->cert_file.empty() ? "cert_file" : "key_file",
+                  "cert_file and key_file go together (a TLS client certificate and its key)");
+  }
+  if (!mqtt->tls && (!mqtt->ca_file.empty() || !mqtt->cert_file.empty())) {
+    return r.Fail(mqtt->ca_file.empty() ? "cert_file" : "ca_file", "needs tls = true");
+  }
+  if (mqtt->password.size() > 0 && mqtt->username.empty()) {
+    return r.Fail("password", "needs a username");
+  }
+  return true;
 }
 
 // librdkafka names contain dots, and TOML reads an unquoted `linger.ms = 5` as a nested
@@ -514,12 +546,15 @@ bool ReadKafkaProperties(TableReader& r, KafkaSinkConfig* kafka) {
 }
 
 bool ReadKafkaSink(TableReader& r, KafkaSinkConfig* kafka) {
-  if (!r.OnlyKeys({"type", "brokers", "topic", "properties"}, "for a kafka sink")) return false;
+  if (!r.OnlyKeys({"type", "brokers", "topic", "error_topic", "properties"}, "for a kafka sink")) {
+    return false;
+  }
   for (const std::string_view key : {"brokers", "topic"}) {
     if (r.Find(key) == nullptr) return r.Fail(key, "required for a kafka sink");
   }
   return r.String("brokers", /*non_empty=*/true, &kafka->brokers) &&
          r.String("topic", /*non_empty=*/true, &kafka->topic) &&
+         r.String("error_topic", /*non_empty=*/true, &kafka->error_topic) &&
          r.Section("properties",
                    [&](TableReader& properties) { return ReadKafkaProperties(properties, kafka); });
 }
@@ -682,13 +717,6 @@ std::optional<std::string> CheckSupported(const Config& config,
   const std::string source = OneLine(source_name);
   if (!config.server.coaps_listen.empty()) {
     return source + ": server.coaps_listen: DTLS is not available in this build yet (issue #5)";
-  }
-  for (size_t i = 0; i < config.sinks.size(); ++i) {
-    const std::string& type = config.sinks[i].type;
-    if (type != "file") {
-      return source + ": " + Element("sinks", i) + ".type: " + type +
-             " sinks are not available in this build yet (issue #4)";
-    }
   }
   return std::nullopt;
 }

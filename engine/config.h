@@ -12,10 +12,10 @@
 #include <string>
 #include <string_view>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include "codec/result.h"
+#include "sinks/sink_config.h"
 
 namespace coapgate::engine {
 
@@ -45,43 +45,12 @@ enum class AckMode : uint8_t {
 
 enum class TranslationErrorPolicy : uint8_t { kAccept, kReject };
 
-struct FileSinkConfig {
-  std::string path = "-";  // "-" = stdout
+using sinks::FileSinkConfig;
+using sinks::KafkaSinkConfig;
+using sinks::MqttFormat;
+using sinks::MqttSinkConfig;
 
-  bool operator==(const FileSinkConfig&) const = default;
-};
-
-struct MqttSinkConfig {
-  std::string host = "127.0.0.1";
-  uint16_t port = 1883;
-  int qos = 1;            // 0 or 1; 2.04 waits for the PUBACK only with 1
-  std::string client_id;  // empty: the sink chooses one
-  std::string username;   // empty: no authentication
-  std::string password;
-  bool tls = false;
-  std::string topic_template = "{iccid}/{t}";
-  std::string format = "envelope";  // "envelope" (SPEC §5) or "raw" (payload + v5 properties)
-  int connections = 1;              // 1..64 broker connections for this sink
-
-  bool operator==(const MqttSinkConfig&) const = default;
-};
-
-struct KafkaSinkConfig {
-  std::string brokers;  // non-empty: librdkafka's bootstrap.servers
-  std::string topic;    // non-empty
-  // [sinks.properties], handed to librdkafka as is, ordered by name.
-  std::vector<std::pair<std::string, std::string>> properties;
-
-  bool operator==(const KafkaSinkConfig&) const = default;
-};
-
-// Invariant: `type` is "file", "mqtt" or "kafka" and names the alternative `settings` holds.
-struct SinkConfig {
-  std::string type;
-  std::variant<FileSinkConfig, MqttSinkConfig, KafkaSinkConfig> settings;
-
-  bool operator==(const SinkConfig&) const = default;
-};
+using sinks::SinkConfig;
 
 struct Config {
   struct Server {
@@ -155,10 +124,10 @@ struct Config {
 [[nodiscard]] Result<Config, std::string> LoadConfigFile(const std::string& path) noexcept;
 
 // The configuration language is ahead of this build: DTLS (non-empty server.coaps_listen,
-// issue #5) and MQTT and Kafka sinks (issue #4) are not implemented yet. Returns an error in ParseConfig's one-line format naming
-// the first such key, e.g. "coapgate.toml: server.coaps_listen: DTLS is not available in this
-// build yet (issue #5)", or nullopt when this build can run `config`. Kept apart from
-// ParseConfig so that a file valid for the full product still passes parsing and tests.
+// issue #5) is not implemented yet. Returns an error in ParseConfig's one-line format naming the
+// key, e.g. "coapgate.toml: server.coaps_listen: DTLS is not available in this build yet
+// (issue #5)", or nullopt when this build can run `config`. Kept apart from ParseConfig so
+// that a file valid for the full product still passes parsing and tests.
 [[nodiscard]] std::optional<std::string> CheckSupported(const Config& config,
                                                         std::string_view source_name) noexcept;
 

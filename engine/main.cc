@@ -106,6 +106,12 @@ int CheckConfig(const std::string& path) {
     std::cerr << devices.error() << "\n";
     return kExitConfig;
   }
+  // Sets every sink up as the server would (TLS files, librdkafka properties, output files)
+  // without connecting anywhere.
+  if (auto sinks = coapgate::sinks::PublisherPool::Create(config->sinks); !sinks) {
+    std::cerr << sinks.error() << "\n";
+    return kExitConfig;
+  }
   std::cout << (path.empty() ? "(embedded defaults)" : path) << ": ok; " << config->devices.file
             << ": " << (missing ? "missing (every device would get 4.01)"
                                 : std::to_string((*devices)->size()) + " devices")
@@ -126,6 +132,7 @@ int Serve(const std::string& path) {
     // A bad devices or template file is a configuration error; the rest (ports, files we
     // could not open) is the environment's.
     const bool config_error = server.error().rfind(config->devices.file, 0) == 0 ||
+                              server.error().rfind("sinks[", 0) == 0 ||
                               (!config->energy_saver.coap_template.empty() &&
                                server.error().rfind(config->energy_saver.coap_template, 0) == 0) ||
                               (!config->energy_saver.device_templates.empty() &&

@@ -62,7 +62,7 @@ Server::Server(const Config& config) : config_(config) {}
 Server::~Server() {
   for (auto& shard : shards_) shard->RequestStop();
   for (auto& shard : shards_) shard->Join();
-  if (publisher_) publisher_->Stop(config_.server.drain_timeout_ms);
+  if (publishers_) publishers_->Stop(config_.server.drain_timeout_ms);
 }
 
 Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config) {
@@ -90,10 +90,9 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config
   server->templates_ =
       std::make_unique<sinks::SnapshotHolder<sinks::TemplateSet>>(std::move(*templates));
 
-  const auto& sink = config.sinks.front();
-  auto publisher = sinks::FilePublisher::Open(std::get<FileSinkConfig>(sink.settings).path);
-  if (!publisher) return Fail(publisher.error());
-  server->publisher_ = std::move(*publisher);
+  auto publishers = sinks::PublisherPool::Create(config.sinks);
+  if (!publishers) return Fail(publishers.error());
+  server->publishers_ = std::move(*publishers);
 
   const std::vector<int> cpus = AllowedCpus();
   int shard_count = config.server.shards;
@@ -125,7 +124,8 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config
     o.busy_max_age_s = config.coap.busy_max_age_s;
     o.ack_on_enqueue = config.coap.ack == AckMode::kEnqueue;
     o.registry = server->registry_.get();
-    o.publisher_wake_fd = server->publisher_->wake_fd();
+    o.publisher_wake_fds = server->publishers_->wake_fds();
+    o.sinks_available = server->publishers_->available_flags();
     const std::vector<int> sockets = o.sockets;
     auto shard = Shard::Create(o);
     if (!shard && io == ShardIo::kIoUring && config.server.io == IoBackend::kAuto && i == 0) {
@@ -143,15 +143,14 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config
 
   std::vector<sinks::Handoff*> handoffs;
   for (auto& shard : server->shards_) handoffs.push_back(&shard->handoff());
-  server->publisher_->Start(std::move(handoffs), server->templates_.get(),
-                            config.energy_saver.on_error == TranslationErrorPolicy::kReject);
+  server->publishers_->Start(handoffs, server->templates_.get(),
+                             config.energy_saver.on_error == TranslationErrorPolicy::kReject);
   for (auto& shard : server->shards_) shard->Start();
   for (const ListenAddress& address : listen) {
     const bool v6 = address.host.find(':') != std::string::npos;
-    spdlog::info("listening coap://{}{}{}:{} (shards={}, io={}, sink=file:{})", v6 ? "[" : "",
+    spdlog::info("listening coap://{}{}{}:{} (shards={}, io={}, sinks: {})", v6 ? "[" : "",
                  address.host, v6 ? "]" : "", address.port, shard_count,
-                 server->shards_.front()->io_name(),
-                 std::get<FileSinkConfig>(sink.settings).path);
+                 server->shards_.front()->io_name(), server->publishers_->Describe());
   }
   return server;
 }
@@ -222,8 +221,9 @@ void Server::Drain() {
   if (left > 0) spdlog::warn("drain timeout: {} messages still pending", left);
   for (auto& shard : shards_) shard->RequestStop();
   for (auto& shard : shards_) shard->Join();
-  if (!publisher_->Stop(config_.server.drain_timeout_ms)) {
-    spdlog::error("sink output stalled: messages still queued at shutdown were not written");
+  if (!publishers_->Stop(config_.server.drain_timeout_ms)) {
+    spdlog::error("sinks did not settle everything within {} ms: the rest was abandoned",
+                  config_.server.drain_timeout_ms);
     clean_ = false;
   }
 }
@@ -232,6 +232,7 @@ void Server::LogCounters(const char* when) const {
   std::vector<const ShardCounters*> counters;
   for (const auto& shard : shards_) counters.push_back(&shard->counters());
   spdlog::info("{}: {}", when, SummarizeCounters(counters));
+  spdlog::info("{} (sinks): {}", when, publishers_->Summary());
 }
 
 }  // namespace coapgate::engine

@@ -1,4 +1,4 @@
-// Server: the running coapgate process: the shards, the publisher, the device registry, the
+// Server: the running coapgate process: the shards, the publishers, the device registry, the
 // Energy Saver templates and the signals (SPEC §10): SIGTERM/SIGINT drain and exit 0, SIGHUP
 // reloads the devices and the templates, SIGUSR1 logs the counters.
 //
@@ -15,7 +15,7 @@
 #include "engine/config.h"
 #include "engine/registry_holder.h"
 #include "engine/shard.h"
-#include "sinks/file_publisher.h"
+#include "sinks/publisher_pool.h"
 #include "sinks/snapshot_holder.h"
 #include "sinks/template_set.h"
 
@@ -37,7 +37,9 @@ class Server {
   ~Server();
 
   // Serves until SIGTERM/SIGINT, then drains; returns the process exit code: 0, or 1 when the
-  // sink output stalled and queued messages could not be written.
+  // sinks did not settle everything within server.drain_timeout_ms (a stalled output pipe, a
+  // broker that stayed away): those messages were abandoned, and their devices never got 2.04
+  // with coap.ack = "sink".
   int Run();
 
  private:
@@ -49,9 +51,9 @@ class Server {
   Config config_;
   std::unique_ptr<RegistryHolder> registry_;
   std::unique_ptr<sinks::SnapshotHolder<sinks::TemplateSet>> templates_;
-  std::unique_ptr<sinks::FilePublisher> publisher_;
+  std::unique_ptr<sinks::PublisherPool> publishers_;
   std::vector<std::unique_ptr<Shard>> shards_;
-  bool clean_ = true;  ///< false when shutdown could not write everything out
+  bool clean_ = true;  ///< false when shutdown had to abandon messages
 };
 
 }  // namespace coapgate::engine

@@ -46,7 +46,12 @@ struct ShardOptions {
   uint32_t busy_max_age_s = 5;
   bool ack_on_enqueue = false;         ///< coap.ack = "enqueue"
   const RegistryHolder* registry = nullptr;
-  int publisher_wake_fd = -1;          ///< written after pushing to the publisher queue
+  // One per publisher worker (lane): written after pushing to that lane's queue. Non-empty;
+  // at most 64.
+  std::vector<int> publisher_wake_fds;
+  // One flag per lane, written by its worker: false while one of its sinks is known down, so
+  // the shard answers 5.03 at once. Null: always open.
+  const std::atomic<bool>* sinks_available = nullptr;
 };
 
 class Shard {
@@ -141,7 +146,7 @@ class Shard {
   uint64_t wall_ms_ = 0;      ///< Unix epoch ms, per loop turn
   uint16_t next_message_id_;  ///< MIDs of NON responses
   uint64_t rng_;              ///< xorshift state for Max-Age jitter
-  bool pushed_ = false;       ///< something went to the publisher this turn
+  uint64_t pushed_lanes_ = 0;  ///< bit per lane that got a message this turn
   uint64_t send_failures_seen_ = 0;
 
   std::mutex start_mutex_;

@@ -25,8 +25,10 @@ std::string_view ToString(Counter counter) noexcept {
     case Counter::kQueueFull: return "queue_full";
     case Counter::kBudgetExpired: return "budget_expired";
     case Counter::kSinkRefused: return "sink_refused";
+    case Counter::kSinkDown: return "sink_down";
     case Counter::kDraining: return "draining";
     case Counter::kAccepted: return "accepted";
+    case Counter::kLostAfterEnqueueAck: return "lost_after_enqueue_ack";
     case Counter::kCount_: break;
   }
   return "unknown";

@@ -37,8 +37,10 @@ enum class Counter : uint8_t {
   kQueueFull,           ///< 5.03: the publisher queue was full
   kBudgetExpired,       ///< 5.03: the sinks did not answer within coap.response_budget_ms
   kSinkRefused,         ///< 5.03: a sink reported failure
+  kSinkDown,            ///< 5.03 at once: a sink is known down (circuit open)
   kDraining,            ///< 5.03: request during shutdown
   kAccepted,            ///< messages handed to the sinks
+  kLostAfterEnqueueAck,  ///< ack = "enqueue": 2.04 sent, then a sink failed the message
   kCount_,
 };
 

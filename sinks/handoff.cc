@@ -9,15 +9,16 @@
 
 namespace coapgate::sinks {
 
-Handoff::Handoff(uint32_t capacity, uint32_t max_payload)
+Handoff::Handoff(uint32_t capacity, uint32_t max_payload, uint32_t lanes)
     : capacity_(std::min(capacity, kSlotMask)),
       max_payload_(max_payload),
       messages_(new InflightMessage[capacity_]),
       payloads_(new std::byte[static_cast<size_t>(capacity_) * max_payload]),
       free_(capacity_),
-      free_count_(capacity_),
-      outbound_(capacity_),
-      completions_(capacity_) {
+      free_count_(capacity_) {
+  for (uint32_t i = 0; i < std::clamp(lanes, 1u, 64u); ++i) {
+    lanes_.push_back(std::make_unique<Lane>(capacity_));
+  }
   for (uint32_t i = 0; i < capacity_; ++i) {
     messages_[i].payload = payloads_.get() + static_cast<size_t>(i) * max_payload;
     free_[i] = capacity_ - 1 - i;  // hand out low slots first: their pages get touched first
@@ -42,11 +43,18 @@ bool Handoff::Acquire(uint32_t* slot) noexcept {
 void Handoff::Release(uint32_t slot) noexcept { free_[free_count_++] = slot; }
 
 bool Handoff::PopCompletion(uint32_t* slot, Outcome* outcome) noexcept {
-  uint32_t v;
-  if (!completions_.pop(v)) return false;
-  *slot = v & kSlotMask;
-  *outcome = static_cast<Outcome>(v >> kOutcomeShift);
-  return true;
+  const uint32_t n = lanes();
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint32_t lane = next_lane_;
+    next_lane_ = next_lane_ + 1 == n ? 0 : next_lane_ + 1;
+    uint32_t v;
+    if (lanes_[lane]->completions.pop(v)) {
+      *slot = v & kSlotMask;
+      *outcome = static_cast<Outcome>(v >> kOutcomeShift);
+      return true;
+    }
+  }
+  return false;
 }
 
 void Handoff::DrainWake() noexcept {
@@ -55,9 +63,9 @@ void Handoff::DrainWake() noexcept {
   }
 }
 
-void Handoff::Complete(uint32_t slot, Outcome outcome) noexcept {
+void Handoff::Complete(uint32_t lane, uint32_t slot, Outcome outcome) noexcept {
   const bool pushed =
-      completions_.push(slot | static_cast<uint32_t>(outcome) << kOutcomeShift);
+      lanes_[lane]->completions.push(slot | static_cast<uint32_t>(outcome) << kOutcomeShift);
   if (!pushed) std::abort();  // impossible: more completions than slots
 }
 

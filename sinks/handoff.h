@@ -1,16 +1,21 @@
 // Handoff: the bounded, lock-free channel between one shard and the publisher workers.
 //
 // A shard copies each accepted request into one of its fixed in-flight slots (the only copy
-// of the payload after the receive buffer), pushes the slot number onto `outbound`, and
-// later pops (slot, outcome) from `completions` to answer the device. Slot memory is
-// allocated once; nothing is allocated per message.
+// of the payload after the receive buffer), pushes the slot number onto the outbound queue of
+// one lane, and later pops (slot, outcome) from the completions to answer the device. Slot
+// memory is allocated once; nothing is allocated per message.
+//
+// A lane is one publisher worker: each (shard, lane) pair has its own outbound and completion
+// queue, so every queue keeps exactly one producer and one consumer however many workers
+// there are. The shard picks the lane per device (a device's messages stay in order on one
+// broker connection).
 //
 // Ownership contract (the point of the type):
-//   - slot allocation (Acquire/Release) and the `shard_*` fields: the shard thread only;
+//   - slot allocation (Acquire/Release) and PushOutbound/PopCompletion: the shard thread only;
 //   - between PushOutbound and the matching completion, the slot's message fields belong to
-//     the publisher (read-only) and the shard does not touch them;
-//   - outbound is single-producer (shard) single-consumer (the one publisher thread that
-//     serves this shard); completions the reverse. Each side wakes the other via eventfd.
+//     the lane's worker (read-only) and the shard does not touch them;
+//   - outbound[lane] is single-producer (shard) single-consumer (worker `lane`);
+//     completions[lane] the reverse. Each side wakes the other via eventfd.
 #pragma once
 
 #include <boost/lockfree/spsc_queue.hpp>
@@ -65,9 +70,10 @@ enum class Outcome : uint8_t {
 
 class Handoff {
  public:
-  // Allocates `capacity` slots with `max_payload` bytes each, both queues, and the shard's
-  // wake-up eventfd. Aborts if the eventfd cannot be created (startup only).
-  Handoff(uint32_t capacity, uint32_t max_payload);
+  // Allocates `capacity` slots with `max_payload` bytes each, the queues of `lanes` lanes
+  // (1..64), and the shard's wake-up eventfd. Aborts if the eventfd cannot be created
+  // (startup only).
+  Handoff(uint32_t capacity, uint32_t max_payload, uint32_t lanes = 1);
   ~Handoff();
   Handoff(const Handoff&) = delete;
   Handoff& operator=(const Handoff&) = delete;
@@ -75,27 +81,33 @@ class Handoff {
   [[nodiscard]] uint32_t capacity() const noexcept { return capacity_; }
   [[nodiscard]] uint32_t max_payload() const noexcept { return max_payload_; }
   [[nodiscard]] uint32_t in_use() const noexcept { return capacity_ - free_count_; }
+  [[nodiscard]] uint32_t lanes() const noexcept { return static_cast<uint32_t>(lanes_.size()); }
 
   // --- shard side ---------------------------------------------------------------------
   // A free slot number, or false when all are in flight (the caller answers 5.03).
   [[nodiscard]] bool Acquire(uint32_t* slot) noexcept;
   void Release(uint32_t slot) noexcept;
   [[nodiscard]] InflightMessage& message(uint32_t slot) noexcept { return messages_[slot]; }
-  // False when the queue is full; the slot stays the shard's.
-  [[nodiscard]] bool PushOutbound(uint32_t slot) noexcept { return outbound_.push(slot); }
-  // Pops one completion: the slot and how it ended.
+  // False when the lane's queue is full; the slot stays the shard's.
+  [[nodiscard]] bool PushOutbound(uint32_t lane, uint32_t slot) noexcept {
+    return lanes_[lane]->outbound.push(slot);
+  }
+  // Pops one completion of any lane: the slot and how it ended.
   [[nodiscard]] bool PopCompletion(uint32_t* slot, Outcome* outcome) noexcept;
   // The fd that becomes readable when completions are waiting; DrainWake() resets it.
   [[nodiscard]] int wake_fd() const noexcept { return wake_fd_; }
   void DrainWake() noexcept;
 
   // --- publisher side -------------------------------------------------------------------
-  [[nodiscard]] bool PopOutbound(uint32_t* slot) noexcept { return outbound_.pop(*slot); }
+  [[nodiscard]] bool PopOutbound(uint32_t lane, uint32_t* slot) noexcept {
+    return lanes_[lane]->outbound.pop(*slot);
+  }
   [[nodiscard]] const InflightMessage& published(uint32_t slot) const noexcept {
     return messages_[slot];
   }
-  // Never fails: completions has room for every slot, since each slot completes once.
-  void Complete(uint32_t slot, Outcome outcome) noexcept;
+  // Never fails: each lane's completions have room for every slot, since each slot completes
+  // once.
+  void Complete(uint32_t lane, uint32_t slot, Outcome outcome) noexcept;
   // Wakes the shard after a batch of Complete calls.
   void WakeShard() noexcept;
 
@@ -110,8 +122,13 @@ class Handoff {
   std::unique_ptr<std::byte[]> payloads_;
   std::vector<uint32_t> free_;  ///< stack of free slots; shard only
   uint32_t free_count_;
-  boost::lockfree::spsc_queue<uint32_t> outbound_;
-  boost::lockfree::spsc_queue<uint32_t> completions_;
+  struct Lane {
+    explicit Lane(uint32_t capacity) : outbound(capacity), completions(capacity) {}
+    boost::lockfree::spsc_queue<uint32_t> outbound;
+    boost::lockfree::spsc_queue<uint32_t> completions;
+  };
+  std::vector<std::unique_ptr<Lane>> lanes_;
+  uint32_t next_lane_ = 0;  ///< where PopCompletion looks first: no lane starves the others
   int wake_fd_ = -1;
 };
 

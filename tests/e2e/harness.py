@@ -42,13 +42,17 @@ class Server:
     code."""
 
     def __init__(self, io="recvmmsg", listen="127.0.0.1:0", extra_toml="", devices=None,
-                 shards=2, sink_path=None, drain_timeout_ms=5000, wrapper=()):
+                 shards=2, sink_path=None, drain_timeout_ms=5000, wrapper=(), sinks_toml=None):
         self.dir = tempfile.mkdtemp(prefix="coapgate-e2e-")
         self.devices_path = os.path.join(self.dir, "devices.csv")
         self.sink_path = sink_path or os.path.join(self.dir, "out.jsonl")
         self.config_path = os.path.join(self.dir, "coapgate.toml")
         with open(self.devices_path, "w") as f:
             f.write(devices_csv(DEVICES if devices is None else devices))
+        if sinks_toml is None:
+            sinks = f'[[sinks]]\ntype = "file"\npath = "{self.sink_path}"\n'
+        else:
+            sinks = sinks_toml
         with open(self.config_path, "w") as f:
             f.write(f"""
 [server]
@@ -63,10 +67,7 @@ state = "{os.path.join(self.dir, 'state.db')}"
 
 {extra_toml}
 
-[[sinks]]
-type = "file"
-path = "{self.sink_path}"
-""")
+{sinks}""")
         self.stderr_lines = []
         self._lines_cv = threading.Condition()
         self.proc = subprocess.Popen([*wrapper, COAPGATE, "--config", self.config_path],

@@ -157,7 +157,7 @@ acks = "all"
   EXPECT_EQ(mqtt.password, "secret");
   EXPECT_TRUE(mqtt.tls);
   EXPECT_EQ(mqtt.topic_template, "fleet/{iccid}/{t}");
-  EXPECT_EQ(mqtt.format, "raw");
+  EXPECT_EQ(mqtt.format, MqttFormat::kRaw);
   EXPECT_EQ(mqtt.connections, 64);
 
   EXPECT_EQ(config.sinks[2].type, "kafka");
@@ -180,7 +180,10 @@ TEST(Config, AbsentKeysKeepTheirDefaults) {
   EXPECT_EQ(mqtt.port, 1883);
   EXPECT_EQ(mqtt.qos, 1);
   EXPECT_EQ(mqtt.topic_template, "{iccid}/{t}");
-  EXPECT_EQ(mqtt.format, "envelope");
+  EXPECT_EQ(mqtt.format, MqttFormat::kEnvelope);
+  EXPECT_EQ(mqtt.protocol, 5);
+  EXPECT_EQ(mqtt.error_topic, "error");
+  EXPECT_EQ(mqtt.max_inflight, 1000);
   EXPECT_EQ(mqtt.connections, 1);
   EXPECT_EQ(std::get<FileSinkConfig>(Parse("[[sinks]]\ntype = \"file\"\n").sinks[0].settings).path,
             "-");
@@ -441,12 +444,37 @@ TEST(CheckSupported, NamesEachUnimplementedFeature) {
             "test.toml: server.coaps_listen: DTLS is not available in this build yet (issue #5)");
   EXPECT_EQ(
       CheckSupported(Parse("[[sinks]]\ntype = \"file\"\n[[sinks]]\ntype = \"mqtt\"\n"), kSource),
-      "test.toml: sinks[1].type: mqtt sinks are not available in this build yet (issue #4)");
+      std::nullopt);
   EXPECT_EQ(CheckSupported(Parse("[[sinks]]\ntype = \"kafka\"\nbrokers = \"b\"\ntopic = \"t\"\n"),
                            kSource),
-            "test.toml: sinks[0].type: kafka sinks are not available in this build yet (issue #4)");
+            std::nullopt);
   EXPECT_EQ(CheckSupported(Parse("[energy_saver]\ncoap_template = \"t.json\"\n"), kSource),
             std::nullopt);
+}
+
+TEST(ConfigError, MqttSinksAreChecked) {
+  ExpectError("[[sinks]]\ntype = \"mqtt\"\ntopic_template = \"a/+/{t}\"\n",
+              "sinks[0].topic_template", "wildcard");
+  ExpectError("[[sinks]]\ntype = \"mqtt\"\ntopic_template = \"{device}/{t}\"\n",
+              "sinks[0].topic_template", "{device}");
+  ExpectError("[[sinks]]\ntype = \"mqtt\"\nerror_topic = \"errors/#\"\n", "sinks[0].error_topic",
+              "wildcard");
+  ExpectError("[[sinks]]\ntype = \"mqtt\"\nprotocol = \"3.1.1\"\nformat = \"raw\"\n",
+              "sinks[0].format", "needs protocol = \"5\"");
+  ExpectError("[[sinks]]\ntype = \"mqtt\"\nprotocol = \"4\"\n", "sinks[0].protocol",
+              "must be one of \"5\" or \"3.1.1\"");
+  ExpectError("[[sinks]]\ntype = \"mqtt\"\ntls = true\ncert_file = \"c.pem\"\n",
+              "sinks[0].key_file", "go together");
+  ExpectError("[[sinks]]\ntype = \"mqtt\"\nca_file = \"ca.pem\"\n", "sinks[0].ca_file",
+              "needs tls = true");
+  ExpectError("[[sinks]]\ntype = \"mqtt\"\npassword = \"p\"\n", "sinks[0].password",
+              "needs a username");
+  ExpectError("[[sinks]]\ntype = \"mqtt\"\nmax_inflight = 0\n", "sinks[0].max_inflight",
+              "1..65535");
+  EXPECT_EQ(std::get<MqttSinkConfig>(
+                Parse("[[sinks]]\ntype = \"mqtt\"\nprotocol = \"3.1.1\"\n").sinks[0].settings)
+                .protocol,
+            4);
 }
 
 TEST(LoadConfigFile, MissingFileCannotBeRead) {

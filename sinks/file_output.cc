@@ -1,0 +1,78 @@
+#include "sinks/file_output.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace coapgate::sinks {
+namespace {
+
+constexpr int kPollMs = 100;         ///< how often a stalled write checks GiveUp
+constexpr size_t kPipeChunk = 4096;  ///< one pipe page: accepted whole once POLLOUT is set
+
+}  // namespace
+
+Result<std::shared_ptr<FileOutput>, std::string> FileOutput::Open(const std::string& path) {
+  if (path == "-") return std::shared_ptr<FileOutput>(new FileOutput(STDOUT_FILENO, false, path));
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return Fail(path + ": cannot open for writing: " + std::strerror(errno));
+  return std::shared_ptr<FileOutput>(new FileOutput(fd, true, path));
+}
+
+FileOutput::FileOutput(int fd, bool owns_fd, std::string path)
+    : fd_(fd), owns_fd_(owns_fd), path_(std::move(path)) {
+  struct stat st;
+  regular_file_ = fstat(fd_, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+FileOutput::~FileOutput() {
+  if (owns_fd_) close(fd_);
+}
+
+bool FileOutput::WriteSome(std::span<const char> rest, size_t* written) noexcept {
+  size_t length = rest.size();
+  if (!regular_file_) {
+    // Wait until the reader takes something, never forever, and write no more than it is
+    // sure to accept without blocking (a pipe that polls writable has a free page).
+    pollfd p{fd_, POLLOUT, 0};
+    while (poll(&p, 1, kPollMs) == 0 || (p.revents & POLLOUT) == 0) {
+      if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) return false;
+      if (give_up_.load(std::memory_order_acquire)) return false;
+    }
+    if (length > kPipeChunk) {
+      // Whole lines only, so giving up between writes never leaves half a JSON line; a single
+      // line longer than a page still goes in pieces.
+      const void* last_newline = memrchr(rest.data(), '\n', kPipeChunk);
+      length = last_newline != nullptr
+                   ? static_cast<size_t>(static_cast<const char*>(last_newline) - rest.data()) + 1
+                   : kPipeChunk;
+    }
+  }
+  while (true) {
+    const ssize_t n = write(fd_, rest.data(), length);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    *written = static_cast<size_t>(n);
+    return true;
+  }
+}
+
+bool FileOutput::Write(std::span<const char> lines) noexcept {
+  std::lock_guard lock(mutex_);
+  size_t done = 0;
+  while (done < lines.size()) {
+    size_t n = 0;
+    if (!WriteSome(lines.subspan(done), &n)) {
+      write_errors_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    done += n;
+  }
+  return true;
+}
+
+}  // namespace coapgate::sinks

@@ -1,0 +1,60 @@
+// FileOutput: one output file (or stdout) shared by the file sinks of every publisher worker.
+//
+// "Written" means write(2) took the bytes; there is no fsync, so a host crash can lose what the
+// page cache held: that is the documented durability of the file sink.
+//
+// A pipe, terminal or socket whose reader stalls must not hang the process: writes to anything
+// but a regular file wait with poll(2) and go in pieces the kernel takes at once, each piece
+// whole lines where possible, so GiveUp can stop a stalled write at the next poll interval
+// without leaving half a JSON line to the reader.
+//
+// Thread contract: Write from any worker thread (serialised by a mutex, so lines of different
+// workers never interleave); GiveUp from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+
+#include "codec/result.h"
+
+namespace coapgate::sinks {
+
+class FileOutput {
+ public:
+  // `path` "-" is stdout; otherwise the file is created or appended to. Errors name the path.
+  static Result<std::shared_ptr<FileOutput>, std::string> Open(const std::string& path);
+  ~FileOutput();
+  FileOutput(const FileOutput&) = delete;
+  FileOutput& operator=(const FileOutput&) = delete;
+
+  // Writes all of `lines` (whole newline-terminated lines) or returns false: a write error, a
+  // closed reader, or GiveUp while waiting for a stalled one. After false, some leading lines
+  // may have been written; the caller treats the whole batch as not delivered (at-least-once).
+  [[nodiscard]] bool Write(std::span<const char> lines) noexcept;
+
+  // From now on, Write stops waiting for a stalled reader and fails. Irreversible (shutdown).
+  void GiveUp() noexcept { give_up_.store(true, std::memory_order_release); }
+
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+  [[nodiscard]] uint64_t write_errors() const noexcept {
+    return write_errors_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  FileOutput(int fd, bool owns_fd, std::string path);
+  bool WriteSome(std::span<const char> rest, size_t* written) noexcept;
+
+  int fd_;
+  bool owns_fd_;
+  bool regular_file_ = false;
+  std::string path_;
+  std::mutex mutex_;
+  std::atomic<bool> give_up_{false};
+  std::atomic<uint64_t> write_errors_{0};
+};
+
+}  // namespace coapgate::sinks
