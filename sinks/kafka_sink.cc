@@ -107,11 +107,19 @@ Result<void, std::string> KafkaSink::Init(const KafkaSinkConfig& config, int wor
   rd_kafka_conf_set_dr_msg_cb(conf, &Callbacks::Delivery);
   rd_kafka_conf_set_error_cb(conf, &Callbacks::Error);
   rd_kafka_conf_set_log_cb(conf, &Callbacks::Log);
+  // Log lines wait on the main queue and reach Log from rd_kafka_poll, on the worker thread,
+  // like every other callback: none of our code runs on librdkafka's own threads (whose
+  // creation ThreadSanitizer does not see, and which would race with spdlog's sinks).
+  if (rd_kafka_conf_set(conf, "log.queue", "true", errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+    rd_kafka_conf_destroy(conf);
+    return Fail(std::string("log.queue: ") + errstr);
+  }
   rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
   if (rk_ == nullptr) {  // the conf is still ours; errstr names the conflicting properties
     rd_kafka_conf_destroy(conf);
     return Fail(std::string("kafka producer: ") + errstr);
   }
+  rd_kafka_set_log_queue(rk_, nullptr);  // null: the main queue
 
   for (auto [handle, name] :
        {std::pair{&topic_, &config.topic}, std::pair{&error_topic_, &config.error_topic}}) {

@@ -265,11 +265,13 @@ class MqttSinkTests(unittest.TestCase):
                                                len(load.acked))]
             check_delivered(self, load.acked, delivered)
 
-    def test_every_sink_must_accept(self):
-        # K07's MQTT half: the file sink takes the message, the broker is down: 5.03.
+    def test_a_sink_known_down_gets_503_at_once(self):
+        # Circuit breaking: with the broker down, the shards answer 5.03 without queueing, also
+        # when another sink (the file) could take the message.
         broker = Mosquitto()
         with Server(sinks_toml=file_sink(os.path.join(broker.dir, "out.jsonl")) +
                     mqtt_sink(broker)) as s:
+            s.wait_for_log(r"mqtt://\S+: cannot connect")  # known down from here on
             d = Device(s, "127.0.0.1")
             self.assertEqual(parse(d.request(post("t", b"x")))[1], UNAVAILABLE)
             d.close()
@@ -288,6 +290,8 @@ class MqttSinkTests(unittest.TestCase):
             self.assertIn("sinks[0]: ca_file", r.stdout + r.stderr, args)
 
 
+@unittest.skipIf(os.environ.get("E2E_KAFKA", "1") == "0",
+                 "librdkafka's threads are invisible to ThreadSanitizer (see tests/CMakeLists.txt)")
 class KafkaSinkTests(unittest.TestCase):
 
     def test_records_carry_key_headers_and_envelope(self):
@@ -320,7 +324,9 @@ class KafkaSinkTests(unittest.TestCase):
             d.close()
             self.assertEqual(s.stop(), 0)
             values = [envelope_payload(json.loads(r["value"])) for r in cluster.records("telemetry")]
-            self.assertEqual(sorted(values), [b"reconnected", b"retried"])
+            # A dropped connection may duplicate a record: librdkafka's mock brokers do not
+            # check the idempotent producer's sequence numbers as a real broker does.
+            self.assertEqual(set(values), {b"reconnected", b"retried"})
 
     def test_down_cluster_gets_503_then_recovers(self):
         # K01: nothing acknowledged while the cluster is down goes missing.
