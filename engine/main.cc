@@ -108,7 +108,9 @@ int CheckConfig(const std::string& path) {
   }
   // Sets every sink up as the server would (TLS files, librdkafka properties, output files)
   // without connecting anywhere.
-  if (auto sinks = coapgate::sinks::PublisherPool::Create(config->sinks); !sinks) {
+  if (auto sinks = coapgate::sinks::PublisherPool::Create(
+          config->sinks, coapgate::sinks::PublisherPool::Mode::kCheckOnly);
+      !sinks) {
     std::cerr << sinks.error() << "\n";
     return kExitConfig;
   }

@@ -221,7 +221,10 @@ void Server::Drain() {
   if (left > 0) spdlog::warn("drain timeout: {} messages still pending", left);
   for (auto& shard : shards_) shard->RequestStop();
   for (auto& shard : shards_) shard->Join();
-  if (!publishers_->Stop(config_.server.drain_timeout_ms)) {
+  // One deadline for the whole drain: what the shards used is not granted again.
+  const auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+  if (!publishers_->Stop(static_cast<uint32_t>(std::max<int64_t>(remaining.count(), 0)))) {
     spdlog::error("sinks did not settle everything within {} ms: the rest was abandoned",
                   config_.server.drain_timeout_ms);
     clean_ = false;

@@ -63,16 +63,51 @@ bool FileOutput::WriteSome(std::span<const char> rest, size_t* written) noexcept
 
 bool FileOutput::Write(std::span<const char> lines) noexcept {
   std::lock_guard lock(mutex_);
+  if (newline_first_) {
+    size_t n = 0;
+    static constexpr char kNewline[] = {'\n'};
+    if (!WriteSome(kNewline, &n)) {
+      write_errors_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    newline_first_ = false;
+  }
   size_t done = 0;
   while (done < lines.size()) {
     size_t n = 0;
     if (!WriteSome(lines.subspan(done), &n)) {
       write_errors_.fetch_add(1, std::memory_order_relaxed);
+      DiscardPartial(done);
       return false;
     }
     done += n;
   }
   return true;
+}
+
+void FileOutput::DiscardPartial(size_t written) noexcept {
+  if (written == 0) return;
+  if (regular_file_) {
+    // O_APPEND and the mutex: nobody else wrote after us, so the batch is the file's tail.
+    const off_t end = lseek(fd_, 0, SEEK_END);
+    if (end >= static_cast<off_t>(written) &&
+        ftruncate(fd_, end - static_cast<off_t>(written)) == 0) {
+      return;
+    }
+  }
+  newline_first_ = true;
+}
+
+std::optional<std::string> FileOutput::CheckWritable(const std::string& path) {
+  if (path == "-") return std::nullopt;
+  if (access(path.c_str(), F_OK) == 0) {
+    if (access(path.c_str(), W_OK) == 0) return std::nullopt;
+    return path + ": cannot open for writing: " + std::strerror(errno);
+  }
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  if (access(dir.c_str(), W_OK | X_OK) == 0) return std::nullopt;
+  return path + ": cannot open for writing: " + dir + ": " + std::strerror(errno);
 }
 
 }  // namespace coapgate::sinks

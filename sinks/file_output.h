@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -27,6 +28,9 @@ class FileOutput {
  public:
   // `path` "-" is stdout; otherwise the file is created or appended to. Errors name the path.
   static Result<std::shared_ptr<FileOutput>, std::string> Open(const std::string& path);
+  // Whether Open would succeed, without creating anything: the file is writable, or it does
+  // not exist and its directory is. nullopt if so, else the reason naming the path.
+  static std::optional<std::string> CheckWritable(const std::string& path);
   ~FileOutput();
   FileOutput(const FileOutput&) = delete;
   FileOutput& operator=(const FileOutput&) = delete;
@@ -47,12 +51,17 @@ class FileOutput {
  private:
   FileOutput(int fd, bool owns_fd, std::string path);
   bool WriteSome(std::span<const char> rest, size_t* written) noexcept;
+  // After a failed Write: takes back the part of the batch that did get written, so that the
+  // next batch does not continue a half line (for a regular file, by truncating; otherwise the
+  // next batch starts with a newline, losing only the broken line).
+  void DiscardPartial(size_t written) noexcept;
 
   int fd_;
   bool owns_fd_;
   bool regular_file_ = false;
   std::string path_;
   std::mutex mutex_;
+  bool newline_first_ = false;  ///< a half line went out: the next Write starts a new line
   std::atomic<bool> give_up_{false};
   std::atomic<uint64_t> write_errors_{0};
 };

@@ -160,12 +160,13 @@ std::string DefaultClientId() {
 
 Result<std::unique_ptr<MqttSink>, std::string> MqttSink::Create(const MqttSinkConfig& config,
                                                                 int connection,
-                                                                Settlement* settlement) {
+                                                                Settlement* settlement,
+                                                                std::string_view id_infix) {
   if (std::optional<std::string> error = Validate(config, connection)) return Fail(*error);
   std::call_once(library_initialised, [] { mosquitto_lib_init(); });
 
   std::string client_id = config.client_id.empty() ? DefaultClientId() : config.client_id;
-  client_id += "-" + std::to_string(connection);
+  client_id += std::string(id_infix) + "-" + std::to_string(connection);
   const bool v6 = config.host.find(':') != std::string::npos;
   std::string label = "mqtt://" + std::string(v6 ? "[" : "") + config.host +
                       (v6 ? "]" : "") + ":" + std::to_string(config.port) + "#" +
@@ -400,7 +401,10 @@ void MqttSink::Service(short revents, uint64_t now_ms) noexcept {
   // write (mosquitto_loop does the same), hence POLLOUT counts as a reason to read with TLS.
   const short read_events =
       static_cast<short>(POLLIN | POLLERR | POLLHUP | POLLNVAL | (tls_ ? POLLOUT : 0));
-  if ((revents & read_events) != 0 && !ReadAvailable()) return;
+  // With TLS, a timeout wake-up while PUBACKs are due reads too: a packet may wait inside
+  // OpenSSL's buffer, where poll cannot see it (TimeoutMs wakes us for exactly that).
+  const bool tls_due = tls_ && outstanding_ > 0;
+  if (((revents & read_events) != 0 || tls_due) && !ReadAvailable()) return;
   if (mosquitto_want_write(mosq_)) {
     const int rc = mosquitto_loop_write(mosq_, 1);  // writes until EAGAIN whatever the count
     if (rc != MOSQ_ERR_SUCCESS) {
@@ -443,6 +447,15 @@ bool MqttSink::ReadAvailable() noexcept {
     if (poll(&p, 1, 0) <= 0) return true;
   }
   return true;
+}
+
+size_t MqttSink::outstanding() const noexcept {
+  if (qos_ == 0) {
+    return state_ != State::kIdle && mosquitto_socket(mosq_) >= 0 && mosquitto_want_write(mosq_)
+               ? 1
+               : 0;
+  }
+  return outstanding_;
 }
 
 int MqttSink::TimeoutMs(uint64_t now_ms) const noexcept {

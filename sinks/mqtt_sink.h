@@ -48,12 +48,15 @@ class MqttSink final : public Sink {
  public:
   // Validates `config` and sets the client up (protocol, credentials, TLS files) without
   // connecting. `connection` (0-based) tells the sink's connections apart: it suffixes the
-  // client id ("<id>-<n>") and the label ("mqtt://host:port#n"). Errors are one line naming
-  // the setting, e.g. "ca_file: /x: No such file or directory".
+  // client id ("<id><id_infix>-<n>") and the label ("mqtt://host:port#n"). `id_infix` tells
+  // several MQTT sinks of one process apart (a broker closes the older of two connections with
+  // one client id). Errors are one line naming the setting, e.g. "ca_file: /x: No such file or
+  // directory".
   // REQUIRES: `settlement` outlives the sink.
   static Result<std::unique_ptr<MqttSink>, std::string> Create(const MqttSinkConfig& config,
                                                                int connection,
-                                                               Settlement* settlement);
+                                                               Settlement* settlement,
+                                                               std::string_view id_infix = {});
   // Sends DISCONNECT if the socket takes it at once and closes; never waits for the broker.
   // Settles nothing: call Abandon first if tickets are outstanding.
   ~MqttSink() override;
@@ -67,7 +70,9 @@ class MqttSink final : public Sink {
   [[nodiscard]] int PollFd(short* events) noexcept override;
   void Service(short revents, uint64_t now_ms) noexcept override;
   [[nodiscard]] int TimeoutMs(uint64_t now_ms) const noexcept override;
-  [[nodiscard]] size_t outstanding() const noexcept override { return outstanding_; }
+  // QoS 1: unacknowledged publishes. QoS 0 has nothing to acknowledge, but publishes still
+  // in libmosquitto's out queue count as one, so that a drain waits until the socket took them.
+  [[nodiscard]] size_t outstanding() const noexcept override;
   [[nodiscard]] bool available() const noexcept override { return state_ == State::kUp; }
   // Settles every outstanding ticket false. libmosquitto has no way to drop the messages it
   // still holds; should their PUBACKs arrive later, they are ignored.

@@ -20,19 +20,27 @@ std::string_view BaseLabel(std::string_view label) {
 }  // namespace
 
 Result<std::unique_ptr<PublisherPool>, std::string> PublisherPool::Create(
-    const std::vector<SinkConfig>& sinks) {
+    const std::vector<SinkConfig>& sinks, Mode mode) {
   auto pool = std::unique_ptr<PublisherPool>(new PublisherPool());
   pool->configs_ = sinks;
   int lanes = 1;
+  int mqtt_sinks = 0;
   for (const SinkConfig& sink : sinks) {
     if (const auto* mqtt = std::get_if<MqttSinkConfig>(&sink.settings)) {
       lanes = std::max(lanes, mqtt->connections);
+      ++mqtt_sinks;
     }
   }
   pool->available_ = std::make_unique<std::atomic<bool>[]>(static_cast<size_t>(lanes));
   std::vector<std::shared_ptr<FileOutput>> files(sinks.size());
   for (size_t i = 0; i < sinks.size(); ++i) {
     if (const auto* file = std::get_if<FileSinkConfig>(&sinks[i].settings)) {
+      if (mode == Mode::kCheckOnly) {
+        if (std::optional<std::string> error = FileOutput::CheckWritable(file->path)) {
+          return Fail("sinks[" + std::to_string(i) + "]: " + *error);
+        }
+        continue;
+      }
       auto output = FileOutput::Open(file->path);
       if (!output) return Fail("sinks[" + std::to_string(i) + "]: " + output.error());
       files[i] = *output;
@@ -47,9 +55,12 @@ Result<std::unique_ptr<PublisherPool>, std::string> PublisherPool::Create(
       const std::string where = "sinks[" + std::to_string(i) + "]: ";
       const auto& settings = sinks[i].settings;
       if (std::holds_alternative<FileSinkConfig>(settings)) {
+        if (mode == Mode::kCheckOnly) continue;
         worker->AddSink(std::make_unique<FileSink>(files[i], worker->settlement()));
       } else if (const auto* mqtt = std::get_if<MqttSinkConfig>(&settings)) {
-        auto sink = MqttSink::Create(*mqtt, lane, worker->settlement());
+        // Two MQTT sinks must not share client ids (the broker would keep kicking one off).
+        const std::string infix = mqtt_sinks > 1 ? "-s" + std::to_string(i) : std::string();
+        auto sink = MqttSink::Create(*mqtt, lane, worker->settlement(), infix);
         if (!sink) return Fail(where + sink.error());
         worker->AddSink(std::move(*sink));
       } else if (const auto* kafka = std::get_if<KafkaSinkConfig>(&settings)) {

@@ -27,10 +27,15 @@ namespace coapgate::sinks {
 
 class PublisherPool {
  public:
+  enum class Mode : uint8_t {
+    kServe,      ///< open the files, set every sink up
+    kCheckOnly,  ///< --check-config: files are checked, not created; the pool is not started
+  };
   // Opens files and sets up every sink; connects nothing yet (a broker absent at start is
-  // fine: its devices get 5.03 until it is reachable). Errors: "sinks[<i>]: <reason>".
+  // fine: its devices get 5.03 until it is reachable; librdkafka starts its threads, which
+  // may open connections). Errors: "sinks[<i>]: <reason>".
   static Result<std::unique_ptr<PublisherPool>, std::string> Create(
-      const std::vector<SinkConfig>& sinks);
+      const std::vector<SinkConfig>& sinks, Mode mode = Mode::kServe);
   ~PublisherPool();
 
   [[nodiscard]] uint32_t lanes() const noexcept { return static_cast<uint32_t>(workers_.size()); }

@@ -74,6 +74,7 @@ void PublisherWorker::Start(std::vector<Handoff*> shards,
   needs_wake_.assign(shards_.size(), false);
   woken_.reserve(shards_.size());
   poll_fds_.reserve(sinks_.size() + 1);
+  started_ = true;
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -219,8 +220,14 @@ void PublisherWorker::Publish(uint32_t shard_index, uint32_t slot) {
   p = Pending{static_cast<uint16_t>(sinks_.size() + 1), false,
               !translated && reject_untranslatable_};
   const uint64_t ticket = Ticket(shard_index, slot);
+  // A sink known down (the shards' flag lags by a loop turn) would refuse: then the others
+  // are not offered the message either, since the device will retry it anyway (5.03) and
+  // each would hold a duplicate.
+  const bool all_up = std::all_of(sinks_.begin(), sinks_.end(), [](const auto& sink) {
+    return sink->available() || sink->probe_due();
+  });
   for (auto& sink : sinks_) {
-    if (!sink->Publish(event, ticket)) Settle(ticket, false);
+    if (!all_up || !sink->Publish(event, ticket)) Settle(ticket, false);
   }
   Settle(ticket, true);
 }

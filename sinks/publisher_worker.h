@@ -50,7 +50,10 @@ class PublisherWorker final : private Settlement {
   // Call after the shards have stopped: the worker publishes what is still queued, waits for
   // every sink to settle it, then exits. finished() turns true when that is done.
   void RequestStop() noexcept;
-  [[nodiscard]] bool finished() const noexcept { return finished_.load(std::memory_order_acquire); }
+  // Also true for a worker that was never started (startup failed): nothing to wait for.
+  [[nodiscard]] bool finished() const noexcept {
+    return !started_ || finished_.load(std::memory_order_acquire);
+  }
   // The stop deadline passed: sinks abandon what is outstanding (settled as failed) and the
   // thread exits at once.
   void GiveUp() noexcept;
@@ -98,6 +101,7 @@ class PublisherWorker final : private Settlement {
   size_t error_size_ = 0;
   std::vector<char> envelope_;  ///< the current event's JSON
 
+  bool started_ = false;  ///< control thread only
   std::atomic<bool> stop_{false};
   std::atomic<bool> give_up_{false};
   std::atomic<bool> finished_{false};

@@ -1,7 +1,10 @@
 #include "sinks/file_sink.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <fstream>
 #include <sstream>
@@ -84,6 +87,48 @@ TEST(FileSink, AWriteErrorFailsTheWholeBatch) {
   close(fds[1]);
   EXPECT_EQ(recorder.settled, (std::vector<std::pair<uint64_t, bool>>{{3, false}, {4, false}}));
   EXPECT_EQ((*output)->write_errors(), 1u);
+}
+
+}  // namespace
+}  // namespace coapgate::sinks
+
+namespace coapgate::sinks {
+namespace {
+
+// A disk that fills up mid-batch (RLIMIT_FSIZE stands in for ENOSPC): the batch fails, and the
+// part of it that did get written is taken back, so the next batch does not continue a half
+// line (whose devices got 2.04 — consumers must be able to parse it).
+TEST(FileOutput, AFailedBatchLeavesNoHalfLine) {
+  const std::string path = testing::TempDir() + "/file-output-full.jsonl";
+  std::remove(path.c_str());
+  auto output = FileOutput::Open(path);
+  ASSERT_TRUE(output);
+  signal(SIGXFSZ, SIG_IGN);
+  rlimit saved;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &saved), 0);
+  rlimit small = saved;
+  small.rlim_cur = 100;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  const std::string line(59, 'x');
+  const std::string batch = line + "\n" + line + "\n" + line + "\n";
+  const bool written = (*output)->Write(batch);
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &saved), 0);
+  EXPECT_FALSE(written);
+  EXPECT_TRUE((*output)->Write(std::string_view("{\"ok\":1}\n")));
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_EQ(text.str(), "{\"ok\":1}\n");
+}
+
+TEST(FileOutput, CheckWritableCreatesNothing) {
+  const std::string path = testing::TempDir() + "/file-output-check/none.jsonl";
+  EXPECT_NE(FileOutput::CheckWritable(path), std::nullopt) << "no such directory";
+  const std::string fresh = testing::TempDir() + "/file-output-check-fresh.jsonl";
+  std::remove(fresh.c_str());
+  EXPECT_EQ(FileOutput::CheckWritable(fresh), std::nullopt);
+  EXPECT_NE(access(fresh.c_str(), F_OK), 0) << "CheckWritable created the file";
+  EXPECT_EQ(FileOutput::CheckWritable("-"), std::nullopt);
 }
 
 }  // namespace
