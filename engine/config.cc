@@ -465,6 +465,26 @@ bool ReadBootstrap(TableReader& r, Config::Bootstrap* bootstrap) {
   return true;
 }
 
+bool ReadDtls(TableReader& r, Config::Dtls* dtls) {
+  if (!(r.OnlyKeys({"max_sessions", "max_handshakes", "handshake_timeout_ms", "idle_timeout_s",
+                    "identity_hint"}) &&
+        r.Integer<uint32_t>("max_sessions", 1, 10000000, &dtls->max_sessions) &&
+        r.Integer<uint32_t>("max_handshakes", 1, 1000000, &dtls->max_handshakes) &&
+        r.Integer<uint32_t>("handshake_timeout_ms", 100, 600000, &dtls->handshake_timeout_ms) &&
+        r.Integer<uint32_t>("idle_timeout_s", 1, 30 * 86400, &dtls->idle_timeout_s) &&
+        r.String("identity_hint", /*non_empty=*/false, &dtls->identity_hint))) {
+    return false;
+  }
+  if (dtls->max_handshakes > dtls->max_sessions) {
+    return r.Fail("max_handshakes", "must not exceed dtls.max_sessions (" +
+                                        std::to_string(dtls->max_sessions) + ")");
+  }
+  if (dtls->identity_hint.size() > 128) {
+    return r.Fail("identity_hint", "must be at most 128 bytes");
+  }
+  return true;
+}
+
 bool ReadEnergySaver(TableReader& r, Config::EnergySaver* energy_saver) {
   return r.OnlyKeys({"coap_template", "device_templates", "on_error"}) &&
          r.String("coap_template", /*non_empty=*/false, &energy_saver->coap_template) &&
@@ -630,12 +650,13 @@ bool ReadSinks(TableReader& root, Errors* errors, std::vector<SinkConfig>* out) 
 
 bool ReadConfig(const toml::table& root, Errors* errors, Config* config) {
   TableReader r(root, "", errors);
-  return r.OnlyKeys({"server", "devices", "coap", "bootstrap", "energy_saver", "sinks"}) &&
+  return r.OnlyKeys({"server", "devices", "coap", "bootstrap", "dtls", "energy_saver", "sinks"}) &&
          r.Section("server", [&](TableReader& t) { return ReadServer(t, &config->server); }) &&
          r.Section("devices", [&](TableReader& t) { return ReadDevices(t, &config->devices); }) &&
          r.Section("coap", [&](TableReader& t) { return ReadCoap(t, &config->coap); }) &&
          r.Section("bootstrap",
                    [&](TableReader& t) { return ReadBootstrap(t, &config->bootstrap); }) &&
+         r.Section("dtls", [&](TableReader& t) { return ReadDtls(t, &config->dtls); }) &&
          r.Section("energy_saver",
                    [&](TableReader& t) { return ReadEnergySaver(t, &config->energy_saver); }) &&
          ReadSinks(r, errors, &config->sinks);

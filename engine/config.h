@@ -93,6 +93,17 @@ struct Config {
     bool operator==(const Bootstrap&) const = default;
   } bootstrap;
 
+  // coaps:// (SPEC §7). Limits are per shard.
+  struct Dtls {
+    uint32_t max_sessions = 100000;        // established + handshaking; past it, stale first
+    uint32_t max_handshakes = 2048;        // unfinished handshakes; past it, refused
+    uint32_t handshake_timeout_ms = 15000;  // an unfinished handshake is dropped after this
+    uint32_t idle_timeout_s = 1800;         // a session silent this long is evicted
+    std::string identity_hint;              // empty: none (node-dtls-client fails on one)
+
+    bool operator==(const Dtls&) const = default;
+  } dtls;
+
   struct EnergySaver {
     std::string coap_template;  // path to the global CoAP template JSON; empty = off
     // Optional CSV `iccid,template` giving devices their own template (a coapgate extension);

@@ -16,6 +16,10 @@
 namespace coapgate::engine {
 namespace {
 
+// Bootstrap requests waiting for the worker at once (each needs an fsync): a fleet rebooting
+// after an outage asks within seconds; beyond this, devices get 5.03 and retry.
+constexpr uint32_t kBootstrapQueueCapacity = 1024;
+
 // CPUs this process may run on, in order: shards are pinned round-robin over them.
 std::vector<int> AllowedCpus() {
   std::vector<int> cpus;
@@ -62,6 +66,7 @@ Server::Server(const Config& config) : config_(config) {}
 Server::~Server() {
   for (auto& shard : shards_) shard->RequestStop();
   for (auto& shard : shards_) shard->Join();
+  if (bootstrap_) bootstrap_->Stop();
   if (publishers_) publishers_->Stop(config_.server.drain_timeout_ms);
 }
 
@@ -89,6 +94,13 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config
   }
   server->templates_ =
       std::make_unique<sinks::SnapshotHolder<sinks::TemplateSet>>(std::move(*templates));
+
+  auto store = PskStore::Open(config.devices.state, config.bootstrap.regenerate_after_s);
+  if (!store) return Fail(store.error());
+  server->psk_store_ = std::move(*store);
+  server->bootstrap_ = std::make_unique<BootstrapService>(server->psk_store_.get(),
+                                                          config.bootstrap.coaps_url,
+                                                          kBootstrapQueueCapacity);
 
   auto publishers = sinks::PublisherPool::Create(config.sinks);
   if (!publishers) return Fail(publishers.error());
@@ -126,6 +138,7 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config
     o.registry = server->registry_.get();
     o.publisher_wake_fds = server->publishers_->wake_fds();
     o.sinks_available = server->publishers_->available_flags();
+    o.bootstrap = server->bootstrap_.get();
     const std::vector<int> sockets = o.sockets;
     auto shard = Shard::Create(o);
     if (!shard && io == ShardIo::kIoUring && config.server.io == IoBackend::kAuto && i == 0) {
@@ -145,6 +158,7 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config
   for (auto& shard : server->shards_) handoffs.push_back(&shard->handoff());
   server->publishers_->Start(handoffs, server->templates_.get(),
                              config.energy_saver.on_error == TranslationErrorPolicy::kReject);
+  server->bootstrap_->Start();
   for (auto& shard : server->shards_) shard->Start();
   for (const ListenAddress& address : listen) {
     const bool v6 = address.host.find(':') != std::string::npos;
@@ -221,6 +235,7 @@ void Server::Drain() {
   if (left > 0) spdlog::warn("drain timeout: {} messages still pending", left);
   for (auto& shard : shards_) shard->RequestStop();
   for (auto& shard : shards_) shard->Join();
+  bootstrap_->Stop();  // answers what is queued; the shards' sockets are still open
   // One deadline for the whole drain: what the shards used is not granted again.
   const auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
       deadline - std::chrono::steady_clock::now());
@@ -236,6 +251,9 @@ void Server::LogCounters(const char* when) const {
   for (const auto& shard : shards_) counters.push_back(&shard->counters());
   spdlog::info("{}: {}", when, SummarizeCounters(counters));
   spdlog::info("{} (sinks): {}", when, publishers_->Summary());
+  spdlog::info("{} (bootstrap): replied_2.05={} replied_5.00={} queue_full={} send_failed={}",
+               when, bootstrap_->replied_205(), bootstrap_->replied_500(),
+               bootstrap_->queue_full(), bootstrap_->send_failures());
 }
 
 }  // namespace coapgate::engine

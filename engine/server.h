@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "codec/result.h"
+#include "engine/bootstrap_service.h"
 #include "engine/config.h"
+#include "engine/psk_store.h"
 #include "engine/registry_holder.h"
 #include "engine/shard.h"
 #include "sinks/publisher_pool.h"
@@ -52,6 +54,8 @@ class Server {
   std::unique_ptr<RegistryHolder> registry_;
   std::unique_ptr<sinks::SnapshotHolder<sinks::TemplateSet>> templates_;
   std::unique_ptr<sinks::PublisherPool> publishers_;
+  std::unique_ptr<PskStore> psk_store_;        ///< devices.state: generated PSKs (SPEC §6)
+  std::unique_ptr<BootstrapService> bootstrap_;  ///< stopped after the shards, before their sockets close
   std::vector<std::unique_ptr<Shard>> shards_;
   bool clean_ = true;  ///< false when shutdown had to abandon messages
 };

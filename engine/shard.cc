@@ -14,6 +14,8 @@
 
 #include "codec/code.h"
 #include "codec/encoder.h"
+#include "engine/bootstrap_reply.h"
+#include "engine/bootstrap_service.h"
 
 namespace coapgate::engine {
 namespace {
@@ -174,7 +176,6 @@ void Shard::Handle(const ReceivedDatagram& d) {
     return;
   }
   const codec::Triage t = codec::TriageDatagram(d.bytes, limits_);
-  const Peer peer{d.peer, d.peer_length, d.socket, d.local};
   switch (t.action) {
     case codec::Action::kDrop:
       switch (t.reason) {
@@ -199,17 +200,56 @@ void Shard::Handle(const ReceivedDatagram& d) {
     }
     case codec::Action::kRequest:
       if (t.request.route == codec::Route::kBootstrap) {
-        // The bootstrap endpoint arrives with DTLS (issue #5); until then it does not exist.
-        SendReply(peer, t.message.confirmable() ? codec::MessageType::kAcknowledgement
-                                                : codec::MessageType::kNonConfirmable,
-                  codec::code::kNotFound,
-                  t.message.confirmable() ? t.message.message_id : NextMessageId(),
-                  t.message.token, 0);
+        Bootstrap(d, t);
         return;
       }
       Ingest(d, t);
       return;
   }
+}
+
+void Shard::Bootstrap(const ReceivedDatagram& d, const codec::Triage& t) {
+  const codec::MessageView& m = t.message;
+  const Peer peer{d.peer, d.peer_length, d.socket, d.local};
+  const auto type = m.confirmable() ? codec::MessageType::kAcknowledgement
+                                    : codec::MessageType::kNonConfirmable;
+  if (options_.bootstrap == nullptr) {
+    SendReply(peer, type, codec::code::kNotFound, m.confirmable() ? m.message_id : NextMessageId(),
+              m.token, 0);
+    return;
+  }
+  const std::optional<IpAddress> ip = IpAddress::FromSockaddr(d.peer);
+  const std::optional<DeviceView> device = ip ? registry_->FindByIp(*ip) : std::nullopt;
+  if (!device || !device->active) {
+    std::array<std::byte, kMaxReplySize> out;
+    const auto reply = EncodeBootstrapErrorReply({m.confirmable(), m.message_id, m.token},
+                                                 NextMessageId(), BootstrapError::kUnauthorized,
+                                                 out);
+    if (!reply) return;  // impossible: the body is a short constant
+    io_->Send(d.socket, d.peer, d.peer_length, d.local, std::span(out).first(reply->size));
+    CountReply(codec::code::kUnauthorized);
+    return;
+  }
+  BootstrapRequest r;
+  r.socket_fd = options_.sockets[d.socket];
+  std::memcpy(&r.peer, d.peer, std::min<size_t>(d.peer_length, sizeof(r.peer)));
+  r.peer_length = d.peer_length;
+  r.local = d.local;
+  r.confirmable = m.confirmable();
+  r.message_id = m.message_id;
+  r.token_length = static_cast<uint8_t>(m.token.size());
+  std::copy(m.token.begin(), m.token.end(), r.token.begin());
+  r.iccid_length = static_cast<uint8_t>(std::min(device->iccid.size(), r.iccid.size()));
+  std::copy_n(device->iccid.data(), r.iccid_length, r.iccid.data());
+  r.user_psk_length = static_cast<uint8_t>(std::min(device->psk.size(), r.user_psk.size()));
+  std::copy_n(device->psk.data(), r.user_psk_length, r.user_psk.data());
+  if (!options_.bootstrap->Submit(r)) {
+    counters_.Add(Counter::kBootstrapQueueFull);
+    SendReply(peer, type, codec::code::kServiceUnavailable,
+              m.confirmable() ? m.message_id : NextMessageId(), m.token, BusyMaxAge());
+    return;
+  }
+  counters_.Add(Counter::kBootstrap);
 }
 
 void Shard::HandleTruncated(const ReceivedDatagram& d) {

@@ -52,6 +52,8 @@ struct ShardOptions {
   // One flag per lane, written by its worker: false while one of its sinks is known down, so
   // the shard answers 5.03 at once. Null: always open.
   const std::atomic<bool>* sinks_available = nullptr;
+  // GET /bootstrap on plain CoAP goes here (SPEC §6); null: 4.04.
+  class BootstrapService* bootstrap = nullptr;
 };
 
 class Shard {
@@ -113,6 +115,11 @@ class Shard {
   void Run();
   void Handle(const ReceivedDatagram& d);
   void HandleTruncated(const ReceivedDatagram& d);
+  // GET /bootstrap: identifies the device by source IP (4.01 with a JSON body if unknown or
+  // inactive) and hands it to the bootstrap worker, which replies itself; 5.03 when its queue
+  // is full. Not deduplicated: within the regeneration window a retransmission gets the same
+  // key, and the worker records the call time either way.
+  void Bootstrap(const ReceivedDatagram& d, const codec::Triage& t);
   void Ingest(const ReceivedDatagram& d, const codec::Triage& t);
   // Records `code` as the exchange's response in the dedup table and sends it.
   void Finish(DedupTable::Handle handle, const codec::MessageView& request, uint8_t code,

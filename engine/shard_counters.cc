@@ -27,6 +27,8 @@ std::string_view ToString(Counter counter) noexcept {
     case Counter::kSinkRefused: return "sink_refused";
     case Counter::kSinkDown: return "sink_down";
     case Counter::kDraining: return "draining";
+    case Counter::kBootstrap: return "bootstrap";
+    case Counter::kBootstrapQueueFull: return "bootstrap_queue_full";
     case Counter::kAccepted: return "accepted";
     case Counter::kLostAfterEnqueueAck: return "lost_after_enqueue_ack";
     case Counter::kCount_: break;

@@ -39,6 +39,8 @@ enum class Counter : uint8_t {
   kSinkRefused,         ///< 5.03: a sink reported failure
   kSinkDown,            ///< 5.03 at once: a sink is known down (circuit open)
   kDraining,            ///< 5.03: request during shutdown
+  kBootstrap,           ///< GET /bootstrap handed to the bootstrap worker (it replies)
+  kBootstrapQueueFull,  ///< 5.03: the bootstrap worker's queue was full
   kAccepted,            ///< messages handed to the sinks
   kLostAfterEnqueueAck,  ///< ack = "enqueue": 2.04 sent, then a sink failed the message
   kCount_,

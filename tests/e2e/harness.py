@@ -32,8 +32,9 @@ for i in range(10, 60):  # a block of active devices for load tests
 
 
 def devices_csv(devices):
+    """Rows are (iccid, imsi, ip, status) or (iccid, imsi, ip, status, psk, psk_format)."""
     lines = ["iccid,imsi,ip,status,psk,psk_format"]
-    lines += [f"{i},{m},{ip},{s},," for i, m, ip, s in devices]
+    lines += [",".join(row) + (",," if len(row) == 4 else "") for row in devices]
     return "\n".join(lines) + "\n"
 
 
@@ -42,8 +43,10 @@ class Server:
     code."""
 
     def __init__(self, io="recvmmsg", listen="127.0.0.1:0", extra_toml="", devices=None,
-                 shards=2, sink_path=None, drain_timeout_ms=5000, wrapper=(), sinks_toml=None):
+                 shards=2, sink_path=None, drain_timeout_ms=5000, wrapper=(), sinks_toml=None,
+                 state_path=None):
         self.dir = tempfile.mkdtemp(prefix="coapgate-e2e-")
+        self.state_path = state_path or os.path.join(self.dir, "state.db")
         self.devices_path = os.path.join(self.dir, "devices.csv")
         self.sink_path = sink_path or os.path.join(self.dir, "out.jsonl")
         self.config_path = os.path.join(self.dir, "coapgate.toml")
@@ -63,7 +66,7 @@ drain_timeout_ms = {drain_timeout_ms}
 
 [devices]
 file = "{self.devices_path}"
-state = "{os.path.join(self.dir, 'state.db')}"
+state = "{self.state_path}"
 
 {extra_toml}
 

@@ -452,6 +452,22 @@ TEST(CheckSupported, NamesEachUnimplementedFeature) {
             std::nullopt);
 }
 
+TEST(Config, DtlsLimits) {
+  const Config config = Parse("[dtls]\nmax_sessions = 500\nmax_handshakes = 50\n"
+                              "handshake_timeout_ms = 2000\nidle_timeout_s = 60\n"
+                              "identity_hint = \"coapgate\"\n");
+  EXPECT_EQ(config.dtls.max_sessions, 500u);
+  EXPECT_EQ(config.dtls.max_handshakes, 50u);
+  EXPECT_EQ(config.dtls.handshake_timeout_ms, 2000u);
+  EXPECT_EQ(config.dtls.idle_timeout_s, 60u);
+  EXPECT_EQ(config.dtls.identity_hint, "coapgate");
+  EXPECT_EQ(Config{}.dtls.identity_hint, "");
+  ExpectError("[dtls]\nmax_sessions = 10\nmax_handshakes = 11\n", "dtls.max_handshakes",
+              "must not exceed dtls.max_sessions (10)");
+  ExpectError("[dtls]\nmax_sessions = 0\n", "dtls.max_sessions", "1..10000000");
+  ExpectError("[dtls]\nsessions = 1\n", "dtls.sessions", "unknown key");
+}
+
 TEST(ConfigError, MqttSinksAreChecked) {
   ExpectError("[[sinks]]\ntype = \"mqtt\"\ntopic_template = \"a/+/{t}\"\n",
               "sinks[0].topic_template", "wildcard");
