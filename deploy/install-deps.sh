@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 packages=(
   # toolchain
   build-essential cmake ninja-build pkg-config git ca-certificates
+  dpkg-dev                          # dpkg-source: `apt-get source wolfssl` unpacks with it
+  autoconf automake libtool         # wolfSSL's source package ships no configure (autogen.sh)
   clang libclang-rt-14-dev          # ASan/UBSan/TSan presets and the libFuzzer targets
   # libraries (header-only ones included)
   libexpected-dev libcli11-dev libfmt-dev libspdlog-dev libtomlplusplus-dev nlohmann-json3-dev
@@ -34,6 +36,32 @@ if ((${#missing[@]})); then
   if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
     systemctl disable --now mosquitto || true
   fi
+fi
+
+# wolfSSL from Debian's source package (SPEC §7): Debian's libwolfssl lacks the static-PSK
+# suites and AES-NI, so dtls/CMakeLists.txt builds its own static copy from this unpacked,
+# Debian-patched source. Needs deb-src entries, which the base image does not have: add
+# `deb-src` to every `Types: deb` stanza of the deb822 sources (or mirror the one-line
+# `deb` entries of a classic sources.list), once.
+wolfssl_src=/usr/local/src/coapgate/wolfssl
+if ! compgen -G "$wolfssl_src/wolfssl-*/src/dtls.c" >/dev/null; then
+  deb822=/etc/apt/sources.list.d/debian.sources
+  if [[ -f $deb822 ]]; then
+    if grep -qE '^Types:[[:space:]]*deb[[:space:]]*$' "$deb822"; then
+      sed -i -E 's/^Types:[[:space:]]*deb[[:space:]]*$/Types: deb deb-src/' "$deb822"
+    fi
+  elif [[ -f /etc/apt/sources.list ]] && ! grep -q '^deb-src ' /etc/apt/sources.list; then
+    sed -n 's/^deb /deb-src /p' /etc/apt/sources.list >>/etc/apt/sources.list
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  rm -rf "$wolfssl_src.tmp" && mkdir -p "$wolfssl_src.tmp"
+  # dpkg-source (run by apt-get source) unpacks the orig tarball and applies debian/patches.
+  # As root apt cannot drop to its _apt sandbox user in an arbitrary directory: that is only
+  # a warning, so silence it.
+  (cd "$wolfssl_src.tmp" && apt-get source -q -o APT::Sandbox::User=root wolfssl)
+  rm -rf "$wolfssl_src" && mv "$wolfssl_src.tmp" "$wolfssl_src"
+  echo "install-deps: wolfSSL source in $(ls -d "$wolfssl_src"/wolfssl-*/)"
 fi
 
 # Node.js test clients (node-coap-client: the reference system's documented DTLS client).
