@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Quick start, command 1: install what is needed, build, and run coapgate on its embedded
-# defaults (plain CoAP on 0.0.0.0:5683, TELEMETRY_DATA lines on stdout). Arguments are passed
+# defaults (CoAP on 0.0.0.0:5683, coaps:// on 0.0.0.0:5684, TELEMETRY_DATA lines on stdout). Arguments are passed
 # to coapgate (e.g. --config FILE).
 #
 # It runs in deploy/examples, so the default devices file (devices.csv) is the example one,

@@ -733,15 +733,6 @@ Result<Config, std::string> LoadConfigFile(const std::string& path) noexcept {
   return ParseConfig(text, path);
 }
 
-std::optional<std::string> CheckSupported(const Config& config,
-                                          std::string_view source_name) noexcept {
-  const std::string source = OneLine(source_name);
-  if (!config.server.coaps_listen.empty()) {
-    return source + ": server.coaps_listen: DTLS is not available in this build yet (issue #5)";
-  }
-  return std::nullopt;
-}
-
 std::string ToString(IoBackend io) { return NameOf(kIoBackends, io); }
 std::string ToString(AckMode ack) { return NameOf(kAckModes, ack); }
 

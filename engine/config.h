@@ -55,9 +55,7 @@ using sinks::SinkConfig;
 struct Config {
   struct Server {
     std::vector<ListenAddress> coap_listen{ListenAddress{"0.0.0.0", 5683, "0.0.0.0:5683"}};
-    // The language's default is "0.0.0.0:5684"; it is empty here until DTLS lands (issue #5),
-    // so that the embedded defaults run on this build.
-    std::vector<ListenAddress> coaps_listen;
+    std::vector<ListenAddress> coaps_listen{ListenAddress{"0.0.0.0", 5684, "0.0.0.0:5684"}};
     int shards = 0;  // 0 = one per online CPU
     IoBackend io = IoBackend::kAuto;
     uint32_t receive_buffer_bytes = 4 << 20;  // SO_RCVBUF per socket
@@ -133,14 +131,6 @@ struct Config {
 // Reads `path` (at most 1 MiB) and parses it with the path as source name. A file that cannot
 // be read gives "<path>: cannot read: <strerror>".
 [[nodiscard]] Result<Config, std::string> LoadConfigFile(const std::string& path) noexcept;
-
-// The configuration language is ahead of this build: DTLS (non-empty server.coaps_listen,
-// issue #5) is not implemented yet. Returns an error in ParseConfig's one-line format naming the
-// key, e.g. "coapgate.toml: server.coaps_listen: DTLS is not available in this build yet
-// (issue #5)", or nullopt when this build can run `config`. Kept apart from ParseConfig so
-// that a file valid for the full product still passes parsing and tests.
-[[nodiscard]] std::optional<std::string> CheckSupported(const Config& config,
-                                                        std::string_view source_name) noexcept;
 
 // The spelling the configuration file uses: "auto", "io_uring", "recvmmsg"; "sink", "enqueue".
 [[nodiscard]] std::string ToString(IoBackend io);

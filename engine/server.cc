@@ -111,7 +111,11 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config
   if (shard_count == 0) shard_count = std::max<int>(1, static_cast<int>(cpus.size()));
 
   // Port 0 means "any free port": the first shard's socket picks it, the others share it.
+  // Plain CoAP sockets first, then the coaps:// (DTLS) ones.
   std::vector<ListenAddress> listen = config.server.coap_listen;
+  const size_t plain_count = listen.size();
+  listen.insert(listen.end(), config.server.coaps_listen.begin(),
+                config.server.coaps_listen.end());
   ShardIo io = config.server.io == IoBackend::kRecvmmsg ? ShardIo::kRecvmmsg : ShardIo::kIoUring;
   for (int i = 0; i < shard_count; ++i) {
     ShardOptions o;
@@ -125,7 +129,14 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config
       }
       if (address.port == 0) address.port = LocalPort(*fd);
       o.sockets.push_back(*fd);
+      o.secure.push_back(o.secure.size() >= plain_count);
     }
+    o.dtls.max_sessions = config.dtls.max_sessions;
+    o.dtls.max_handshakes = config.dtls.max_handshakes;
+    o.dtls.handshake_timeout_ms = config.dtls.handshake_timeout_ms;
+    o.dtls.idle_timeout_s = config.dtls.idle_timeout_s;
+    o.dtls.identity_hint = config.dtls.identity_hint;
+    o.psk_store = server->psk_store_.get();
     o.io = io;
     o.max_payload = config.coap.max_payload;
     o.dedup_capacity = config.coap.dedup_capacity;
@@ -160,11 +171,13 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config
                              config.energy_saver.on_error == TranslationErrorPolicy::kReject);
   server->bootstrap_->Start();
   for (auto& shard : server->shards_) shard->Start();
-  for (const ListenAddress& address : listen) {
+  for (size_t i = 0; i < listen.size(); ++i) {
+    const ListenAddress& address = listen[i];
     const bool v6 = address.host.find(':') != std::string::npos;
-    spdlog::info("listening coap://{}{}{}:{} (shards={}, io={}, sinks: {})", v6 ? "[" : "",
-                 address.host, v6 ? "]" : "", address.port, shard_count,
-                 server->shards_.front()->io_name(), server->publishers_->Describe());
+    spdlog::info("listening {}://{}{}{}:{} (shards={}, io={}, sinks: {})",
+                 i < plain_count ? "coap" : "coaps", v6 ? "[" : "", address.host, v6 ? "]" : "",
+                 address.port, shard_count, server->shards_.front()->io_name(),
+                 server->publishers_->Describe());
   }
   return server;
 }
@@ -246,11 +259,54 @@ void Server::Drain() {
   }
 }
 
+std::string Server::SummarizeDtls() const {
+  std::string out;
+  auto add = [&](const char* name, auto field) {
+    uint64_t total = 0;
+    for (const auto& shard : shards_) {
+      total += (shard->dtls_counters()->*field).load(std::memory_order_relaxed);
+    }
+    if (total == 0) return;
+    if (!out.empty()) out += ' ';
+    out += std::string(name) + "=" + std::to_string(total);
+  };
+  using C = dtls::EndpointCounters;
+  add("hello_verify_sent", &C::hello_verify_sent);
+  add("bad_cookie", &C::bad_cookie);
+  add("client_hello_dropped", &C::client_hello_dropped);
+  add("handshakes_started", &C::handshakes_started);
+  add("handshakes_completed", &C::handshakes_completed);
+  add("sessions_replaced", &C::sessions_replaced);
+  add("unknown_identity", &C::handshake_failed_unknown_identity);
+  add("handshake_failed", &C::handshake_failed_other);
+  add("handshake_timeouts", &C::handshake_timeouts);
+  add("handshakes_refused", &C::handshakes_refused);
+  add("table_full_refused", &C::table_full_refused);
+  add("evicted_idle", &C::evicted_idle);
+  add("evicted_for_space", &C::evicted_for_space);
+  add("records_delivered", &C::records_delivered);
+  add("records_sent", &C::records_sent);
+  add("records_dropped", &C::records_dropped);
+  add("close_notify", &C::close_notify);
+  add("handshakes_superseded", &C::handshakes_superseded);
+  add("retransmissions", &C::retransmissions);
+  add("renegotiation_refused", &C::renegotiation_refused);
+  add("sessions_failed", &C::sessions_failed);
+  add("send_failed", &C::send_failed);
+  size_t sessions = 0;
+  for (const auto& shard : shards_) sessions += shard->dtls_sessions();
+  if (!out.empty()) out += ' ';
+  return out + "sessions=" + std::to_string(sessions);
+}
+
 void Server::LogCounters(const char* when) const {
   std::vector<const ShardCounters*> counters;
   for (const auto& shard : shards_) counters.push_back(&shard->counters());
   spdlog::info("{}: {}", when, SummarizeCounters(counters));
   spdlog::info("{} (sinks): {}", when, publishers_->Summary());
+  if (shards_.front()->dtls_counters() != nullptr) {
+    spdlog::info("{} (dtls): {}", when, SummarizeDtls());
+  }
   spdlog::info("{} (bootstrap): replied_2.05={} replied_5.00={} queue_full={} send_failed={}",
                when, bootstrap_->replied_205(), bootstrap_->replied_500(),
                bootstrap_->queue_full(), bootstrap_->send_failures());

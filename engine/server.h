@@ -48,6 +48,7 @@ class Server {
   explicit Server(const Config& config);
   void Reload();
   void LogCounters(const char* when) const;
+  [[nodiscard]] std::string SummarizeDtls() const;
   void Drain();
 
   Config config_;

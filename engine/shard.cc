@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <chrono>
@@ -16,6 +17,7 @@
 #include "codec/encoder.h"
 #include "engine/bootstrap_reply.h"
 #include "engine/bootstrap_service.h"
+#include "engine/psk_store.h"
 
 namespace coapgate::engine {
 namespace {
@@ -81,6 +83,18 @@ void Shard::ThreadMain(std::promise<std::string>& built) {
     return;
   }
   io_ = std::move(*io);
+  if (std::find(options_.secure.begin(), options_.secure.end(), true) != options_.secure.end()) {
+    auto endpoint = dtls::DtlsEndpoint::Create(
+        options_.dtls, this,
+        [this](std::string_view identity, std::span<std::byte, dtls::kMaxPskLength> key) {
+          return LookupPsk(identity, key);
+        });
+    if (!endpoint) {
+      built.set_value("dtls: " + endpoint.error());
+      return;
+    }
+    dtls_ = std::move(*endpoint);
+  }
   built.set_value({});  // `built` is gone after this: Create returned
   {
     std::unique_lock lock(start_mutex_);
@@ -140,6 +154,12 @@ void Shard::Run() {
     // are reclaimed over several turns instead of stalling one.
     dedup_.ExpireUntil(now_s_, kExpiryPerTurn);
     for (const ReceivedDatagram& d : batch) Handle(d);
+    // After a datagram the endpoint's next deadline may be earlier (a handshake started).
+    if (dtls_ && (dtls_touched_ || now_ms_ >= dtls_tick_ms_)) {
+      dtls_touched_ = false;
+      dtls_tick_ms_ = now_ms_ + static_cast<uint64_t>(dtls_->Tick(now_ms_));
+      dtls_sessions_.store(dtls_->sessions(), std::memory_order_relaxed);
+    }
     handoff_.DrainWake();
     DrainCompletions();
     ExpireBudgets();
@@ -162,8 +182,10 @@ void Shard::Run() {
 }
 
 int Shard::WaitTimeoutMs() const noexcept {
-  if (unanswered_head_ == kNoSlot) return kIdleWaitMs;
-  const uint64_t deadline = slots_[unanswered_head_].deadline_ms;
+  uint64_t deadline = UINT64_MAX;
+  if (unanswered_head_ != kNoSlot) deadline = slots_[unanswered_head_].deadline_ms;
+  if (dtls_) deadline = std::min(deadline, dtls_tick_ms_);
+  if (deadline == UINT64_MAX) return kIdleWaitMs;
   const uint64_t now = MonotonicMs();
   if (deadline <= now) return 0;
   return static_cast<int>(std::min<uint64_t>(deadline - now + 1, kIdleWaitMs));
@@ -171,11 +193,42 @@ int Shard::WaitTimeoutMs() const noexcept {
 
 void Shard::Handle(const ReceivedDatagram& d) {
   counters_.Add(Counter::kReceived);
+  if (d.socket < options_.secure.size() && options_.secure[d.socket]) {
+    if (d.truncated) {  // no DTLS record is that large: nothing to decrypt, nothing to say
+      counters_.Add(Counter::kDropTruncated);
+      return;
+    }
+    dtls::Route route;
+    std::memcpy(&route.address, d.peer, std::min<size_t>(d.peer_length, sizeof(route.address)));
+    route.length = d.peer_length;
+    route.socket = d.socket;
+    static_assert(sizeof(LocalAddress) <= sizeof(route.local));
+    std::memcpy(route.local.data(), &d.local, sizeof(LocalAddress));
+    dtls_->OnDatagram(route, d.bytes, now_ms_);  // decrypted requests come back in Deliver
+    dtls_touched_ = true;
+    return;
+  }
   if (d.truncated) {
     HandleTruncated(d);
     return;
   }
   const codec::Triage t = codec::TriageDatagram(d.bytes, limits_);
+  const Peer peer{d.peer, d.peer_length, d.socket, d.local};
+  if (!AnswerTriage(peer, t)) return;
+  if (t.request.route == codec::Route::kBootstrap) {
+    Bootstrap(d, t);
+    return;
+  }
+  const std::optional<IpAddress> ip = IpAddress::FromSockaddr(d.peer);
+  if (!ip) return;  // impossible: UDP sockets of AF_INET/AF_INET6 only
+  Origin origin{peer, *ip, 0, {}};
+  origin.port = d.peer->sa_family == AF_INET
+                    ? ntohs(reinterpret_cast<const sockaddr_in*>(d.peer)->sin_port)
+                    : ntohs(reinterpret_cast<const sockaddr_in6*>(d.peer)->sin6_port);
+  Ingest(origin, t);
+}
+
+bool Shard::AnswerTriage(const Peer& peer, const codec::Triage& t) {
   switch (t.action) {
     case codec::Action::kDrop:
       switch (t.reason) {
@@ -184,28 +237,92 @@ void Shard::Handle(const ReceivedDatagram& d) {
         case codec::Reason::kFormatError: counters_.Add(Counter::kDropFormatError); break;
         default: counters_.Add(Counter::kDropStray); break;
       }
-      return;
+      return false;
     case codec::Action::kReset:
     case codec::Action::kRespond: {
       std::array<std::byte, kMaxReplySize> reply;
       auto n = codec::EncodeTriageReply(t, limits_, NextMessageId(), reply);
-      if (!n) return;  // impossible: triage replies are small
-      io_->Send(d.socket, d.peer, d.peer_length, d.local, std::span(reply).first(*n));
+      if (!n) return false;  // impossible: triage replies are small
+      SendBytes(peer, std::span(reply).first(*n));
       if (t.action == codec::Action::kReset) {
         counters_.Add(Counter::kReset);
       } else {
         CountReply(t.response_code);
       }
-      return;
+      return false;
     }
     case codec::Action::kRequest:
-      if (t.request.route == codec::Route::kBootstrap) {
-        Bootstrap(d, t);
-        return;
-      }
-      Ingest(d, t);
-      return;
+      return true;
   }
+  return false;
+}
+
+void Shard::SendBytes(const Peer& peer, std::span<const std::byte> bytes) {
+  if (peer.session != 0) {
+    if (!dtls_->Send(peer.session, bytes)) counters_.Add(Counter::kSessionGone);
+    return;
+  }
+  io_->Send(peer.socket, peer.address, peer.length, peer.local, bytes);
+}
+
+void Shard::Send(const dtls::Route& to, std::span<const std::byte> datagram) noexcept {
+  LocalAddress local;
+  std::memcpy(&local, to.local.data(), sizeof(LocalAddress));
+  io_->Send(to.socket, reinterpret_cast<const sockaddr*>(&to.address), to.length, local,
+            datagram);
+}
+
+void Shard::Deliver(dtls::SessionId session, std::string_view identity, const dtls::Route& from,
+                    std::span<const std::byte> plaintext) noexcept {
+  counters_.Add(Counter::kSecureRecords);
+  const auto* address = reinterpret_cast<const sockaddr*>(&from.address);
+  LocalAddress local;
+  std::memcpy(&local, from.local.data(), sizeof(LocalAddress));
+  const Peer peer{address, from.length, from.socket, local, session};
+  const codec::Triage t = codec::TriageDatagram(plaintext, limits_);
+  if (!AnswerTriage(peer, t)) return;
+  if (t.request.route == codec::Route::kBootstrap) {
+    // Bootstrap hands out the key DTLS needs; it is plain CoAP only (SPEC §6).
+    const codec::MessageView& m = t.message;
+    SendReply(peer,
+              m.confirmable() ? codec::MessageType::kAcknowledgement
+                              : codec::MessageType::kNonConfirmable,
+              codec::code::kNotFound, m.confirmable() ? m.message_id : NextMessageId(), m.token,
+              0);
+    return;
+  }
+  const std::optional<IpAddress> ip = IpAddress::FromSockaddr(address);
+  if (!ip) return;  // impossible: UDP sockets of AF_INET/AF_INET6 only
+  Ingest(Origin{peer, *ip, 0, identity}, t);
+}
+
+size_t Shard::LookupPsk(std::string_view identity,
+                        std::span<std::byte, dtls::kMaxPskLength> key) const noexcept {
+  const std::optional<DeviceView> device = registry_->FindByIccid(identity);
+  if (!device || !device->active) return 0;
+  if (!device->psk.empty()) {
+    if (device->psk_format == PskFormat::kHex) {  // validated by the registry: even, hex
+      auto hex = [](char c) {
+        return static_cast<uint8_t>(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+      };
+      const size_t n = std::min(device->psk.size() / 2, key.size());
+      for (size_t i = 0; i < n; ++i) {
+        key[i] = static_cast<std::byte>(hex(device->psk[2 * i]) << 4 | hex(device->psk[2 * i + 1]));
+      }
+      return n;
+    }
+    const size_t n = std::min(device->psk.size(), key.size());
+    std::memcpy(key.data(), device->psk.data(), n);
+    return n;
+  }
+  // The generated key, handed out by GET /bootstrap: the devices use its ASCII bytes.
+  std::string generated;
+  if (options_.psk_store == nullptr || !options_.psk_store->GeneratedKey(identity, &generated)) {
+    return 0;
+  }
+  const size_t n = std::min(generated.size(), key.size());
+  std::memcpy(key.data(), generated.data(), n);
+  return n;
 }
 
 void Shard::Bootstrap(const ReceivedDatagram& d, const codec::Triage& t) {
@@ -270,16 +387,32 @@ void Shard::HandleTruncated(const ReceivedDatagram& d) {
   }
 }
 
-void Shard::Ingest(const ReceivedDatagram& d, const codec::Triage& t) {
+namespace {
+
+// The dedup key's `peer` for a DTLS device (port 0): its PSK identity, an ICCID of 18 to 22
+// digits (the registry admits no other, and only registered identities get a session), as
+// BCD after a length byte. Distinct identities give distinct keys; no plain key has port 0.
+std::array<uint8_t, 16> PackIdentity(std::string_view identity) noexcept {
+  std::array<uint8_t, 16> packed{};
+  packed[0] = static_cast<uint8_t>(identity.size());
+  for (size_t i = 0; i < identity.size() && i < 30; ++i) {
+    const auto digit = static_cast<uint8_t>((identity[i] - '0') & 0x0f);
+    packed[1 + i / 2] |= static_cast<uint8_t>(i % 2 == 0 ? digit << 4 : digit);
+  }
+  return packed;
+}
+
+}  // namespace
+
+void Shard::Ingest(const Origin& origin, const codec::Triage& t) {
   const codec::MessageView& m = t.message;
-  const Peer peer{d.peer, d.peer_length, d.socket, d.local};
-  const std::optional<IpAddress> ip = IpAddress::FromSockaddr(d.peer);
-  if (!ip) return;  // impossible: UDP sockets of AF_INET/AF_INET6 only
+  const Peer& peer = origin.peer;
+  const IpAddress* ip = &origin.ip;
+  // Plain CoAP: (source IP, port, MID). DTLS: (PSK identity, MID), which survives NAT
+  // rebinding and a new session (SPEC §4).
   DedupKey key;
-  key.peer = ip->bytes();
-  key.port = d.peer->sa_family == AF_INET
-                 ? ntohs(reinterpret_cast<const sockaddr_in*>(d.peer)->sin_port)
-                 : ntohs(reinterpret_cast<const sockaddr_in6*>(d.peer)->sin6_port);
+  key.peer = origin.identity.empty() ? ip->bytes() : PackIdentity(origin.identity);
+  key.port = origin.identity.empty() ? origin.port : 0;
   key.message_id = m.message_id;
 
   const DedupTable::Admission admission = dedup_.Admit(key, m.token, m.confirmable(), now_s_);
@@ -306,7 +439,9 @@ void Shard::Ingest(const ReceivedDatagram& d, const codec::Triage& t) {
   }
   const DedupTable::Handle handle = admission.handle;
 
-  const std::optional<DeviceView> device = registry_->FindByIp(*ip);
+  const std::optional<DeviceView> device = origin.identity.empty()
+                                              ? registry_->FindByIp(*ip)
+                                              : registry_->FindByIccid(origin.identity);
   if (!device || !device->active) {
     Finish(handle, m, codec::code::kUnauthorized, peer);
     return;
@@ -357,10 +492,11 @@ void Shard::Ingest(const ReceivedDatagram& d, const codec::Triage& t) {
 
   SlotState& s = slots_[slot];
   s.dedup = handle;
-  std::memcpy(&s.peer, d.peer, std::min<size_t>(d.peer_length, sizeof(s.peer)));
-  s.peer_length = d.peer_length;
-  s.socket = d.socket;
-  s.local = d.local;
+  std::memcpy(&s.peer, peer.address, std::min<size_t>(peer.length, sizeof(s.peer)));
+  s.peer_length = peer.length;
+  s.socket = peer.socket;
+  s.local = peer.local;
+  s.session = peer.session;
   s.confirmable = m.confirmable();
   s.answered = false;
   s.deadline_ms = now_ms_ + options_.response_budget_ms;
@@ -407,7 +543,7 @@ void Shard::SendReply(const Peer& peer, codec::MessageType type, uint8_t code,
   std::array<std::byte, kMaxReplySize> out;
   auto n = codec::EncodeMessage(reply, out);
   if (!n) return;  // impossible: token ≤ 8 and a short diagnostic always fit
-  io_->Send(peer.socket, peer.address, peer.length, peer.local, std::span(out).first(*n));
+  SendBytes(peer, std::span(out).first(*n));
   CountReply(code);
 }
 
@@ -435,7 +571,7 @@ void Shard::DrainCompletions() {
       const uint16_t max_age = code == codec::code::kServiceUnavailable ? BusyMaxAge() : 0;
       dedup_.Complete(s.dedup, code, static_cast<uint8_t>(type), message_id, max_age);
       const Peer peer{reinterpret_cast<const sockaddr*>(&s.peer), s.peer_length, s.socket,
-                      s.local};
+                      s.local, s.session};
       SendReply(peer, type, code, message_id, msg.Token(), max_age);
       MarkAnswered(slot);
     }
@@ -459,7 +595,7 @@ void Shard::ExpireBudgets() {
     dedup_.Complete(s.dedup, codec::code::kServiceUnavailable, static_cast<uint8_t>(type),
                     message_id, max_age);
     const Peer peer{reinterpret_cast<const sockaddr*>(&s.peer), s.peer_length, s.socket,
-                    s.local};
+                    s.local, s.session};
     SendReply(peer, type, codec::code::kServiceUnavailable, message_id, msg.Token(), max_age);
     MarkAnswered(slot);
   }

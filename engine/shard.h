@@ -22,8 +22,10 @@
 
 #include "codec/message.h"
 #include "codec/triage.h"
+#include "dtls/dtls_endpoint.h"
 #include "engine/datagram_io.h"
 #include "engine/dedup_table.h"
+#include "engine/ip_address.h"
 #include "engine/registry_holder.h"
 #include "engine/shard_counters.h"
 #include "sinks/handoff.h"
@@ -36,6 +38,10 @@ struct ShardOptions {
   uint32_t index = 0;
   int cpu = -1;               ///< CPU to pin to; -1 = not pinned
   std::vector<int> sockets;   ///< owned by the shard once Create succeeded
+  // Per socket: true for coaps:// (DTLS) sockets. Empty: all plain.
+  std::vector<bool> secure;
+  dtls::EndpointOptions dtls;   ///< used when a socket is secure
+  const class PskStore* psk_store = nullptr;  ///< generated PSKs for DTLS (may be null)
   ShardIo io = ShardIo::kRecvmmsg;
   uint32_t max_payload = 1024;
   uint32_t dedup_capacity = 262144;
@@ -56,7 +62,7 @@ struct ShardOptions {
   class BootstrapService* bootstrap = nullptr;
 };
 
-class Shard {
+class Shard final : private dtls::Transport {
  public:
   static Result<std::unique_ptr<Shard>, std::string> Create(ShardOptions options);
   ~Shard();
@@ -81,6 +87,14 @@ class Shard {
   [[nodiscard]] const ShardCounters& counters() const noexcept { return counters_; }
   [[nodiscard]] sinks::Handoff& handoff() noexcept { return handoff_; }
   [[nodiscard]] const char* io_name() const noexcept { return io_->name(); }
+  // The DTLS endpoint's counters, or null without coaps:// sockets.
+  [[nodiscard]] const dtls::EndpointCounters* dtls_counters() const noexcept {
+    return dtls_ ? &dtls_->counters() : nullptr;
+  }
+  // Live DTLS sessions, as of the end of the shard's last loop turn.
+  [[nodiscard]] size_t dtls_sessions() const noexcept {
+    return dtls_sessions_.load(std::memory_order_relaxed);
+  }
 
  private:
   static constexpr uint32_t kNoSlot = UINT32_MAX;
@@ -95,18 +109,29 @@ class Shard {
     socklen_t peer_length = 0;
     uint16_t socket = 0;
     LocalAddress local{};
+    dtls::SessionId session = 0;  ///< DTLS: the session the reply is encrypted on; 0 = plain
     bool confirmable = false;
     bool answered = false;  ///< 2.04 (enqueue mode) or 5.03 (budget) already sent
     uint32_t prev = kNoSlot;  ///< unanswered list links; valid while !answered
     uint32_t next = kNoSlot;
     uint64_t deadline_ms = 0;
   };
-  // Where a reply goes: the datagram's peer and socket.
+  // Where a reply goes: the datagram's peer and socket, or for DTLS the session that
+  // encrypts it (and then sends it to the session's current address).
   struct Peer {
     const sockaddr* address;
     socklen_t length;
     uint16_t socket;
     LocalAddress local;  ///< the address the request was sent to: replies leave from it
+    dtls::SessionId session = 0;  ///< non-zero: encrypt on this DTLS session
+  };
+  // Who sent a request: the address that identifies a plain CoAP device, or the PSK identity
+  // of a DTLS session (which then identifies the device and keys its dedup entries).
+  struct Origin {
+    Peer peer;
+    IpAddress ip;                // the device's address as seen (the envelope's device.ip)
+    uint16_t port = 0;
+    std::string_view identity;   // DTLS: PSK identity (ICCID); empty: plain CoAP
   };
 
   Shard(ShardOptions options, std::unique_ptr<DatagramIo> io);
@@ -120,7 +145,21 @@ class Shard {
   // is full. Not deduplicated: within the regeneration window a retransmission gets the same
   // key, and the worker records the call time either way.
   void Bootstrap(const ReceivedDatagram& d, const codec::Triage& t);
-  void Ingest(const ReceivedDatagram& d, const codec::Triage& t);
+  // The request path shared by plain CoAP and DTLS, from dedup to the publisher queue.
+  void Ingest(const Origin& origin, const codec::Triage& t);
+  // Answers what the codec decided by itself (RST, 4.xx, 5.05), or counts the drop.
+  // True when `t` is a request left for the caller.
+  bool AnswerTriage(const Peer& peer, const codec::Triage& t);
+  // Sends one encoded reply: encrypted on the peer's DTLS session, or as is.
+  void SendBytes(const Peer& peer, std::span<const std::byte> bytes);
+  // dtls::Transport: the endpoint's datagrams out, decrypted records in.
+  void Send(const dtls::Route& to, std::span<const std::byte> datagram) noexcept override;
+  void Deliver(dtls::SessionId session, std::string_view identity, const dtls::Route& from,
+               std::span<const std::byte> plaintext) noexcept override;
+  // The DTLS key of a PSK identity (SPEC §3, §6): the device's CSV key (hex-decoded when so
+  // marked), else its generated key; 0 for unknown or inactive devices.
+  size_t LookupPsk(std::string_view identity,
+                   std::span<std::byte, dtls::kMaxPskLength> key) const noexcept;
   // Records `code` as the exchange's response in the dedup table and sends it.
   void Finish(DedupTable::Handle handle, const codec::MessageView& request, uint8_t code,
               const Peer& peer);
@@ -138,6 +177,10 @@ class Shard {
 
   ShardOptions options_;
   std::unique_ptr<DatagramIo> io_;
+  std::unique_ptr<dtls::DtlsEndpoint> dtls_;  ///< built on the shard thread; null: no coaps://
+  uint64_t dtls_tick_ms_ = 0;                 ///< when the endpoint next wants Tick
+  bool dtls_touched_ = false;                 ///< a datagram reached the endpoint this turn
+  std::atomic<size_t> dtls_sessions_{0};      ///< published for the control thread
   codec::TriageLimits limits_;
   DedupTable dedup_;
   sinks::Handoff handoff_;

@@ -30,6 +30,8 @@ std::string_view ToString(Counter counter) noexcept {
     case Counter::kBootstrap: return "bootstrap";
     case Counter::kBootstrapQueueFull: return "bootstrap_queue_full";
     case Counter::kAccepted: return "accepted";
+    case Counter::kSecureRecords: return "dtls_records";
+    case Counter::kSessionGone: return "dtls_session_gone";
     case Counter::kLostAfterEnqueueAck: return "lost_after_enqueue_ack";
     case Counter::kCount_: break;
   }

@@ -42,6 +42,8 @@ enum class Counter : uint8_t {
   kBootstrap,           ///< GET /bootstrap handed to the bootstrap worker (it replies)
   kBootstrapQueueFull,  ///< 5.03: the bootstrap worker's queue was full
   kAccepted,            ///< messages handed to the sinks
+  kSecureRecords,       ///< decrypted DTLS records handled as CoAP
+  kSessionGone,         ///< a reply whose DTLS session ended before it was sent
   kLostAfterEnqueueAck,  ///< ack = "enqueue": 2.04 sent, then a sink failed the message
   kCount_,
 };

@@ -160,6 +160,7 @@ start_coapgate() {
   cat >"$WORK/coapgate.toml" <<TOML
 [server]
 coap_listen = ["127.0.0.1:0"]
+coaps_listen = []
 shards = $COAPGATE_SHARDS
 [devices]
 file = "$WORK/devices.csv"

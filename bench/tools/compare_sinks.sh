@@ -268,6 +268,7 @@ start_coapgate() {
   cat >"$WORK/$tag.toml" <<TOML
 [server]
 coap_listen = ["127.0.0.1:0"]
+coaps_listen = []
 shards = $SHARDS
 [devices]
 file = "$WORK/devices.csv"

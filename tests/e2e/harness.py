@@ -44,7 +44,7 @@ class Server:
 
     def __init__(self, io="recvmmsg", listen="127.0.0.1:0", extra_toml="", devices=None,
                  shards=2, sink_path=None, drain_timeout_ms=5000, wrapper=(), sinks_toml=None,
-                 state_path=None):
+                 state_path=None, coaps='"127.0.0.1:0"'):
         self.dir = tempfile.mkdtemp(prefix="coapgate-e2e-")
         self.state_path = state_path or os.path.join(self.dir, "state.db")
         self.devices_path = os.path.join(self.dir, "devices.csv")
@@ -52,6 +52,7 @@ class Server:
         self.config_path = os.path.join(self.dir, "coapgate.toml")
         with open(self.devices_path, "w") as f:
             f.write(devices_csv(DEVICES if devices is None else devices))
+        coaps_listen = coaps
         if sinks_toml is None:
             sinks = f'[[sinks]]\ntype = "file"\npath = "{self.sink_path}"\n'
         else:
@@ -60,6 +61,7 @@ class Server:
             f.write(f"""
 [server]
 coap_listen = ["{listen}"]
+coaps_listen = [{coaps_listen}]
 shards = {shards}
 io = "{io}"
 drain_timeout_ms = {drain_timeout_ms}
@@ -80,6 +82,10 @@ state = "{self.state_path}"
         m = self.wait_for_log(r"listening coap://(\[?[0-9a-f:.]+\]?):(\d+)")
         host = m.group(1).strip("[]")
         self.address = (host, int(m.group(2)))
+        self.coaps_address = None
+        if coaps:
+            m = self.wait_for_log(r"listening coaps://(\[?[0-9a-f:.]+\]?):(\d+)")
+            self.coaps_address = (m.group(1).strip("[]"), int(m.group(2)))
         self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
     def _read_stderr(self):

@@ -47,7 +47,8 @@ TEST(Config, EmptyTextGivesTheDefaults) {
   EXPECT_EQ(config.server.coap_listen[0].host, "0.0.0.0");
   EXPECT_EQ(config.server.coap_listen[0].port, 5683);
   EXPECT_EQ(config.server.coap_listen[0].text, "0.0.0.0:5683");
-  EXPECT_TRUE(config.server.coaps_listen.empty());
+  ASSERT_EQ(config.server.coaps_listen.size(), 1u);  // SPEC §9: coaps:// on 5684 by default
+  EXPECT_EQ(config.server.coaps_listen[0], (ListenAddress{"0.0.0.0", 5684, "0.0.0.0:5684"}));
   EXPECT_EQ(config.server.io, IoBackend::kAuto);
   EXPECT_EQ(config.coap.ack, AckMode::kSink);
   EXPECT_EQ(config.coap.max_payload, 1024u);
@@ -431,25 +432,6 @@ TEST(ConfigError, SourceNameIsKeptOnOneLine) {
   ASSERT_FALSE(config);
   EXPECT_EQ(config.error().find('\n'), std::string::npos) << config.error();
   EXPECT_TRUE(config.error().starts_with("odd\\nname.toml: server.shardz: ")) << config.error();
-}
-
-TEST(CheckSupported, DefaultConfigRunsOnThisBuild) {
-  EXPECT_EQ(CheckSupported(Config{}, kSource), std::nullopt);
-  EXPECT_EQ(CheckSupported(Parse("[[sinks]]\ntype = \"file\"\npath = \"out\"\n"), kSource),
-            std::nullopt);
-}
-
-TEST(CheckSupported, NamesEachUnimplementedFeature) {
-  EXPECT_EQ(CheckSupported(Parse("[server]\ncoaps_listen = [\"0.0.0.0:5684\"]\n"), kSource),
-            "test.toml: server.coaps_listen: DTLS is not available in this build yet (issue #5)");
-  EXPECT_EQ(
-      CheckSupported(Parse("[[sinks]]\ntype = \"file\"\n[[sinks]]\ntype = \"mqtt\"\n"), kSource),
-      std::nullopt);
-  EXPECT_EQ(CheckSupported(Parse("[[sinks]]\ntype = \"kafka\"\nbrokers = \"b\"\ntopic = \"t\"\n"),
-                           kSource),
-            std::nullopt);
-  EXPECT_EQ(CheckSupported(Parse("[energy_saver]\ncoap_template = \"t.json\"\n"), kSource),
-            std::nullopt);
 }
 
 TEST(Config, DtlsLimits) {
