@@ -348,7 +348,7 @@ TEST(ConfigError, ListenAddressesMustBeDistinct) {
               "same address as server.coap_listen[0]");
   ExpectError("[server]\ncoap_listen = [\"0.0.0.0:5683\"]\ncoaps_listen = [\"0.0.0.0:5683\"]\n",
               "server.coaps_listen[0]", "same address as server.coap_listen[0]");
-  ExpectError("[server]\ncoap_listen = []\n", "server.coap_listen",
+  ExpectError("[server]\ncoap_listen = []\ncoaps_listen = []\n", "server.coap_listen",
               "at least one listen address is required");
 }
 
