@@ -273,6 +273,16 @@ bool PskStore::GeneratedKey(std::string_view iccid, std::string* key) const {
   return true;
 }
 
+size_t PskStore::GeneratedKey(std::string_view iccid, std::span<std::byte> out) const {
+  std::shared_lock lock(map_mutex_);
+  const auto it = map_.find(iccid);
+  if (it == map_.end()) return 0;
+  const std::string& key = it->second.generated_key;
+  if (key.empty() || key.size() > out.size()) return 0;
+  std::memcpy(out.data(), key.data(), key.size());
+  return key.size();
+}
+
 size_t PskStore::size() const {
   std::shared_lock lock(map_mutex_);
   return map_.size();

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -64,6 +65,9 @@ class PskStore {
   // for a device without a user-set key; a user-set key in the registry takes precedence),
   // copied into *key. False if there is none. Reads memory only: no SQLite, no I/O.
   [[nodiscard]] bool GeneratedKey(std::string_view iccid, std::string* key) const;
+  // The same into `out`, for the shards' handshakes: no allocation. Returns the key's length,
+  // 0 if there is none or it does not fit.
+  [[nodiscard]] size_t GeneratedKey(std::string_view iccid, std::span<std::byte> out) const;
 
   // Devices with bootstrap state (generated key or not).
   [[nodiscard]] size_t size() const;

@@ -152,7 +152,8 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config
     o.bootstrap = server->bootstrap_.get();
     const std::vector<int> sockets = o.sockets;
     auto shard = Shard::Create(o);
-    if (!shard && io == ShardIo::kIoUring && config.server.io == IoBackend::kAuto && i == 0) {
+    if (!shard && io == ShardIo::kIoUring && config.server.io == IoBackend::kAuto && i == 0 &&
+        !shard.error().starts_with("dtls:")) {
       spdlog::warn("io_uring unavailable ({}); using recvmmsg", shard.error());
       io = ShardIo::kRecvmmsg;
       o.io = io;

@@ -225,6 +225,12 @@ void Shard::Handle(const ReceivedDatagram& d) {
   origin.port = d.peer->sa_family == AF_INET
                     ? ntohs(reinterpret_cast<const sockaddr_in*>(d.peer)->sin_port)
                     : ntohs(reinterpret_cast<const sockaddr_in6*>(d.peer)->sin6_port);
+  if (origin.port == 0) {
+    // No real sender has source port 0, and port 0 marks DTLS identities in the dedup table:
+    // a spoofed datagram must not plant an answer under a DTLS device's key.
+    counters_.Add(Counter::kDropStray);
+    return;
+  }
   Ingest(origin, t);
 }
 
@@ -316,13 +322,7 @@ size_t Shard::LookupPsk(std::string_view identity,
     return n;
   }
   // The generated key, handed out by GET /bootstrap: the devices use its ASCII bytes.
-  std::string generated;
-  if (options_.psk_store == nullptr || !options_.psk_store->GeneratedKey(identity, &generated)) {
-    return 0;
-  }
-  const size_t n = std::min(generated.size(), key.size());
-  std::memcpy(key.data(), generated.data(), n);
-  return n;
+  return options_.psk_store == nullptr ? 0 : options_.psk_store->GeneratedKey(identity, key);
 }
 
 void Shard::Bootstrap(const ReceivedDatagram& d, const codec::Triage& t) {
@@ -330,9 +330,12 @@ void Shard::Bootstrap(const ReceivedDatagram& d, const codec::Triage& t) {
   const Peer peer{d.peer, d.peer_length, d.socket, d.local};
   const auto type = m.confirmable() ? codec::MessageType::kAcknowledgement
                                     : codec::MessageType::kNonConfirmable;
+  // Every reply to GET /bootstrap gets a MID the 1NCE C SDK cannot mistake for the payload
+  // (it searches the whole datagram for "89"), also the refusals.
+  const uint16_t message_id =
+      m.confirmable() ? m.message_id : SafeBootstrapMessageId(NextMessageId(), m.token);
   if (options_.bootstrap == nullptr) {
-    SendReply(peer, type, codec::code::kNotFound, m.confirmable() ? m.message_id : NextMessageId(),
-              m.token, 0);
+    SendReply(peer, type, codec::code::kNotFound, message_id, m.token, 0);
     return;
   }
   const std::optional<IpAddress> ip = IpAddress::FromSockaddr(d.peer);
@@ -362,8 +365,7 @@ void Shard::Bootstrap(const ReceivedDatagram& d, const codec::Triage& t) {
   std::copy_n(device->psk.data(), r.user_psk_length, r.user_psk.data());
   if (!options_.bootstrap->Submit(r)) {
     counters_.Add(Counter::kBootstrapQueueFull);
-    SendReply(peer, type, codec::code::kServiceUnavailable,
-              m.confirmable() ? m.message_id : NextMessageId(), m.token, BusyMaxAge());
+    SendReply(peer, type, codec::code::kServiceUnavailable, message_id, m.token, BusyMaxAge());
     return;
   }
   counters_.Add(Counter::kBootstrap);
@@ -408,8 +410,10 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) {
   const codec::MessageView& m = t.message;
   const Peer& peer = origin.peer;
   const IpAddress* ip = &origin.ip;
-  // Plain CoAP: (source IP, port, MID). DTLS: (PSK identity, MID), which survives NAT
-  // rebinding and a new session (SPEC §4).
+  // Plain CoAP: (source IP, port, MID). DTLS: (PSK identity, MID) (SPEC §4), which survives
+  // a new session from the same address. The table is per shard, and SO_REUSEPORT may send a
+  // device whose NAT rebound to another shard: its retransmission is then forwarded again,
+  // under the same id (a duplicate consumers can drop).
   DedupKey key;
   key.peer = origin.identity.empty() ? ip->bytes() : PackIdentity(origin.identity);
   key.port = origin.identity.empty() ? origin.port : 0;

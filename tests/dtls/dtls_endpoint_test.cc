@@ -664,6 +664,33 @@ TEST_F(EndpointTest, BadMacRecordsAreDroppedAndTheSessionSurvives) {  // D11
   EXPECT_EQ(net_.delivered[0].text, "genuine");
 }
 
+// The reviewer's attack: records too short for the cipher, spoofed from a device's address
+// (no key needed), used to end its session (wolfSSL 5.5.4 treated them as fatal; our patch
+// dtls/patches/wolfssl-5.5.4-dtls-drop-short-records.patch drops them like bad MACs).
+TEST_F(EndpointTest, SpoofedShortRecordsDoNotEndTheSession) {  // D11, RFC 6347 §4.1.2.7
+  Start();
+  Client& c = AddClient(1);
+  ASSERT_TRUE(Connect(c));
+  for (uint8_t type : {uint8_t{23}, uint8_t{21}}) {  // application data, alert
+    for (uint8_t length = 0; length < 24; ++length) {
+      Bytes record(13 + length, std::byte{0});
+      record[0] = std::byte{type};
+      record[1] = std::byte{0xfe};
+      record[2] = std::byte{0xfd};
+      record[4] = std::byte{1};              // epoch 1
+      record[10] = std::byte{length};        // a fresh sequence number per record
+      record[12] = std::byte{length};
+      endpoint_->OnDatagram(c.route, record, now_);
+    }
+  }
+  EXPECT_EQ(counters().sessions_failed, 0u);
+  EXPECT_EQ(endpoint_->sessions(), 1u);
+  ASSERT_TRUE(c.Write("still here"));
+  Forward(c);
+  ASSERT_EQ(net_.delivered.size(), 1u);
+  EXPECT_EQ(net_.delivered[0].text, "still here");
+}
+
 TEST_F(EndpointTest, GarbageAndStrangersAreDropped) {
   Start();
   endpoint_->OnDatagram(MakeRoute(1, 1), AsBytes("not dtls at all"), now_);
