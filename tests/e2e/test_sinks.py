@@ -41,6 +41,21 @@ def kafka_sink(cluster, topic="telemetry", **properties):
     return "\n".join(lines) + "\n"
 
 
+def post_until_changed(device, payload, first_mid, timeout=20):
+    """What a device does while the server answers 5.03: try again (with a new MID) until it
+    gets 2.04. Returns the last code."""
+    c = None
+    deadline = time.monotonic() + timeout
+    mid = first_mid
+    while c != CHANGED and time.monotonic() < deadline:
+        reply = device.request(post("t", payload, mid=mid), timeout=5)
+        c = parse(reply)[1] if reply else None
+        mid += 1
+        if c != CHANGED:
+            time.sleep(0.1)
+    return c
+
+
 def mqtt_ready(server, connections=1):
     """Waits until the server's MQTT connections are up (until then it answers 5.03): the log
     says so, and a message then gets 2.04 (topic "ready", from a device the tests do not use
@@ -207,13 +222,7 @@ class MqttSinkTests(unittest.TestCase):
             self.assertIn(MAX_AGE, dict(reply[4]))
             broker.start()
             with broker, Subscriber(broker) as sub:
-                mid, c = 2, None
-                deadline = time.monotonic() + 20
-                while c != CHANGED and time.monotonic() < deadline:
-                    mid += 1
-                    c = parse(d.request(post("t", b"late", mid=mid)))[1]
-                    time.sleep(0.1)
-                self.assertEqual(c, CHANGED)
+                self.assertEqual(post_until_changed(d, b"late", 3), CHANGED)
                 self.assertTrue(sub.wait_for(lambda m: m["topic"].endswith("/t") and
                                              envelope_payload(payload_json(m)) == b"late", 1))
                 d.close()
@@ -373,12 +382,7 @@ class KafkaSinkTests(unittest.TestCase):
             self.assertEqual(reply[1], UNAVAILABLE)
             self.assertIn(MAX_AGE, dict(reply[4]))
             cluster.command("rtt 0")
-            mid, c = 2, None
-            deadline = time.monotonic() + 20
-            while c != CHANGED and time.monotonic() < deadline:
-                mid += 1
-                c = parse(d.request(post("t", b"fast again", mid=mid), timeout=5))[1]
-            self.assertEqual(c, CHANGED)
+            self.assertEqual(post_until_changed(d, b"fast again", 3), CHANGED)
             d.close()
             s.signal(signal.SIGUSR1)
             s.wait_for_log(r"counters: .*budget_expired=1")
@@ -409,13 +413,7 @@ class KafkaSinkTests(unittest.TestCase):
                 self.assertEqual(parse(d.request(post("t", b"a", mid=1)))[1], UNAVAILABLE)
                 broker.start()
                 with broker, Subscriber(broker) as sub:
-                    mid, c = 1, None
-                    deadline = time.monotonic() + 20
-                    while c != CHANGED and time.monotonic() < deadline:
-                        mid += 1
-                        c = parse(d.request(post("t", b"both", mid=mid)))[1]
-                        time.sleep(0.1)
-                    self.assertEqual(c, CHANGED)
+                    self.assertEqual(post_until_changed(d, b"both", 2), CHANGED)
                     d.close()
                     self.assertTrue(sub.wait_for(lambda m: m["topic"].endswith("/t"), 1))
                     self.assertEqual(s.stop(), 0)
