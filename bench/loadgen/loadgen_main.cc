@@ -1,0 +1,370 @@
+// coapgate-loadgen: a fleet-simulating CoAP load generator for loopback benchmarks (SPEC §11,
+// reliability reference §3.7). Up to 1,000,000 simulated devices, each with its own source
+// address in 127.0.0.0/8 (address_plan.h), send CON or NON POST /?t=<topic> requests whose
+// payload names the device and a per-device sequence number, with RFC 7252 retransmission,
+// closed loop (--window per device, --in-flight in all) or open loop (--rate), for at most
+// --duration seconds; the DTLS sibling is bench/tools/dtls_blast.
+//
+// Output: one JSON object on stdout at the end, a progress line per second on stderr, and with
+// --ack-log one "device seq code" line per 2.xx answer, so that a checker can prove every
+// acknowledged request reached the sink. make_fleet_csv.py writes the matching registry CSV.
+//
+// Threads: devices are split across --threads workers (fleet.h); the main thread only starts
+// them, prints progress from their relaxed counters, and merges their results after joining.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <arpa/inet.h>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench/loadgen/address_plan.h"
+#include "bench/loadgen/fleet.h"
+#include "bench/loadgen/histogram.h"
+#include "bench/loadgen/request_template.h"
+#include "bench/loadgen/retransmit.h"
+#include "codec/code.h"
+
+namespace coapgate::loadgen {
+namespace {
+
+constexpr unsigned kMaxDurationS = 600;
+constexpr uint32_t kMaxIpv6Devices = 28'000;  // the ephemeral port range, one socket each
+
+std::atomic<bool> g_stop{false};
+
+void OnStopSignal(int) { g_stop.store(true, std::memory_order_relaxed); }
+
+uint64_t NowNs() noexcept {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+struct Options {
+  std::string target;
+  uint32_t devices = 1000;
+  std::string first_address = "127.1.0.1";
+  unsigned window = 1;
+  uint64_t in_flight = 0;  // 0 = devices x window
+  double rate = 0;
+  bool non = false;
+  bool no_retransmit = false;
+  uint32_t ack_timeout_ms = 2000;
+  double ack_random_factor = 1.5;
+  uint32_t max_retransmit = 4;
+  unsigned duration_s = 10;
+  uint32_t drain_ms = 3000;
+  uint64_t max_requests = 0;  // 0 = no limit
+  unsigned threads = 1;
+  size_t payload = 48;
+  std::string topic = "bench";
+  std::string path = "/";
+  std::string method = "post";
+  std::string ack_log;
+  uint64_t seed = 0;  // 0 = random
+  int buffer_bytes = 32 << 20;
+};
+
+// "127.x.y.z:port" or "[::1]:port": this tool only ever talks to loopback.
+bool ParseTarget(const std::string& text, sockaddr_storage* out, socklen_t* length) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon + 1 == text.size()) return false;
+  char* end = nullptr;
+  const unsigned long port = std::strtoul(text.c_str() + colon + 1, &end, 10);
+  if (*end != '\0' || port == 0 || port > 65535) return false;
+  std::string host = text.substr(0, colon);
+  *out = sockaddr_storage{};
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    auto* a = reinterpret_cast<sockaddr_in6*>(out);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(static_cast<uint16_t>(port));
+    host = host.substr(1, host.size() - 2);
+    if (inet_pton(AF_INET6, host.c_str(), &a->sin6_addr) != 1) return false;
+    *length = sizeof(sockaddr_in6);
+    return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
+  }
+  auto* a = reinterpret_cast<sockaddr_in*>(out);
+  a->sin_family = AF_INET;
+  a->sin_port = htons(static_cast<uint16_t>(port));
+  if (inet_pton(AF_INET, host.c_str(), &a->sin_addr) != 1) return false;
+  *length = sizeof(sockaddr_in);
+  return ntohl(a->sin_addr.s_addr) >> 24 == 127;
+}
+
+// Udp RcvbufErrors from /proc/net/snmp: datagrams dropped system-wide (server or us) because a
+// receive buffer was full. -1 when unreadable.
+int64_t UdpReceiveBufferErrors() {
+  std::ifstream in("/proc/net/snmp");
+  std::string header, values;
+  while (std::getline(in, header)) {
+    if (header.rfind("Udp:", 0) != 0 || !std::getline(in, values)) continue;
+    std::istringstream names(header), numbers(values);
+    std::string name, number;
+    while (names >> name && numbers >> number) {
+      if (name == "RcvbufErrors") return std::stoll(number);
+    }
+  }
+  return -1;
+}
+
+std::string CodeKey(uint8_t code) {
+  char key[8];
+  std::snprintf(key, sizeof key, "%u.%02u", codec::CodeClass(code), codec::CodeDetail(code));
+  return key;
+}
+
+// The share of `total` for the worker holding `part` of `whole` devices, rounded up.
+uint64_t Share(uint64_t total, uint32_t part, uint32_t whole) {
+  return (total * part + whole - 1) / whole;
+}
+
+int Main(int argc, char** argv) {
+  Options o;
+  CLI::App app{
+      "coapgate-loadgen: a simulated fleet of CoAP devices on loopback, one source address "
+      "each (127.0.0.0/8; ::1 with one port each), for benchmarking coapgate"};
+  app.add_option("--target", o.target, "server address: 127.x.y.z:PORT or [::1]:PORT")
+      ->required();
+  app.add_option("--devices", o.devices, "simulated devices (IPv6: at most 28000, one socket each)")
+      ->check(CLI::Range(1u, AddressPlan::kMaxDevices));
+  app.add_option("--first-address", o.first_address,
+                 "IPv4 address of device 0; device i has the i-th address from it, skipping "
+                 "addresses ending in .0 and .255 (as make_fleet_csv.py)");
+  app.add_option("--window", o.window, "requests in flight per device at most")
+      ->check(CLI::Range(1u, kMaxWindow));
+  app.add_option("--in-flight", o.in_flight,
+                 "closed loop: requests in flight in all at most (default devices x window); "
+                 "devices take turns when it is smaller")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{64'000'000}));
+  app.add_option("--rate", o.rate, "open loop: new requests per second in all, paced")
+      ->check(CLI::Range(1.0, 10'000'000.0));
+  app.add_flag("--non", o.non, "NON requests (answers matched by token; never retransmitted)");
+  app.add_flag("--no-retransmit", o.no_retransmit,
+               "CON without retransmission: give up when the first wait ends");
+  app.add_option("--ack-timeout", o.ack_timeout_ms, "ACK_TIMEOUT in ms (RFC 7252: 2000)")
+      ->check(CLI::Range(1u, kMaxAckTimeoutMs));
+  app.add_option("--ack-random-factor", o.ack_random_factor, "ACK_RANDOM_FACTOR (RFC 7252: 1.5)")
+      ->check(CLI::Range(1.0, 4.0));
+  app.add_option("--max-retransmit", o.max_retransmit, "MAX_RETRANSMIT (RFC 7252: 4)")
+      ->check(CLI::Range(0u, kMaxMaxRetransmit));
+  app.add_option("--duration", o.duration_s, "seconds of load (new requests)")
+      ->check(CLI::Range(1u, kMaxDurationS));
+  app.add_option("--drain-ms", o.drain_ms,
+                 "after the load, wait at most this long for open exchanges (retransmitting)")
+      ->check(CLI::Range(0u, 120'000u));
+  app.add_option("--max-requests", o.max_requests, "stop starting requests after this many")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{10'000'000'000}));
+  app.add_option("--threads", o.threads, "worker threads (device i -> thread i % T)")
+      ->check(CLI::Range(1u, 64u));
+  app.add_option("--payload", o.payload, "payload bytes (\"d=DDDDDDD s=SSSSSSSSSS \" + filler)")
+      ->check(CLI::Range(kMinPayload, kMaxPayload));
+  app.add_option("--topic", o.topic, "Uri-Query t=<topic>; empty = no query");
+  app.add_option("--path", o.path, "Uri-Path, '/'-separated; '/' = none");
+  app.add_option("--method", o.method, "request method")
+      ->check(CLI::IsMember({"post", "put"}));
+  app.add_option("--ack-log", o.ack_log,
+                 "write \"device seq code\" per 2.xx answer to this file (for checkers)");
+  app.add_option("--seed", o.seed, "seed of MIDs, tokens and waits (default: random)");
+  app.add_option("--socket-buffer", o.buffer_bytes, "SO_RCVBUF/SO_SNDBUF bytes per socket")
+      ->check(CLI::Range(65536, 1 << 30));
+  CLI11_PARSE(app, argc, argv);
+
+  FleetConfig config;
+  if (!ParseTarget(o.target, &config.target, &config.target_length)) {
+    std::fprintf(stderr, "coapgate-loadgen: --target must be 127.x.y.z:PORT or [::1]:PORT\n");
+    return 2;
+  }
+  const bool ipv6 = config.target.ss_family == AF_INET6;
+  std::optional<AddressPlan> plan;
+  if (ipv6) {
+    rlimit files{};
+    getrlimit(RLIMIT_NOFILE, &files);
+    files.rlim_cur = files.rlim_max;  // one socket per IPv6 device
+    setrlimit(RLIMIT_NOFILE, &files);
+    const uint64_t limit =
+        std::min<uint64_t>(kMaxIpv6Devices, files.rlim_cur > 64 ? files.rlim_cur - 64 : 0);
+    if (o.devices > limit) {
+      std::fprintf(stderr,
+                   "coapgate-loadgen: IPv6 devices are one socket each on ::1: at most %lu here "
+                   "(open files limit, ephemeral ports)\n",
+                   static_cast<unsigned long>(limit));
+      return 2;
+    }
+    plan = AddressPlan::Ipv6Loopback(o.devices);
+  } else {
+    auto v4 = AddressPlan::Ipv4(o.first_address, o.devices);
+    if (!v4) {
+      std::fprintf(stderr, "coapgate-loadgen: %s\n", v4.error().c_str());
+      return 2;
+    }
+    plan = *v4;
+  }
+
+  RequestSpec spec;
+  spec.confirmable = !o.non;
+  spec.method = o.method == "put" ? codec::code::kPut : codec::code::kPost;
+  spec.path = o.path;
+  spec.topic = o.topic;
+  spec.payload = o.payload;
+  auto request = RequestTemplate::Build(spec);
+  if (!request) {
+    std::fprintf(stderr, "coapgate-loadgen: %s\n", request.error().c_str());
+    return 2;
+  }
+
+  int ack_log_fd = -1;
+  if (!o.ack_log.empty()) {
+    ack_log_fd = open(o.ack_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    if (ack_log_fd < 0) {
+      std::fprintf(stderr, "coapgate-loadgen: --ack-log %s: %s\n", o.ack_log.c_str(),
+                   std::strerror(errno));
+      return 2;
+    }
+  }
+  if (o.seed == 0) o.seed = (uint64_t{std::random_device{}()} << 32) | std::random_device{}();
+
+  const unsigned threads = std::min<unsigned>(o.threads, o.devices);
+  const uint64_t in_flight_total =
+      o.in_flight != 0 ? o.in_flight : uint64_t{o.devices} * o.window;
+  config.plan = &*plan;
+  config.request = &*request;
+  config.threads = threads;
+  config.window = o.window;
+  config.confirmable = !o.non;
+  config.retransmit = {o.ack_timeout_ms, o.ack_random_factor, o.max_retransmit, !o.no_retransmit};
+  config.seed = o.seed;
+  config.drain_ns = uint64_t{o.drain_ms} * 1'000'000;
+  config.buffer_bytes = o.buffer_bytes;
+  config.ack_log_fd = ack_log_fd;
+  config.stop = &g_stop;
+
+  struct sigaction action{};
+  action.sa_handler = OnStopSignal;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+
+  std::vector<std::unique_ptr<FleetWorker>> workers;
+  size_t state_bytes = 0;
+  for (unsigned t = 0; t < threads; ++t) {
+    const uint32_t mine = o.devices / threads + (t < o.devices % threads ? 1 : 0);
+    FleetConfig c = config;
+    c.in_flight = std::max<uint64_t>(1, Share(in_flight_total, mine, o.devices));
+    c.rate = o.rate * mine / o.devices;
+    c.max_requests = o.max_requests == 0 ? UINT64_MAX : Share(o.max_requests, mine, o.devices);
+    auto worker = FleetWorker::Create(c, t);
+    if (!worker) {
+      std::fprintf(stderr, "coapgate-loadgen: %s\n", worker.error().c_str());
+      return 1;
+    }
+    state_bytes += (*worker)->state_bytes();
+    workers.push_back(std::move(*worker));
+  }
+
+  const int64_t rcvbuf_errors_before = UdpReceiveBufferErrors();
+  const uint64_t start_ns = NowNs();
+  const uint64_t end_ns = start_ns + uint64_t{o.duration_s} * 1'000'000'000;
+  std::vector<std::thread> running;
+  std::atomic<unsigned> done{0};
+  for (auto& w : workers) {
+    running.emplace_back([&, worker = w.get()] {
+      worker->Run(start_ns, end_ns);
+      done.fetch_add(1, std::memory_order_release);
+    });
+  }
+
+  // Progress once a second until every worker is done (checked every 50 ms).
+  uint64_t next_line = start_ns + 1'000'000'000;
+  uint64_t last_answered = 0;
+  for (unsigned second = 1; done.load(std::memory_order_acquire) < threads;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (NowNs() < next_line) continue;
+    uint64_t sent = 0, answered = 0, retransmissions = 0, timeouts = 0, in_flight = 0;
+    for (auto& w : workers) {
+      FleetProgress& p = w->progress();
+      sent += p.sent.load(std::memory_order_relaxed);
+      answered += p.answered.load(std::memory_order_relaxed);
+      retransmissions += p.retransmissions.load(std::memory_order_relaxed);
+      timeouts += p.timeouts.load(std::memory_order_relaxed);
+      in_flight += p.in_flight.load(std::memory_order_relaxed);
+    }
+    std::fprintf(stderr,
+                 "coapgate-loadgen: %3us sent=%lu answered=%lu (%lu/s) retransmissions=%lu "
+                 "timeouts=%lu in_flight=%lu\n",
+                 second++, sent, answered, answered - last_answered, retransmissions, timeouts,
+                 in_flight);
+    last_answered = answered;
+    next_line += 1'000'000'000;
+  }
+  for (std::thread& t : running) t.join();
+  if (ack_log_fd >= 0) close(ack_log_fd);
+  const int64_t rcvbuf_errors_after = UdpReceiveBufferErrors();
+
+  FleetCounters total;
+  LatencyHistogram latency;
+  uint64_t load_end_ns = start_ns, stop_ns = start_ns;
+  for (const auto& w : workers) {
+    total.Add(w->counters());
+    latency.Merge(w->latency());
+    load_end_ns = std::max(load_end_ns, w->load_end_ns());
+    stop_ns = std::max(stop_ns, w->stop_ns());
+  }
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  const double cpu_s = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+                       static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+  const double duration_s = static_cast<double>(load_end_ns - start_ns) / 1e9;
+  const double elapsed_s = static_cast<double>(stop_ns - start_ns) / 1e9;
+
+  std::string codes;
+  for (unsigned i = 0; i < 256; ++i) {
+    if (total.codes[i] == 0) continue;
+    codes += codes.empty() ? "" : ",";
+    codes += "\"" + CodeKey(static_cast<uint8_t>(i)) + "\":" + std::to_string(total.codes[i]);
+  }
+  if (total.rst > 0) codes += (codes.empty() ? "" : ",") + ("\"RST\":" + std::to_string(total.rst));
+  const int64_t rcvbuf_errors = rcvbuf_errors_before < 0 || rcvbuf_errors_after < 0
+                                    ? -1
+                                    : rcvbuf_errors_after - rcvbuf_errors_before;
+  std::printf(
+      "{\"sent\":%lu,\"answered\":%lu,\"codes\":{%s},\"timeouts\":%lu,"
+      "\"retransmissions\":%lu,\"duplicates\":%lu,\"empty_acks\":%lu,\"unfinished\":%lu,"
+      "\"unmatched\":%lu,\"foreign\":%lu,\"malformed\":%lu,\"send_errors\":%lu,"
+      "\"schedule_missed\":%lu,\"rate\":%.1f,\"target_rate\":%.1f,"
+      "\"latency_us\":{\"p50\":%.1f,\"p99\":%.1f,\"p999\":%.1f},"
+      "\"duration_s\":%.3f,\"elapsed_s\":%.3f,\"mode\":\"%s\",\"type\":\"%s\","
+      "\"devices\":%u,\"first_address\":\"%s\",\"last_address\":\"%s\",\"window\":%u,"
+      "\"in_flight\":%lu,\"threads\":%u,\"payload\":%zu,\"cpu_s\":%.2f,\"max_rss_kib\":%ld,"
+      "\"state_bytes\":%zu,\"socket_rcvbuf\":%d,\"udp_rcvbuf_errors\":%ld,\"seed\":%lu}\n",
+      total.sent, total.answered, codes.c_str(), total.timeouts, total.retransmissions,
+      total.duplicates, total.empty_acks, total.unfinished, total.unmatched, total.foreign,
+      total.malformed, total.send_errors, total.schedule_missed,
+      duration_s > 0 ? static_cast<double>(total.answered_in_load) / duration_s : 0.0, o.rate,
+      latency.Quantile(0.50) / 1e3, latency.Quantile(0.99) / 1e3, latency.Quantile(0.999) / 1e3,
+      duration_s, elapsed_s, o.rate > 0 ? "open" : "closed", o.non ? "NON" : "CON", o.devices,
+      plan->AddressText(0).c_str(), plan->AddressText(o.devices - 1).c_str(), o.window,
+      o.rate > 0 ? uint64_t{o.devices} * o.window : in_flight_total, threads, o.payload, cpu_s,
+      usage.ru_maxrss, state_bytes, workers.front()->receive_buffer_bytes(),
+      static_cast<long>(rcvbuf_errors), o.seed);
+  return 0;
+}
+
+}  // namespace
+}  // namespace coapgate::loadgen
+
+int main(int argc, char** argv) { return coapgate::loadgen::Main(argc, argv); }
