@@ -20,6 +20,7 @@ packages=(
   python3                                    # the end-to-end suite (standard library only)
   libcoap3-bin mosquitto mosquitto-clients   # real CoAP clients and MQTT broker for tests
   libcoap3-dev                               # libcoap parser: same-run yardstick in bench/
+  gnuplot-nox                                # bench/compare draws its results.png
 )
 
 missing=()
