@@ -36,7 +36,9 @@
 # named shard-*) and the client's own getrusage, per request (or per handshake). On a shared
 # 2-CPU machine the server and the driver compete for the CPUs, so besides the rates read the
 # server's µs per item: "handshakes per server CPU-second" is the per-core figure independent
-# of how much CPU the driver took.
+# of how much CPU the driver took. "other CPU" is what the rest of the machine (other jobs) used
+# during the run, from /proc/stat: a round where it is high is a round to distrust. coapgate
+# pins shard i to CPU i, so on 2 CPUs a busy neighbour on CPU 0 slows the shard directly.
 set -euo pipefail
 
 ROUNDS=3
@@ -155,6 +157,8 @@ thread_ticks() {
   done
   echo "$total"
 }
+# Busy ticks of the whole machine (user nice system irq softirq steal of /proc/stat's cpu line).
+machine_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 start_echo() {
@@ -236,12 +240,13 @@ run_client() {  # output file, command...: runs it as CLIENT_PID (killed on exit
 
 run_one() {  # run round
   local run=$1 round=$2 log="$WORK/$1.$2.log" json_file="$WORK/$1.$2.json"
-  local t0 t1 s0=0 s1=0
+  local t0 t1 s0=0 s1=0 m0 m1
   if [[ $run == echo ]]; then
     start_echo
   else
     start_coapgate "$log"
   fi
+  m0=$(machine_ticks)
   t0=$(cpu_ticks "$CPU_PID")
   [[ $run != echo ]] && s0=$(thread_ticks "$CPU_PID" shard-)
   case "$run" in
@@ -260,6 +265,7 @@ run_one() {  # run round
           --devices "$HS_DEVICES" --cipher "$CIPHER" --duration "$DURATION" ;;
   esac
   t1=$(cpu_ticks "$CPU_PID")
+  m1=$(machine_ticks)
   [[ $run != echo ]] && s1=$(thread_ticks "$CPU_PID" shard-)
   local counters="-"
   if [[ $run != echo ]]; then
@@ -267,8 +273,8 @@ run_one() {  # run round
     counters=$(grep 'counters (dtls)' "$log" | tail -n1 | sed 's/.*counters (dtls): //')
   fi
   stop_server
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$round" "$((t1 - t0))" "$((s1 - s0))" \
-      "$(tr -d '\n' <"$json_file")" "${counters:--}" >>"$RESULTS"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$round" "$((t1 - t0))" "$((s1 - s0))" \
+      "$((m1 - m0))" "$(tr -d '\n' <"$json_file")" "${counters:--}" >>"$RESULTS"
   echo "round $round $run: $(cut -c1-150 "$json_file")" >&2
 }
 
@@ -320,7 +326,7 @@ import glob, json, os, re, statistics, sys
 path, clk_tck, runs, work, flood = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4], sys.argv[5] == "1"
 rows = []
 for line in open(path):
-    run, rnd, ticks, shard_ticks, blob, counters = line.rstrip("\n").split("\t", 5)
+    run, rnd, ticks, shard_ticks, machine_ticks, blob, counters = line.rstrip("\n").split("\t", 6)
     j = json.loads(blob)
     items = j["handshakes"] if run == "handshakes" else j["answered"]
     secs = j["duration_s"]
@@ -330,7 +336,9 @@ for line in open(path):
                      cpu=server_s / secs * 100, shard_us=(shard_s / items * 1e6) if items and run != "echo" else None,
                      server_us=server_s / items * 1e6 if items else 0.0,
                      client_us=j["cpu_s"] / items * 1e6 if items else 0.0,
-                     client_cpu=j["cpu_s"] / secs * 100, counters=counters))
+                     client_cpu=j["cpu_s"] / secs * 100, counters=counters,
+                     # what the rest of the machine (other jobs) used meanwhile, in % of one CPU
+                     other_cpu=max(0.0, (int(machine_ticks) / clk_tck - server_s - j["cpu_s"]) / secs * 100)))
 
 def codes(r):
     j = r["j"]
@@ -347,13 +355,13 @@ def codes(r):
 def fmt(v, digits=2):
     return "-" if v is None else f"{v:.{digits}f}"
 
-print("| run | round | items/s | p50 µs | p99 µs | codes / outcome | server CPU | server µs/item | shard µs/item | client CPU | client µs/item |")
-print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+print("| run | round | items/s | p50 µs | p99 µs | codes / outcome | server CPU | server µs/item | shard µs/item | client CPU | client µs/item | other CPU |")
+print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
 for r in sorted(rows, key=lambda r: (runs.index(r["run"]), r["round"])):
     lat = r["j"]["latency_us"]
     print(f"| {r['run']} | {r['round']} | {r['rate']:,.0f} | {lat['p50']:.0f} | {lat['p99']:.0f} | "
           f"{codes(r)} | {r['cpu']:.0f} % | {r['server_us']:.2f} | {fmt(r['shard_us'])} | "
-          f"{r['client_cpu']:.0f} % | {r['client_us']:.2f} |")
+          f"{r['client_cpu']:.0f} % | {r['client_us']:.2f} | {r['other_cpu']:.0f} % |")
 print()
 print("| run | median items/s | median p50 µs | median p99 µs | median server µs/item | median shard µs/item | median client µs/item |")
 print("|---|---:|---:|---:|---:|---:|---:|")

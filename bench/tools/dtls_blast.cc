@@ -47,7 +47,6 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/epoll.h>
-#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -227,6 +226,8 @@ struct Counters {
   uint64_t handshake_timeouts = 0;  // not complete after --handshake-timeout
   uint64_t retransmissions = 0;     // flights resent after 1 s of silence
   uint64_t socket_errors = 0;       // a fresh socket could not be opened
+  uint64_t datagrams_sent = 0;      // every datagram handed to the kernel (handshakes too)
+  uint64_t datagrams_received = 0;
   std::map<int, uint64_t> errors;   // wolfSSL error code -> count (failures only)
 };
 
@@ -397,7 +398,6 @@ class Worker {
   // requests mode, phase 2: the closed loop over the established sessions until `end_ns`.
   void Load(uint64_t end_ns) noexcept {
     end_ns_ = end_ns;
-    cpu_start_ = ThreadCpuSeconds();
     loading_ = true;
     for (Conn& c : conns_) Refill(c);
     uint64_t next_scan = NowNs() + kScanNs;
@@ -413,7 +413,6 @@ class Worker {
       Publish();
     }
     stop_ns_ = NowNs();
-    cpu_seconds_ = ThreadCpuSeconds() - cpu_start_;
     in_flight_at_stop_ = InFlight();
     for (Conn& c : conns_) Close(c, true);  // close_notify: the server frees the session
     Publish();
@@ -422,7 +421,6 @@ class Worker {
   // handshakes mode: handshake -> close_notify -> new port -> again, until `end_ns`.
   void Churn(uint64_t end_ns) noexcept {
     end_ns_ = end_ns;
-    cpu_start_ = ThreadCpuSeconds();
     OpenEpoll();
     for (Conn& c : conns_) StartHandshake(c, NowNs());
     uint64_t next_scan = NowNs() + kScanNs;
@@ -438,7 +436,6 @@ class Worker {
       Publish();
     }
     stop_ns_ = NowNs();
-    cpu_seconds_ = ThreadCpuSeconds() - cpu_start_;
     in_flight_at_stop_ = Handshaking();
     for (Conn& c : conns_) Close(c, true);
     Publish();
@@ -454,15 +451,8 @@ class Worker {
   [[nodiscard]] uint64_t stop_ns() const noexcept { return stop_ns_; }
   [[nodiscard]] uint64_t in_flight_at_stop() const noexcept { return in_flight_at_stop_; }
   [[nodiscard]] unsigned established() const noexcept { return established_; }
-  [[nodiscard]] double cpu_seconds() const noexcept { return cpu_seconds_; }
 
  private:
-  static double ThreadCpuSeconds() noexcept {
-    timespec ts{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-  }
-
   void OpenEpoll() noexcept {
     if (epoll_ >= 0) return;
     epoll_ = epoll_create1(EPOLL_CLOEXEC);
@@ -588,6 +578,7 @@ class Worker {
         return;
       }
       const uint64_t now = NowNs();
+      counters_.datagrams_received += static_cast<uint64_t>(n);
       for (int i = 0; i < n && c.generation == generation; ++i) {
         const mmsghdr& m = recv_msg_[static_cast<size_t>(i)];
         Feed(c, {static_cast<const std::byte*>(m.msg_hdr.msg_iov->iov_base), m.msg_len}, now);
@@ -729,6 +720,7 @@ class Worker {
     c.next_seq += n;  // unsent ones too: their sequence numbers are in the payloads
     c.busy += static_cast<unsigned>(sent);
     counters_.sent += static_cast<uint64_t>(sent);
+    counters_.datagrams_sent += static_cast<uint64_t>(sent);
   }
 
   void PatchSequence(const Conn& c, uint32_t seq, std::byte* body) const noexcept {
@@ -816,6 +808,8 @@ class Worker {
       } else {
         ++w->counters_.send_errors;
       }
+    } else {
+      ++w->counters_.datagrams_sent;
     }
     return size;
   }
@@ -843,8 +837,6 @@ class Worker {
   uint64_t max_handshakes_ = UINT64_MAX;
   uint64_t in_flight_at_stop_ = 0;
   unsigned established_ = 0;
-  double cpu_start_ = 0;
-  double cpu_seconds_ = 0;
   Counters counters_;
   LatencyHistogram latency_;
   LatencyHistogram handshake_latency_;
@@ -1324,6 +1316,8 @@ int Main(int argc, char** argv) {
     total.handshake_timeouts += c.handshake_timeouts;
     total.retransmissions += c.retransmissions;
     total.socket_errors += c.socket_errors;
+    total.datagrams_sent += c.datagrams_sent;
+    total.datagrams_received += c.datagrams_received;
     for (const auto& [code, n] : c.errors) total.errors[code] += n;
     latency.Merge(w->latency());
     handshake_latency.Merge(w->handshake_latency());
@@ -1354,30 +1348,32 @@ int Main(int argc, char** argv) {
         "\"send_errors\":%lu,\"icmp_errors\":%lu,\"write_errors\":%lu,\"sessions_lost\":%lu,"
         "\"lost_in_flight\":%lu,\"setup\":{\"established\":%u,\"handshake_failures\":%lu,"
         "\"handshake_timeouts\":%lu,\"retransmissions\":%lu,\"seconds\":%.3f},"
-        "\"errors\":{%s},\"devices\":%u,\"window\":%u,\"threads\":%u,\"cipher\":\"%s\","
-        "\"cpu_s\":%.2f}\n",
+        "\"errors\":{%s},\"datagrams\":{\"sent\":%lu,\"received\":%lu},\"devices\":%u,"
+        "\"window\":%u,\"threads\":%u,\"cipher\":\"%s\",\"cpu_s\":%.2f}\n",
         total.sent, total.answered, codes.c_str(), total.timeouts, duration_s,
         duration_s > 0 ? static_cast<double>(total.answered) / duration_s : 0.0,
         latency.Quantile(0.50) / 1e3, latency.Quantile(0.99) / 1e3,
         latency.Quantile(0.999) / 1e3, unfinished, total.unmatched, total.malformed,
         total.send_errors, total.icmp_errors, total.write_errors, total.sessions_lost,
         total.lost_in_flight, established, total.handshake_failures, total.handshake_timeouts,
-        total.retransmissions, setup_s, errors.c_str(), options.devices, options.window,
+        total.retransmissions, setup_s, errors.c_str(), total.datagrams_sent,
+        total.datagrams_received, options.devices, options.window,
         options.threads, options.cipher.c_str(), cpu_s);
   } else {
     std::printf(
         "{\"mode\":\"handshakes\",\"handshakes\":%lu,\"failures\":%lu,\"timeouts\":%lu,"
         "\"retransmissions\":%lu,\"unfinished\":%lu,\"socket_errors\":%lu,\"send_errors\":%lu,"
         "\"icmp_errors\":%lu,\"duration_s\":%.3f,\"rate\":%.1f,\"latency_us\":{\"p50\":%.1f,"
-        "\"p99\":%.1f,\"p999\":%.1f},\"errors\":{%s},\"devices\":%u,\"threads\":%u,"
-        "\"cipher\":\"%s\",\"cpu_s\":%.2f}\n",
+        "\"p99\":%.1f,\"p999\":%.1f},\"errors\":{%s},\"datagrams\":{\"sent\":%lu,"
+        "\"received\":%lu},\"devices\":%u,\"threads\":%u,\"cipher\":\"%s\",\"cpu_s\":%.2f}\n",
         total.handshakes, total.handshake_failures, total.handshake_timeouts,
         total.retransmissions, unfinished, total.socket_errors, total.send_errors,
         total.icmp_errors, duration_s,
         duration_s > 0 ? static_cast<double>(total.handshakes) / duration_s : 0.0,
         handshake_latency.Quantile(0.50) / 1e3, handshake_latency.Quantile(0.99) / 1e3,
-        handshake_latency.Quantile(0.999) / 1e3, errors.c_str(), options.devices,
-        options.threads, options.cipher.c_str(), cpu_s);
+        handshake_latency.Quantile(0.999) / 1e3, errors.c_str(), total.datagrams_sent,
+        total.datagrams_received, options.devices, options.threads, options.cipher.c_str(),
+        cpu_s);
   }
   workers.clear();  // frees every WOLFSSL before the library goes
   wolfSSL_Cleanup();
