@@ -1,5 +1,7 @@
 #include "bench/loadgen/fleet.h"
 
+#include "engine/hash.h"
+
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -34,16 +36,9 @@ uint64_t NowNs() noexcept {
                                    .count());
 }
 
-// splitmix64's finalizer: a device's MID base and token salt from (seed, device index), so
-// they need no per-device storage.
-uint64_t Mix(uint64_t x) noexcept {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
+// A device's MID base and token salt from (seed, device index), so they need no per-device
+// storage.
+uint64_t Mix(uint64_t x) noexcept { return engine::Mix64(x); }
 
 // Per device: MIDs count up from a random base (so two devices rarely share one), tokens are
 // the sequence number XOR a random salt (unique per device for 2^32 requests; the sequence is

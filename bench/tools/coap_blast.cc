@@ -55,6 +55,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/loadgen/histogram.h"
 #include "codec/code.h"
 #include "codec/message.h"
 
@@ -87,55 +88,7 @@ uint64_t NowNs() noexcept {
                                    .count());
 }
 
-// Log-linear latency histogram in nanoseconds: exact below 32 ns, then 32 sub-buckets per
-// power of two (at most 3.2 % relative error), clamped at 2^37 ns (137 s). Fixed 8.4 KiB: no
-// per-sample storage.
-class LatencyHistogram {
- public:
-  void Record(uint64_t ns) noexcept {
-    ++counts_[Index(ns)];
-    ++total_;
-  }
-  void Merge(const LatencyHistogram& other) noexcept {
-    for (unsigned i = 0; i < kBuckets; ++i) counts_[i] += other.counts_[i];
-    total_ += other.total_;
-  }
-  // The midpoint of the bucket holding the q-quantile, in ns; 0 when empty.
-  [[nodiscard]] double Quantile(double q) const noexcept {
-    if (total_ == 0) return 0;
-    const double exact = q * static_cast<double>(total_);
-    const uint64_t rank = std::max<uint64_t>(1, static_cast<uint64_t>(std::ceil(exact)));
-    uint64_t seen = 0;
-    for (unsigned i = 0; i < kBuckets; ++i) {
-      seen += counts_[i];
-      if (seen >= rank) return Midpoint(i);
-    }
-    return Midpoint(kBuckets - 1);
-  }
-
- private:
-  static constexpr unsigned kSubBits = 5;
-  static constexpr unsigned kSub = 1u << kSubBits;
-  static constexpr unsigned kMaxExponent = 37;
-  static constexpr unsigned kBuckets = (kMaxExponent - kSubBits + 1) * kSub;
-
-  static unsigned Index(uint64_t v) noexcept {
-    if (v < kSub) return static_cast<unsigned>(v);
-    const unsigned e = static_cast<unsigned>(std::bit_width(v)) - 1;  // >= kSubBits
-    if (e >= kMaxExponent) return kBuckets - 1;
-    return (e - kSubBits + 1) * kSub + static_cast<unsigned>((v >> (e - kSubBits)) & (kSub - 1));
-  }
-  static double Midpoint(unsigned index) noexcept {
-    if (index < kSub) return index;
-    const unsigned e = index / kSub + kSubBits - 1;
-    const uint64_t width = uint64_t{1} << (e - kSubBits);
-    const uint64_t lower = (kSub + index % kSub) * width;
-    return static_cast<double>(lower) + static_cast<double>(width) / 2;
-  }
-
-  std::array<uint64_t, kBuckets> counts_{};
-  uint64_t total_ = 0;
-};
+using coapgate::loadgen::LatencyHistogram;  // bench/loadgen/histogram.h
 
 struct Options {
   std::string target = "127.0.0.1:5683";

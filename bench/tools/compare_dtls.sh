@@ -95,6 +95,8 @@ for run in $RUNS; do
 done
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=common.sh
+source "$REPO/bench/tools/common.sh"
 RELEASE=$REPO/build/release
 COAPGATE_BIN=${COAPGATE_BIN:-$RELEASE/engine/coapgate}
 DTLS_BLAST=${DTLS_BLAST:-$RELEASE/bench/dtls_blast}
@@ -129,7 +131,7 @@ build_tools() {
     if [[ ! -x $bin || $src -nt $bin || -n $(find "$REPO/codec" -newer "$bin" -print -quit) ]]; then
       echo "building $bin" >&2
       g++ -std=c++20 -O2 -Wall -Wextra -Wpedantic -Wshadow -Wold-style-cast -Werror \
-          -I"$REPO" "$src" "$REPO"/codec/*.cc -pthread -o "$bin"
+          -I"$REPO" "$src" "$REPO"/codec/*.cc "$REPO"/bench/loadgen/histogram.cc -pthread -o "$bin"
     fi
   done
   if (( BUILD )); then
@@ -145,18 +147,6 @@ build_tools() {
   done
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-# CPU ticks of $1's threads whose name starts with $2.
-thread_ticks() {
-  local pid=$1 prefix=$2 total=0 task comm t
-  for task in /proc/"$pid"/task/*; do
-    comm=$(cat "$task/comm" 2>/dev/null) || continue
-    [[ $comm == "$prefix"* ]] || continue
-    t=$(awk '{print $14 + $15}' "$task/stat" 2>/dev/null) || continue
-    total=$((total + t))
-  done
-  echo "$total"
-}
 # Busy ticks of the whole machine (user nice system irq softirq steal of /proc/stat's cpu line).
 machine_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }

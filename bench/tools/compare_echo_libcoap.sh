@@ -58,6 +58,8 @@ if ! [[ $DURATION =~ ^[0-9]+$ ]] || (( DURATION < 1 || DURATION > 300 )); then
 fi
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=common.sh
+source "$REPO/bench/tools/common.sh"
 WORK=$(mktemp -d /tmp/compare_echo_libcoap.XXXXXX)
 RESULTS=$WORK/results.tsv
 CLK_TCK=$(getconf CLK_TCK)
@@ -83,33 +85,10 @@ build_tools() {
     if [[ ! -x $bin || $src -nt $bin || -n $(find "$REPO/codec" -newer "$bin" -print -quit) ]]; then
       echo "building $bin" >&2
       g++ -std=c++20 -O2 -Wall -Wextra -Wpedantic -Wshadow -Wold-style-cast -Werror \
-          -I"$REPO" "$src" "$REPO"/codec/*.cc -pthread -o "$bin"
+          -I"$REPO" "$src" "$REPO"/codec/*.cc "$REPO"/bench/loadgen/histogram.cc -pthread -o "$bin"
     fi
   done
 }
-
-# A port free for both UDP and TCP on 127.0.0.1 (coap-server also listens on TCP).
-free_port() {
-  python3 - <<'EOF'
-import socket
-for _ in range(50):
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.bind(("127.0.0.1", 0))
-    port = u.getsockname()[1]
-    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        t.bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    finally:
-        t.close()
-        u.close()
-    print(port)
-    break
-EOF
-}
-
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 # --- servers: start_<name> sets SERVER_PID and SERVER_PORT; blast_args_<name> prints the
 # --- coap_blast options that make the request this server answers 2.04.

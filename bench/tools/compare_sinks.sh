@@ -101,6 +101,8 @@ for server in $SERVERS; do
 done
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=common.sh
+source "$REPO/bench/tools/common.sh"
 WORK=$(mktemp -d /tmp/compare_sinks.XXXXXX)
 RESULTS=$WORK/results.tsv
 CLK_TCK=$(getconf CLK_TCK)
@@ -157,7 +159,7 @@ build_tools() {
   if [[ ! -x $bin || $src -nt $bin || -n $(find "$REPO/codec" -newer "$bin" -print -quit) ]]; then
     echo "building $bin" >&2
     g++ -std=c++20 -O2 -Wall -Wextra -Wpedantic -Wshadow -Wold-style-cast -Werror \
-        -I"$REPO" "$src" "$REPO"/codec/*.cc -pthread -o "$bin"
+        -I"$REPO" "$src" "$REPO"/codec/*.cc "$REPO"/bench/loadgen/histogram.cc -pthread -o "$bin"
   fi
   src=$REPO/bench/tools/mqtt_publish_rate.cc bin=$BUILD_DIR/mqtt_publish_rate
   if [[ ! -x $bin || $src -nt $bin ]]; then
@@ -169,42 +171,6 @@ build_tools() {
     echo "building coapgate and kafka_mock_cluster (release preset)" >&2
     "$REPO/deploy/build.sh" release >&2
   fi
-}
-
-# A port free for TCP (mosquitto) and UDP (not needed, but harmless) on 127.0.0.1.
-free_port() {
-  python3 - <<'EOF'
-import socket
-for _ in range(50):
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.bind(("127.0.0.1", 0))
-    port = u.getsockname()[1]
-    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        t.bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    finally:
-        t.close()
-        u.close()
-    print(port)
-    break
-EOF
-}
-
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-
-# CPU ticks of $1's threads whose name starts with $2 (comm holds no spaces here, so $14/$15
-# of stat are utime/stime).
-thread_ticks() {
-  local pid=$1 prefix=$2 total=0 task comm t
-  for task in /proc/"$pid"/task/*; do
-    comm=$(cat "$task/comm" 2>/dev/null) || continue
-    [[ $comm == "$prefix"* ]] || continue
-    t=$(awk '{print $14 + $15}' "$task/stat" 2>/dev/null) || continue
-    total=$((total + t))
-  done
-  echo "$total"
 }
 
 # --- mosquitto: a fresh broker per run, no persistence, no inflight/queue limits (its receive
