@@ -19,6 +19,7 @@ packages=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   python3                                    # the end-to-end suite (standard library only)
   libcoap3-bin mosquitto mosquitto-clients   # real CoAP clients and MQTT broker for tests
+  openssl                                    # `openssl s_client -dtls1_2 -psk` in the DTLS tests
   libcoap3-dev                               # libcoap parser: same-run yardstick in bench/
   gnuplot-nox                                # bench/compare draws its results.png
 )

@@ -11,6 +11,10 @@
 #include <cstdio>
 #include <cstring>
 
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+
+#include "bench/loadgen/dtls_keys.h"
 #include "codec/code.h"
 #include "codec/encoder.h"
 #include "codec/message.h"
@@ -29,6 +33,10 @@ constexpr double kMaxBacklogS = 0.010;
 constexpr size_t kLogFlushBytes = 60 * 1024;
 constexpr uint32_t kWorkerSocket = UINT32_MAX;
 constexpr int kDeviceSocketBuffer = 1 << 20;
+// DTLS: the largest record the send path takes (wolfSSL's WOLFSSL_MAX_MTU in dtls/).
+constexpr size_t kMaxRecord = 1500;
+// A handshake flight unanswered this long is resent (RFC 6347 §4.2.4.1: 1 s initially).
+constexpr uint32_t kFlightTimeoutMs = 1000;
 
 uint64_t NowNs() noexcept {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -70,6 +78,20 @@ void FleetCounters::Add(const FleetCounters& o) noexcept {
   for (size_t i = 0; i < codes.size(); ++i) codes[i] += o.codes[i];
 }
 
+void DtlsCounters::Add(const DtlsCounters& o) noexcept {
+  handshakes += o.handshakes;
+  handshake_failures += o.handshake_failures;
+  handshake_timeouts += o.handshake_timeouts;
+  handshake_retransmissions += o.handshake_retransmissions;
+  handshakes_unfinished += o.handshakes_unfinished;
+  no_key += o.no_key;
+  established += o.established;
+  sessions_lost += o.sessions_lost;
+  write_errors += o.write_errors;
+  oversize += o.oversize;
+  without_session += o.without_session;
+}
+
 Result<std::unique_ptr<FleetWorker>, std::string> FleetWorker::Create(const FleetConfig& config,
                                                                       unsigned index) {
   const uint32_t total = config.plan->devices();
@@ -86,6 +108,21 @@ Result<std::unique_ptr<FleetWorker>, std::string> FleetWorker::Create(const Flee
     }
     return true;
   };
+  if (config.dtls_keys != nullptr) {
+    if (config.plan->ipv6()) return Fail("DTLS mode is IPv4 only");
+    w->ctx_ = wolfSSL_CTX_new(wolfDTLSv1_2_client_method());
+    if (w->ctx_ == nullptr ||
+        wolfSSL_CTX_set_cipher_list(w->ctx_, config.cipher.c_str()) != WOLFSSL_SUCCESS) {
+      return Fail("cipher '" + config.cipher + "' not available in this wolfSSL build");
+    }
+    wolfSSL_CTX_set_psk_client_callback(w->ctx_, &FleetWorker::PskCallback);
+    wolfSSL_CTX_SetIORecv(w->ctx_, &FleetWorker::ReceiveCallback);
+    wolfSSL_CTX_SetIOSend(w->ctx_, &FleetWorker::SendCallback);
+    wolfSSL_CTX_set_session_cache_mode(w->ctx_, WOLFSSL_SESS_CACHE_OFF);  // full handshakes
+    wolfSSL_CTX_set_group_messages(w->ctx_);  // a flight in one datagram
+    w->tls_.resize(devices);
+    w->plain_.resize(std::max<size_t>(config.request->size(), ReceiveBatch::kMaxDatagram));
+  }
   if (config.plan->ipv6()) {
     w->device_fds_.reserve(devices);
     for (uint32_t i = 0; i < devices; ++i) {
@@ -114,7 +151,9 @@ FleetWorker::FleetWorker(const FleetConfig& config, unsigned index, uint32_t dev
       slots_(size_t{devices} * config.window, Slot{0, 0, 0, 0, 0, kFree}),
       wheel_(devices * config.window),
       ready_(devices),
-      send_(config.target, config.target_length, config.request->size()) {
+      send_(config.target, config.target_length,
+            config.dtls_keys != nullptr ? std::max(kMaxRecord, config.request->size())
+                                        : config.request->size()) {
   // Every device starts with a free slot, in index order.
   for (uint32_t i = 0; i < devices; ++i) PushReady(i);
   cap_ = open_loop_ ? UINT64_MAX : std::min(config.in_flight, kInitialCap);
@@ -122,6 +161,10 @@ FleetWorker::FleetWorker(const FleetConfig& config, unsigned index, uint32_t dev
 }
 
 FleetWorker::~FleetWorker() {
+  for (TlsDevice& t : tls_) {
+    if (t.ssl != nullptr) wolfSSL_free(t.ssl);
+  }
+  if (ctx_ != nullptr) wolfSSL_CTX_free(ctx_);
   for (const int fd : device_fds_) close(fd);
   if (fd_ >= 0) close(fd_);
   if (epoll_ >= 0) close(epoll_);
@@ -134,7 +177,7 @@ int FleetWorker::receive_buffer_bytes() const noexcept {
 size_t FleetWorker::state_bytes() const noexcept {
   return devices_.capacity() * sizeof(Device) + slots_.capacity() * sizeof(Slot) +
          size_t{slots_.size()} * 12 + ready_.capacity() * sizeof(uint32_t) +
-         device_fds_.capacity() * sizeof(int);
+         device_fds_.capacity() * sizeof(int) + tls_.capacity() * sizeof(TlsDevice);
 }
 
 void FleetWorker::Run(uint64_t start_ns, uint64_t end_ns) noexcept {
@@ -176,6 +219,10 @@ void FleetWorker::Run(uint64_t start_ns, uint64_t end_ns) noexcept {
     counters_.answered_in_load = counters_.answered;
   }
   send_.Flush();
+  if (dtls_mode()) {  // close_notify, so that the server's session table empties
+    for (uint32_t local = 0; local < tls_.size(); ++local) FreeSession(local, true);
+    send_.Flush();
+  }
   FlushLog();
   counters_.unfinished = in_flight_;
   counters_.send_errors = send_.send_errors();
@@ -221,6 +268,7 @@ void FleetWorker::Admit(uint64_t now) noexcept {
 }
 
 void FleetWorker::PushReady(uint32_t local) noexcept {
+  if (!tls_.empty() && tls_[local].state != Tls::kEstablished) return;
   Device& d = devices_[local];
   if (d.queued || d.busy >= window_) return;
   size_t tail = ready_head_ + ready_count_;
@@ -256,6 +304,11 @@ void FleetWorker::Transmit(uint32_t slot_id) noexcept {
   const uint32_t global = Global(local);
   const Slot& s = slots_[slot_id];
   const uint64_t salt = Mix(config_.seed ^ global);
+  if (dtls_mode()) {
+    config_.request->Write(plain_, global, s.seq, s.mid, TokenOf(salt, s.seq));
+    WriteRecord(local, std::span(plain_).first(config_.request->size()));
+    return;
+  }
   const std::span<std::byte> out = send_.Begin(FdOf(local), SourceOf(global));
   config_.request->Write(out, global, s.seq, s.mid, TokenOf(salt, s.seq));
   send_.Commit(config_.request->size());
@@ -326,7 +379,11 @@ bool FleetWorker::DrainSocket(int fd, uint32_t local, uint64_t* now) noexcept {
         }
         device_local = *global / config_.threads;
       }
-      OnDatagram(device_local, d.bytes, *now);
+      if (dtls_mode()) {
+        FeedDtls(device_local, d.bytes, *now);
+      } else {
+        OnDatagram(device_local, d.bytes, *now);
+      }
     }
     if (n < kBatchSize) break;
   }
@@ -405,6 +462,13 @@ void FleetWorker::SendEmptyAck(uint32_t local, uint16_t mid) noexcept {
   ack.type = codec::MessageType::kAcknowledgement;
   ack.code = codec::code::kEmpty;
   ack.message_id = mid;
+  if (dtls_mode()) {
+    std::array<std::byte, 4> plain;
+    if (const auto size = codec::EncodeMessage(ack, plain)) {
+      WriteRecord(local, std::span(plain).first(*size));
+    }
+    return;
+  }
   const std::span<std::byte> out = send_.Begin(FdOf(local), SourceOf(Global(local)));
   if (const auto size = codec::EncodeMessage(ack, out)) send_.Commit(*size);
 }
@@ -438,6 +502,242 @@ void FleetWorker::Publish() noexcept {
   progress_.retransmissions.store(counters_.retransmissions, std::memory_order_relaxed);
   progress_.timeouts.store(counters_.timeouts, std::memory_order_relaxed);
   progress_.in_flight.store(in_flight_, std::memory_order_relaxed);
+  progress_.handshakes.store(dtls_.handshakes, std::memory_order_relaxed);
+  progress_.handshake_failures.store(dtls_.handshake_failures + dtls_.handshake_timeouts,
+                                     std::memory_order_relaxed);
+}
+
+// ---- DTLS ----------------------------------------------------------------------------------
+
+void FleetWorker::Handshake(uint64_t deadline_ns) noexcept {
+  start_ns_ = NowNs();
+  HandshakeLoop(deadline_ns, false);
+  // The ready FIFO again, with the established devices only (PushReady skips the others).
+  ready_head_ = 0;
+  ready_count_ = 0;
+  for (Device& d : devices_) d.queued = 0;
+  for (uint32_t local = 0; local < devices_.size(); ++local) {
+    if (tls_[local].state == Tls::kEstablished) {
+      ++dtls_.established;
+      PushReady(local);
+    }
+  }
+  Publish();
+}
+
+void FleetWorker::Churn(uint64_t end_ns) noexcept {
+  start_ns_ = NowNs();
+  load_end_ns_ = end_ns;
+  HandshakeLoop(end_ns, true);
+  load_end_ns_ = std::min(end_ns, NowNs());
+  stop_ns_ = NowNs();
+  Publish();
+}
+
+void FleetWorker::HandshakeLoop(uint64_t end_ns, bool churn) noexcept {
+  churn_ = churn;
+  churn_end_ns_ = end_ns;
+  to_start_.clear();
+  to_start_head_ = 0;
+  for (uint32_t local = 0; local < devices_.size(); ++local) {
+    if ((*config_.dtls_keys)[Global(local)].key.empty()) {
+      ++dtls_.no_key;
+    } else {
+      to_start_.push_back(local);
+    }
+  }
+  std::array<epoll_event, 16> events;
+  const uint64_t timeout_ms = config_.handshake_timeout_ms;
+  uint64_t now = NowNs();
+  uint32_t last_scan_ms = NowMs(now);
+  for (;;) {
+    if (config_.stop->load(std::memory_order_relaxed) || now >= end_ns) break;
+    if (handshaking_.empty() && to_start_head_ == to_start_.size()) break;
+    while (handshaking_.size() < config_.handshake_concurrency &&
+           to_start_head_ < to_start_.size()) {
+      StartHandshake(to_start_[to_start_head_++], now);
+    }
+    if (to_start_head_ > 4096 && to_start_head_ * 2 > to_start_.size()) {  // Churn: compact
+      to_start_.erase(to_start_.begin(), to_start_.begin() + static_cast<long>(to_start_head_));
+      to_start_head_ = 0;
+    }
+    send_.Flush();
+    Publish();
+    if (!DrainSocket(fd_, kWorkerSocket, &now)) {
+      epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), 1);
+    }
+    send_.Flush();
+    now = NowNs();
+    const uint32_t now_ms = NowMs(now);
+    if (now_ms - last_scan_ms >= 10) {  // timeouts and flight retransmissions
+      last_scan_ms = now_ms;
+      for (const uint32_t local : handshaking_) {
+        TlsDevice& t = tls_[local];
+        if (t.state != Tls::kHandshaking) continue;
+        if (now - t.start_ns >= timeout_ms * 1'000'000) {
+          ++dtls_.handshake_timeouts;
+          FreeSession(local, false);
+          if (churn_) to_start_.push_back(local);
+        } else if (now_ms - t.flight_ms >= kFlightTimeoutMs) {
+          ++dtls_.handshake_retransmissions;
+          t.flight_ms = now_ms;
+          current_ = local;
+          if (wolfSSL_dtls_got_timeout(t.ssl) != WOLFSSL_SUCCESS) {
+            ++dtls_.handshake_failures;
+            FreeSession(local, false);
+            if (churn_) to_start_.push_back(local);
+          }
+        }
+      }
+    }
+    std::erase_if(handshaking_,
+                  [&](uint32_t local) { return tls_[local].state != Tls::kHandshaking; });
+  }
+  for (const uint32_t local : handshaking_) {
+    if (tls_[local].state != Tls::kHandshaking) continue;
+    if (churn) {
+      ++dtls_.handshakes_unfinished;
+    } else {
+      ++dtls_.handshake_timeouts;
+    }
+    FreeSession(local, false);
+  }
+  handshaking_.clear();
+  if (churn) {
+    for (uint32_t local = 0; local < tls_.size(); ++local) FreeSession(local, true);
+  }
+  send_.Flush();
+}
+
+void FleetWorker::StartHandshake(uint32_t local, uint64_t now) noexcept {
+  TlsDevice& t = tls_[local];
+  t.ssl = wolfSSL_new(ctx_);
+  if (t.ssl == nullptr) {
+    ++dtls_.handshake_failures;
+    return;
+  }
+  wolfSSL_SetIOReadCtx(t.ssl, this);
+  wolfSSL_SetIOWriteCtx(t.ssl, this);
+  wolfSSL_dtls_set_using_nonblock(t.ssl, 1);
+  t.state = Tls::kHandshaking;
+  t.start_ns = now;
+  t.flight_ms = NowMs(now);
+  handshaking_.push_back(local);
+  Advance(local, now);
+}
+
+// Runs the handshake as far as input_ (the datagram being fed, if any) allows.
+void FleetWorker::Advance(uint32_t local, uint64_t now) noexcept {
+  TlsDevice& t = tls_[local];
+  current_ = local;
+  flight_sent_ = false;
+  const int r = wolfSSL_connect(t.ssl);
+  input_ = {};
+  if (flight_sent_) t.flight_ms = NowMs(now);
+  if (r == WOLFSSL_SUCCESS) {
+    ++dtls_.handshakes;
+    handshake_latency_.Record(now - t.start_ns);
+    t.state = Tls::kEstablished;
+    if (churn_) {
+      FreeSession(local, true);  // close_notify; a new handshake from the same address next
+      if (now < churn_end_ns_) to_start_.push_back(local);
+    }
+    return;
+  }
+  const int e = wolfSSL_get_error(t.ssl, r);
+  if (e == WOLFSSL_ERROR_WANT_READ || e == WOLFSSL_ERROR_WANT_WRITE) return;
+  ++dtls_.handshake_failures;
+  FreeSession(local, false);
+  if (churn_ && now < churn_end_ns_) to_start_.push_back(local);
+}
+
+void FleetWorker::FreeSession(uint32_t local, bool notify) noexcept {
+  TlsDevice& t = tls_[local];
+  if (t.ssl == nullptr) return;
+  current_ = local;
+  input_ = {};
+  if (notify && t.state == Tls::kEstablished) wolfSSL_shutdown(t.ssl);
+  wolfSSL_free(t.ssl);
+  t.ssl = nullptr;
+  t.state = Tls::kNone;
+}
+
+void FleetWorker::FeedDtls(uint32_t local, std::span<const std::byte> bytes,
+                           uint64_t now) noexcept {
+  TlsDevice& t = tls_[local];
+  if (t.ssl == nullptr) {  // the server's close_notify after ours, a flight after a failure
+    ++dtls_.without_session;
+    return;
+  }
+  input_ = bytes;
+  if (t.state == Tls::kHandshaking) {
+    Advance(local, now);
+    return;
+  }
+  for (;;) {
+    current_ = local;
+    const int n = wolfSSL_read(t.ssl, plain_.data(), static_cast<int>(plain_.size()));
+    if (n > 0) {
+      OnDatagram(local, std::span<const std::byte>(plain_).first(static_cast<size_t>(n)), now);
+      continue;
+    }
+    const int e = wolfSSL_get_error(t.ssl, n);
+    if (e == WOLFSSL_ERROR_WANT_READ || e == WOLFSSL_ERROR_WANT_WRITE) break;
+    // close_notify from the server, or a fatal error: the session is gone; the device's open
+    // exchanges time out and it is not scheduled again.
+    ++dtls_.sessions_lost;
+    FreeSession(local, false);
+    break;
+  }
+  input_ = {};
+}
+
+void FleetWorker::WriteRecord(uint32_t local, std::span<const std::byte> plain) noexcept {
+  TlsDevice& t = tls_[local];
+  if (t.state != Tls::kEstablished) {
+    ++dtls_.write_errors;
+    return;
+  }
+  current_ = local;
+  const int size = static_cast<int>(plain.size());
+  if (wolfSSL_write(t.ssl, plain.data(), size) != size) ++dtls_.write_errors;
+}
+
+// wolfSSL custom I/O: the datagram being fed, once; then "would block".
+int FleetWorker::ReceiveCallback(WOLFSSL*, char* buffer, int size, void* context) noexcept {
+  auto* w = static_cast<FleetWorker*>(context);
+  if (w->input_.empty()) return WOLFSSL_CBIO_ERR_WANT_READ;
+  const size_t n = std::min(w->input_.size(), static_cast<size_t>(size));
+  std::memcpy(buffer, w->input_.data(), n);
+  w->input_ = {};
+  return static_cast<int>(n);
+}
+
+// Every record leaves through the worker's batch, from the current device's address. A
+// datagram lost here is a lost datagram to DTLS, never an error to wolfSSL.
+int FleetWorker::SendCallback(WOLFSSL*, char* buffer, int size, void* context) noexcept {
+  auto* w = static_cast<FleetWorker*>(context);
+  w->flight_sent_ = true;
+  if (static_cast<size_t>(size) > kMaxRecord) {
+    ++w->dtls_.oversize;
+    return size;
+  }
+  const std::span<std::byte> out =
+      w->send_.Begin(w->fd_, w->SourceOf(w->Global(w->current_)));
+  std::memcpy(out.data(), buffer, static_cast<size_t>(size));
+  w->send_.Commit(static_cast<size_t>(size));
+  return size;
+}
+
+unsigned int FleetWorker::PskCallback(WOLFSSL* ssl, const char*, char* identity,
+                                      unsigned int identity_max, unsigned char* key,
+                                      unsigned int key_max) noexcept {
+  const auto* w = static_cast<const FleetWorker*>(wolfSSL_GetIOReadCtx(ssl));
+  const DtlsCredential& c = (*w->config_.dtls_keys)[w->Global(w->current_)];
+  if (c.identity.size() + 1 > identity_max || c.key.size() > key_max) return 0;
+  std::memcpy(identity, c.identity.c_str(), c.identity.size() + 1);
+  std::memcpy(key, c.key.data(), c.key.size());
+  return static_cast<unsigned int>(c.key.size());
 }
 
 }  // namespace coapgate::loadgen

@@ -18,6 +18,18 @@
 // State per device: 8 bytes, plus per window slot 24 bytes and a 12-byte timer link, plus a
 // 4-byte FIFO entry (48 bytes for W = 1); IPv6 adds a 4-byte fd per device.
 //
+// DTLS mode (config.dtls_keys set; IPv4 only): each device also has a wolfSSL DTLS 1.2 PSK
+// client (a WOLFSSL with custom I/O) fed by the worker's one socket: an incoming datagram goes
+// to the device its destination address names, and every record the client writes leaves
+// through the same SendBatch with the device's source address (IP_PKTINFO). Handshake() runs
+// every keyed device's handshake first (at most config.handshake_concurrency at once, flights
+// retransmitted after 1 s of silence, wolfSSL's doubling), then Run() sends the requests as
+// records over the sessions (a CoAP retransmission is a new record) and closes them all with
+// close_notify at the end. Churn() is --dtls-handshakes-only: handshake, close_notify, and a
+// new handshake from the same address, per device, until end_ns.
+// Extra state per DTLS device: 24 bytes here plus the WOLFSSL and its session (heap, measured
+// by the main thread: see loadgen_main.cc).
+//
 // Thread contract: Run() is called on one thread, which then alone touches the worker; the
 // main thread reads progress() (relaxed atomics) at any time and the other accessors only
 // after that thread has been joined. `stop` may be set from a signal handler.
@@ -41,9 +53,14 @@
 #include "bench/loadgen/udp_batch.h"
 #include "codec/result.h"
 
+struct WOLFSSL;
+struct WOLFSSL_CTX;
+
 namespace coapgate::loadgen {
 
 inline constexpr unsigned kMaxWindow = 64;
+
+struct DtlsCredential;  // dtls_keys.h
 
 struct FleetConfig {
   const AddressPlan* plan = nullptr;         // must outlive the workers
@@ -62,6 +79,28 @@ struct FleetConfig {
   int buffer_bytes = 0;
   int ack_log_fd = -1;          // O_APPEND file for "device seq code" lines of 2.xx answers
   const std::atomic<bool>* stop = nullptr;
+  // DTLS mode when set: indexed by global device; an empty key leaves the device out.
+  const std::vector<DtlsCredential>* dtls_keys = nullptr;
+  std::string cipher = "PSK-AES128-CCM-8";
+  unsigned handshake_concurrency = 64;  // for this worker
+  uint32_t handshake_timeout_ms = 10'000;
+};
+
+struct DtlsCounters {
+  uint64_t handshakes = 0;            // completed full handshakes
+  uint64_t handshake_failures = 0;    // wolfSSL gave up (alert, protocol error, no memory)
+  uint64_t handshake_timeouts = 0;    // not complete after handshake_timeout_ms or the deadline
+  uint64_t handshake_retransmissions = 0;  // flights resent after silence
+  uint64_t handshakes_unfinished = 0; // Churn: in progress at the end
+  uint64_t no_key = 0;                // devices without a key (left out)
+  uint64_t established = 0;           // Handshake(): sessions up at its end
+  uint64_t sessions_lost = 0;         // an established session failed or got close_notify
+  uint64_t write_errors = 0;          // a request not sent: no session, or wolfSSL_write failed
+  uint64_t oversize = 0;              // records larger than the send slot (dropped)
+  uint64_t without_session = 0;       // datagrams for a device with no WOLFSSL (e.g. the
+                                      // server's close_notify after ours, in Churn)
+
+  void Add(const DtlsCounters& other) noexcept;
 };
 
 struct FleetCounters {
@@ -91,6 +130,8 @@ struct alignas(64) FleetProgress {
   std::atomic<uint64_t> retransmissions{0};
   std::atomic<uint64_t> timeouts{0};
   std::atomic<uint64_t> in_flight{0};
+  std::atomic<uint64_t> handshakes{0};
+  std::atomic<uint64_t> handshake_failures{0};  // failures + timeouts
 };
 
 class FleetWorker {
@@ -106,11 +147,20 @@ class FleetWorker {
   // then the drain; returns when both are over or *config.stop is set.
   void Run(uint64_t start_ns, uint64_t end_ns) noexcept;
 
+  // DTLS: every keyed device handshakes once, until all are done or deadline_ns.
+  void Handshake(uint64_t deadline_ns) noexcept;
+  // DTLS --dtls-handshakes-only: full handshakes in a loop per device until end_ns.
+  void Churn(uint64_t end_ns) noexcept;
+
   [[nodiscard]] FleetProgress& progress() noexcept { return progress_; }
   [[nodiscard]] const FleetCounters& counters() const noexcept { return counters_; }
   [[nodiscard]] const LatencyHistogram& latency() const noexcept { return latency_; }
   [[nodiscard]] uint64_t load_end_ns() const noexcept { return load_end_ns_; }
   [[nodiscard]] uint64_t stop_ns() const noexcept { return stop_ns_; }
+  [[nodiscard]] const DtlsCounters& dtls() const noexcept { return dtls_; }
+  [[nodiscard]] const LatencyHistogram& handshake_latency() const noexcept {
+    return handshake_latency_;
+  }
   [[nodiscard]] int receive_buffer_bytes() const noexcept;
   // Heap bytes of the per-device state (devices, slots, timer links, FIFO, fds).
   [[nodiscard]] size_t state_bytes() const noexcept;
@@ -132,6 +182,14 @@ class FleetWorker {
     SlotState state;
   };
   static_assert(sizeof(Device) == 8 && sizeof(Slot) == 24);
+  enum class Tls : uint8_t { kNone, kHandshaking, kEstablished };
+  struct TlsDevice {
+    WOLFSSL* ssl = nullptr;
+    uint64_t start_ns = 0;       // of the current handshake
+    uint32_t flight_ms = 0;      // when the last flight left (NowMs)
+    Tls state = Tls::kNone;
+  };
+  static_assert(sizeof(TlsDevice) == 24);
 
   FleetWorker(const FleetConfig& config, unsigned index, uint32_t devices);
 
@@ -163,6 +221,19 @@ class FleetWorker {
   void LogAnswer(uint32_t global, uint32_t seq, uint8_t code) noexcept;
   void FlushLog() noexcept;
   void Publish() noexcept;
+  // DTLS
+  [[nodiscard]] bool dtls_mode() const noexcept { return config_.dtls_keys != nullptr; }
+  void HandshakeLoop(uint64_t end_ns, bool churn) noexcept;
+  void StartHandshake(uint32_t local, uint64_t now) noexcept;
+  void Advance(uint32_t local, uint64_t now) noexcept;
+  void FreeSession(uint32_t local, bool notify) noexcept;
+  void FeedDtls(uint32_t local, std::span<const std::byte> bytes, uint64_t now) noexcept;
+  void WriteRecord(uint32_t local, std::span<const std::byte> plain) noexcept;
+  static int ReceiveCallback(WOLFSSL* ssl, char* buffer, int size, void* context) noexcept;
+  static int SendCallback(WOLFSSL* ssl, char* buffer, int size, void* context) noexcept;
+  static unsigned int PskCallback(WOLFSSL* ssl, const char* hint, char* identity,
+                                  unsigned int identity_max, unsigned char* key,
+                                  unsigned int key_max) noexcept;
 
   const FleetConfig config_;
   const unsigned index_;
@@ -192,6 +263,21 @@ class FleetWorker {
   uint64_t load_end_ns_ = 0;
   uint64_t stop_ns_ = 0;
   std::string log_;
+
+  // DTLS
+  WOLFSSL_CTX* ctx_ = nullptr;
+  std::vector<TlsDevice> tls_;
+  uint32_t current_ = 0;                 // the device whose WOLFSSL is being called
+  std::span<const std::byte> input_;     // the datagram being fed to it
+  bool flight_sent_ = false;
+  bool churn_ = false;
+  uint64_t churn_end_ns_ = 0;
+  std::vector<uint32_t> handshaking_;    // locals in Tls::kHandshaking
+  std::vector<uint32_t> to_start_;       // FIFO of locals waiting for a handshake slot
+  size_t to_start_head_ = 0;
+  std::vector<std::byte> plain_;         // one request or one decrypted record
+  DtlsCounters dtls_;
+  LatencyHistogram handshake_latency_;
 
   FleetCounters counters_;
   LatencyHistogram latency_;

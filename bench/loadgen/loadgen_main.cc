@@ -3,7 +3,17 @@
 // address in 127.0.0.0/8 (address_plan.h), send CON or NON POST /?t=<topic> requests whose
 // payload names the device and a per-device sequence number, with RFC 7252 retransmission,
 // closed loop (--window per device, --in-flight in all) or open loop (--rate), for at most
-// --duration seconds; the DTLS sibling is bench/tools/dtls_blast.
+// --duration seconds. The DTLS sibling for a few hundred devices is bench/tools/dtls_blast.
+//
+// DTLS mode (--dtls; --target is then the coaps port; IPv4 only): every device gets a PSK
+// credential (--keys csv:FILE, the fleet CSV's iccid/psk columns, or --keys bootstrap:HOST:PORT,
+// a plain-CoAP GET /bootstrap from the device's own address, dtls_keys.h), then every device
+// does a full DTLS 1.2 PSK handshake (wolfSSL clients fed by the workers' single sockets,
+// fleet.h), timed on its own ("dtls" in the JSON), then the usual closed or open loop runs
+// over the sessions, each request one record. --dtls-handshakes-only instead measures full
+// handshakes per second for --duration: handshake, close_notify, new handshake, per device.
+// Memory: a WOLFSSL with its established session is a few KiB of heap (measured per run:
+// "dtls.heap_bytes_per_session"), so DTLS mode allows at most kMaxDtlsDevices devices.
 //
 // Output: one JSON object on stdout at the end, a progress line per second on stderr, and with
 // --ack-log one "device seq code" line per 2.xx answer, so that a checker can prove every
@@ -26,6 +36,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -33,7 +44,12 @@
 #include <thread>
 #include <vector>
 
+#include <malloc.h>
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+
 #include "bench/loadgen/address_plan.h"
+#include "bench/loadgen/dtls_keys.h"
 #include "bench/loadgen/fleet.h"
 #include "bench/loadgen/histogram.h"
 #include "bench/loadgen/request_template.h"
@@ -46,7 +62,33 @@ namespace {
 constexpr unsigned kMaxDurationS = 600;
 constexpr uint32_t kMaxIpv6Devices = 28'000;  // the ephemeral port range, one socket each
 
+constexpr uint32_t kMaxDtlsDevices = 100'000;
+
 std::atomic<bool> g_stop{false};
+
+// wolfSSL's heap in use, counted through its allocator hooks: what the sessions cost.
+std::atomic<int64_t> g_wolfssl_heap{0};
+void* CountingMalloc(size_t size) {
+  void* p = std::malloc(size);
+  if (p != nullptr) {
+    g_wolfssl_heap.fetch_add(static_cast<int64_t>(malloc_usable_size(p)), std::memory_order_relaxed);
+  }
+  return p;
+}
+void CountingFree(void* p) {
+  if (p == nullptr) return;
+  g_wolfssl_heap.fetch_sub(static_cast<int64_t>(malloc_usable_size(p)), std::memory_order_relaxed);
+  std::free(p);
+}
+void* CountingRealloc(void* p, size_t size) {
+  const size_t before = p != nullptr ? malloc_usable_size(p) : 0;
+  void* q = std::realloc(p, size);
+  if (q == nullptr) return nullptr;
+  g_wolfssl_heap.fetch_add(static_cast<int64_t>(malloc_usable_size(q)) -
+                               static_cast<int64_t>(before),
+                           std::memory_order_relaxed);
+  return q;
+}
 
 void OnStopSignal(int) { g_stop.store(true, std::memory_order_relaxed); }
 
@@ -79,6 +121,14 @@ struct Options {
   std::string ack_log;
   uint64_t seed = 0;  // 0 = random
   int buffer_bytes = 32 << 20;
+  bool dtls = false;
+  bool dtls_handshakes_only = false;
+  std::string keys;
+  std::string cipher = "PSK-AES128-CCM-8";
+  unsigned handshake_concurrency = 256;
+  uint32_t handshake_timeout_ms = 10'000;
+  unsigned setup_timeout_s = 60;
+  unsigned bootstrap_in_flight = 32;
 };
 
 // "127.x.y.z:port" or "[::1]:port": this tool only ever talks to loopback.
@@ -183,7 +233,44 @@ int Main(int argc, char** argv) {
   app.add_option("--seed", o.seed, "seed of MIDs, tokens and waits (default: random)");
   app.add_option("--socket-buffer", o.buffer_bytes, "SO_RCVBUF/SO_SNDBUF bytes per socket")
       ->check(CLI::Range(65536, 1 << 30));
+  app.add_flag("--dtls", o.dtls,
+               "DTLS 1.2 PSK (coaps): --target is the coaps port; needs --keys; every device "
+               "handshakes first, then the requests go over the sessions (IPv4 only, at most "
+               "100000 devices)");
+  app.add_flag("--dtls-handshakes-only", o.dtls_handshakes_only,
+               "with --dtls: only full handshakes for --duration (handshake, close_notify, "
+               "again, per device); reports handshakes per second");
+  app.add_option("--keys", o.keys,
+                 "DTLS keys: csv:FILE (iccid and psk per ip, make_fleet_csv.py --psk) or "
+                 "bootstrap:HOST:PORT (each device GETs /bootstrap over plain CoAP first)");
+  app.add_option("--cipher", o.cipher, "DTLS suite (wolfSSL name)");
+  app.add_option("--handshake-concurrency", o.handshake_concurrency,
+                 "DTLS: handshakes in progress at once, in all")
+      ->check(CLI::Range(1u, 100'000u));
+  app.add_option("--handshake-timeout", o.handshake_timeout_ms,
+                 "DTLS: ms before a handshake is given up")
+      ->check(CLI::Range(100u, 120'000u));
+  app.add_option("--setup-timeout", o.setup_timeout_s,
+                 "DTLS: seconds the bootstrap phase, and the handshake phase, may take each")
+      ->check(CLI::Range(1u, 3600u));
+  app.add_option("--bootstrap-in-flight", o.bootstrap_in_flight,
+                 "GET /bootstrap requests open at once (the server fsyncs each)")
+      ->check(CLI::Range(1u, 4096u));
   CLI11_PARSE(app, argc, argv);
+  if (o.dtls_handshakes_only) o.dtls = true;
+  if (o.dtls && (o.keys.rfind("csv:", 0) != 0 && o.keys.rfind("bootstrap:", 0) != 0)) {
+    std::fprintf(stderr, "coapgate-loadgen: --dtls needs --keys csv:FILE or --keys bootstrap:HOST:PORT\n");
+    return 2;
+  }
+  if (!o.dtls && !o.keys.empty()) {
+    std::fprintf(stderr, "coapgate-loadgen: --keys needs --dtls\n");
+    return 2;
+  }
+  if (o.dtls && o.devices > kMaxDtlsDevices) {
+    std::fprintf(stderr, "coapgate-loadgen: --dtls allows at most %u devices (memory)\n",
+                 kMaxDtlsDevices);
+    return 2;
+  }
 
   FleetConfig config;
   if (!ParseTarget(o.target, &config.target, &config.target_length)) {
@@ -191,6 +278,10 @@ int Main(int argc, char** argv) {
     return 2;
   }
   const bool ipv6 = config.target.ss_family == AF_INET6;
+  if (ipv6 && o.dtls) {
+    std::fprintf(stderr, "coapgate-loadgen: --dtls is IPv4 only\n");
+    return 2;
+  }
   std::optional<AddressPlan> plan;
   if (ipv6) {
     rlimit files{};
@@ -254,6 +345,55 @@ int Main(int argc, char** argv) {
   config.ack_log_fd = ack_log_fd;
   config.stop = &g_stop;
 
+  std::vector<DtlsCredential> keys;
+  BootstrapStats bootstrap;
+  std::string bootstrap_json;
+  if (o.dtls) {
+    if (o.keys.rfind("csv:", 0) == 0) {
+      auto loaded = LoadCsvKeys(o.keys.substr(4), *plan);
+      if (!loaded) {
+        std::fprintf(stderr, "coapgate-loadgen: %s\n", loaded.error().c_str());
+        return 2;
+      }
+      keys = std::move(*loaded);
+    } else {
+      sockaddr_storage bootstrap_target{};
+      socklen_t bootstrap_length = 0;
+      if (!ParseTarget(o.keys.substr(10), &bootstrap_target, &bootstrap_length) ||
+          bootstrap_target.ss_family != AF_INET) {
+        std::fprintf(stderr, "coapgate-loadgen: --keys bootstrap:127.x.y.z:PORT\n");
+        return 2;
+      }
+      auto got = BootstrapKeys(*plan, bootstrap_target, bootstrap_length, o.bootstrap_in_flight,
+                               uint64_t{o.setup_timeout_s} * 1'000'000'000, &bootstrap);
+      if (!got) {
+        std::fprintf(stderr, "coapgate-loadgen: %s\n", got.error().c_str());
+        return 1;
+      }
+      keys = std::move(*got);
+      std::fprintf(stderr,
+                   "coapgate-loadgen: bootstrap: %lu keys, %lu refused, %lu timed out, %lu "
+                   "retransmissions, %.3f s\n",
+                   bootstrap.ok, bootstrap.refused, bootstrap.timeouts, bootstrap.retransmissions,
+                   bootstrap.seconds);
+      char text[256];
+      std::snprintf(text, sizeof text,
+                    ",\"bootstrap\":{\"requests\":%lu,\"ok\":%lu,\"refused\":%lu,"
+                    "\"timeouts\":%lu,\"retransmissions\":%lu,\"seconds\":%.3f}",
+                    bootstrap.requests, bootstrap.ok, bootstrap.refused, bootstrap.timeouts,
+                    bootstrap.retransmissions, bootstrap.seconds);
+      bootstrap_json = text;
+    }
+    wolfSSL_SetAllocators(&CountingMalloc, &CountingFree, &CountingRealloc);
+    if (wolfSSL_Init() != WOLFSSL_SUCCESS) {
+      std::fprintf(stderr, "coapgate-loadgen: wolfSSL_Init failed\n");
+      return 1;
+    }
+    config.dtls_keys = &keys;
+    config.cipher = o.cipher;
+    config.handshake_timeout_ms = o.handshake_timeout_ms;
+  }
+
   struct sigaction action{};
   action.sa_handler = OnStopSignal;
   sigaction(SIGINT, &action, nullptr);
@@ -267,6 +407,8 @@ int Main(int argc, char** argv) {
     c.in_flight = std::max<uint64_t>(1, Share(in_flight_total, mine, o.devices));
     c.rate = o.rate * mine / o.devices;
     c.max_requests = o.max_requests == 0 ? UINT64_MAX : Share(o.max_requests, mine, o.devices);
+    c.handshake_concurrency =
+        static_cast<unsigned>(std::max<uint64_t>(1, Share(o.handshake_concurrency, mine, o.devices)));
     auto worker = FleetWorker::Create(c, t);
     if (!worker) {
       std::fprintf(stderr, "coapgate-loadgen: %s\n", worker.error().c_str());
@@ -276,47 +418,86 @@ int Main(int argc, char** argv) {
     workers.push_back(std::move(*worker));
   }
 
+  // Runs `body` on every worker, with a progress line per second until all are done.
+  const auto run_workers = [&](const std::function<void(FleetWorker*)>& body, bool handshakes,
+                               uint64_t t0) {
+    std::vector<std::thread> running;
+    std::atomic<unsigned> done{0};
+    for (auto& w : workers) {
+      running.emplace_back([&, worker = w.get()] {
+        body(worker);
+        done.fetch_add(1, std::memory_order_release);
+      });
+    }
+    uint64_t next_line = t0 + 1'000'000'000;
+    uint64_t last = 0;
+    for (unsigned second = 1; done.load(std::memory_order_acquire) < threads;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (NowNs() < next_line) continue;
+      uint64_t sent = 0, answered = 0, retransmissions = 0, timeouts = 0, in_flight = 0;
+      uint64_t handshake_count = 0, failures = 0;
+      for (auto& w : workers) {
+        FleetProgress& p = w->progress();
+        sent += p.sent.load(std::memory_order_relaxed);
+        answered += p.answered.load(std::memory_order_relaxed);
+        retransmissions += p.retransmissions.load(std::memory_order_relaxed);
+        timeouts += p.timeouts.load(std::memory_order_relaxed);
+        in_flight += p.in_flight.load(std::memory_order_relaxed);
+        handshake_count += p.handshakes.load(std::memory_order_relaxed);
+        failures += p.handshake_failures.load(std::memory_order_relaxed);
+      }
+      if (handshakes) {
+        std::fprintf(stderr, "coapgate-loadgen: %3us handshakes=%lu (%lu/s) failures=%lu\n",
+                     second++, handshake_count, handshake_count - last, failures);
+        last = handshake_count;
+      } else {
+        std::fprintf(stderr,
+                     "coapgate-loadgen: %3us sent=%lu answered=%lu (%lu/s) retransmissions=%lu "
+                     "timeouts=%lu in_flight=%lu\n",
+                     second++, sent, answered, answered - last, retransmissions, timeouts,
+                     in_flight);
+        last = answered;
+      }
+      next_line += 1'000'000'000;
+    }
+    for (std::thread& t : running) t.join();
+  };
+
+  // DTLS: every device handshakes once before the load (timed on its own).
+  double handshake_phase_s = 0;
+  int64_t session_heap_bytes = 0;
+  if (o.dtls && !o.dtls_handshakes_only) {
+    const int64_t heap_before = g_wolfssl_heap.load();  // the contexts
+    const uint64_t t0 = NowNs();
+    const uint64_t deadline = t0 + uint64_t{o.setup_timeout_s} * 1'000'000'000;
+    run_workers([&](FleetWorker* w) { w->Handshake(deadline); }, true, t0);
+    handshake_phase_s = static_cast<double>(NowNs() - t0) / 1e9;
+    session_heap_bytes = g_wolfssl_heap.load() - heap_before;
+    uint64_t established = 0;
+    for (const auto& w : workers) established += w->dtls().established;
+    std::fprintf(stderr, "coapgate-loadgen: %lu of %u DTLS sessions established in %.3f s\n",
+                 established, o.devices, handshake_phase_s);
+  }
+
   const int64_t rcvbuf_errors_before = UdpReceiveBufferErrors();
   const uint64_t start_ns = NowNs();
   const uint64_t end_ns = start_ns + uint64_t{o.duration_s} * 1'000'000'000;
-  std::vector<std::thread> running;
-  std::atomic<unsigned> done{0};
-  for (auto& w : workers) {
-    running.emplace_back([&, worker = w.get()] {
-      worker->Run(start_ns, end_ns);
-      done.fetch_add(1, std::memory_order_release);
-    });
+  if (o.dtls_handshakes_only) {
+    run_workers([&](FleetWorker* w) { w->Churn(end_ns); }, true, start_ns);
+  } else {
+    run_workers([&](FleetWorker* w) { w->Run(start_ns, end_ns); }, false, start_ns);
   }
-
-  // Progress once a second until every worker is done (checked every 50 ms).
-  uint64_t next_line = start_ns + 1'000'000'000;
-  uint64_t last_answered = 0;
-  for (unsigned second = 1; done.load(std::memory_order_acquire) < threads;) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    if (NowNs() < next_line) continue;
-    uint64_t sent = 0, answered = 0, retransmissions = 0, timeouts = 0, in_flight = 0;
-    for (auto& w : workers) {
-      FleetProgress& p = w->progress();
-      sent += p.sent.load(std::memory_order_relaxed);
-      answered += p.answered.load(std::memory_order_relaxed);
-      retransmissions += p.retransmissions.load(std::memory_order_relaxed);
-      timeouts += p.timeouts.load(std::memory_order_relaxed);
-      in_flight += p.in_flight.load(std::memory_order_relaxed);
-    }
-    std::fprintf(stderr,
-                 "coapgate-loadgen: %3us sent=%lu answered=%lu (%lu/s) retransmissions=%lu "
-                 "timeouts=%lu in_flight=%lu\n",
-                 second++, sent, answered, answered - last_answered, retransmissions, timeouts,
-                 in_flight);
-    last_answered = answered;
-    next_line += 1'000'000'000;
-  }
-  for (std::thread& t : running) t.join();
   if (ack_log_fd >= 0) close(ack_log_fd);
   const int64_t rcvbuf_errors_after = UdpReceiveBufferErrors();
 
   FleetCounters total;
   LatencyHistogram latency;
+  DtlsCounters dtls;
+  LatencyHistogram handshake_latency;
+  for (const auto& w : workers) {
+    dtls.Add(w->dtls());
+    handshake_latency.Merge(w->handshake_latency());
+  }
   uint64_t load_end_ns = start_ns, stop_ns = start_ns;
   for (const auto& w : workers) {
     total.Add(w->counters());
@@ -330,6 +511,58 @@ int Main(int argc, char** argv) {
                        static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
   const double duration_s = static_cast<double>(load_end_ns - start_ns) / 1e9;
   const double elapsed_s = static_cast<double>(stop_ns - start_ns) / 1e9;
+  const int socket_rcvbuf = workers.front()->receive_buffer_bytes();
+  workers.clear();  // frees the sessions and contexts
+  if (o.dtls) wolfSSL_Cleanup();
+
+  const auto dtls_common = [&] {
+    char text[1024];
+    std::snprintf(
+        text, sizeof text,
+        "\"handshakes\":%lu,\"handshake_failures\":%lu,\"handshake_timeouts\":%lu,"
+        "\"handshake_retransmissions\":%lu,\"no_key\":%lu,"
+        "\"handshake_latency_us\":{\"p50\":%.1f,\"p99\":%.1f,\"p999\":%.1f},"
+        "\"datagrams_without_session\":%lu,"
+        "\"keys\":\"%s\",\"cipher\":\"%s\",\"handshake_concurrency\":%u",
+        dtls.handshakes, dtls.handshake_failures, dtls.handshake_timeouts,
+        dtls.handshake_retransmissions, dtls.no_key, handshake_latency.Quantile(0.50) / 1e3,
+        handshake_latency.Quantile(0.99) / 1e3, handshake_latency.Quantile(0.999) / 1e3,
+        dtls.without_session, o.keys.rfind("csv:", 0) == 0 ? "csv" : "bootstrap", o.cipher.c_str(),
+        o.handshake_concurrency);
+    return std::string(text);
+  };
+  if (o.dtls_handshakes_only) {
+    std::printf(
+        "{\"mode\":\"dtls-handshakes\",%s,\"handshakes_unfinished\":%lu,"
+        "\"handshake_rate\":%.1f,\"duration_s\":%.3f,\"elapsed_s\":%.3f,\"devices\":%u,"
+        "\"first_address\":\"%s\",\"last_address\":\"%s\",\"threads\":%u,"
+        "\"cpu_s\":%.2f,\"max_rss_kib\":%ld,\"malformed\":%lu,\"unmatched\":%lu,"
+        "\"foreign\":%lu,\"send_errors\":%lu%s}\n",
+        dtls_common().c_str(), dtls.handshakes_unfinished,
+        duration_s > 0 ? static_cast<double>(dtls.handshakes) / duration_s : 0.0, duration_s,
+        elapsed_s, o.devices, plan->AddressText(0).c_str(),
+        plan->AddressText(o.devices - 1).c_str(), threads, cpu_s, usage.ru_maxrss,
+        total.malformed, total.unmatched, total.foreign, total.send_errors,
+        bootstrap_json.c_str());
+    return dtls.handshakes > 0 ? 0 : 1;
+  }
+  std::string extra = bootstrap_json;
+  if (o.dtls) {
+    char text[512];
+    std::snprintf(text, sizeof text,
+                  ",\"established\":%lu,\"handshake_phase_s\":%.3f,\"handshake_rate\":%.1f,"
+                  "\"sessions_lost\":%lu,\"write_errors\":%lu,\"oversize_records\":%lu,"
+                  "\"session_heap_bytes\":%ld,\"heap_bytes_per_session\":%ld}",
+                  dtls.established, handshake_phase_s,
+                  handshake_phase_s > 0 ? static_cast<double>(dtls.handshakes) / handshake_phase_s
+                                        : 0.0,
+                  dtls.sessions_lost, dtls.write_errors, dtls.oversize,
+                  static_cast<long>(session_heap_bytes),
+                  dtls.established > 0
+                      ? static_cast<long>(session_heap_bytes / static_cast<int64_t>(dtls.established))
+                      : 0L);
+    extra += ",\"dtls\":{" + dtls_common() + text;
+  }
 
   std::string codes;
   for (unsigned i = 0; i < 256; ++i) {
@@ -350,7 +583,7 @@ int Main(int argc, char** argv) {
       "\"duration_s\":%.3f,\"elapsed_s\":%.3f,\"mode\":\"%s\",\"type\":\"%s\","
       "\"devices\":%u,\"first_address\":\"%s\",\"last_address\":\"%s\",\"window\":%u,"
       "\"in_flight\":%lu,\"threads\":%u,\"payload\":%zu,\"cpu_s\":%.2f,\"max_rss_kib\":%ld,"
-      "\"state_bytes\":%zu,\"socket_rcvbuf\":%d,\"udp_rcvbuf_errors\":%ld,\"seed\":%lu}\n",
+      "\"state_bytes\":%zu,\"socket_rcvbuf\":%d,\"udp_rcvbuf_errors\":%ld,\"seed\":%lu%s}\n",
       total.sent, total.answered, codes.c_str(), total.timeouts, total.retransmissions,
       total.duplicates, total.empty_acks, total.unfinished, total.unmatched, total.foreign,
       total.malformed, total.send_errors, total.schedule_missed,
@@ -359,9 +592,9 @@ int Main(int argc, char** argv) {
       duration_s, elapsed_s, o.rate > 0 ? "open" : "closed", o.non ? "NON" : "CON", o.devices,
       plan->AddressText(0).c_str(), plan->AddressText(o.devices - 1).c_str(), o.window,
       o.rate > 0 ? uint64_t{o.devices} * o.window : in_flight_total, threads, o.payload, cpu_s,
-      usage.ru_maxrss, state_bytes, workers.front()->receive_buffer_bytes(),
-      static_cast<long>(rcvbuf_errors), o.seed);
-  return 0;
+      usage.ru_maxrss, state_bytes, socket_rcvbuf, static_cast<long>(rcvbuf_errors), o.seed,
+      extra.c_str());
+  return o.dtls && dtls.established == 0 ? 1 : 0;  // DTLS without one session: failed
 }
 
 }  // namespace

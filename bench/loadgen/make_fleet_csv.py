@@ -8,6 +8,10 @@ without a PSK, so coapgate answers their requests 2.04:
 
     make_fleet_csv.py N [--first-address 127.1.0.1] > devices.csv     (1 <= N <= 1,000,000)
     make_fleet_csv.py N --ipv6 > devices.csv
+    make_fleet_csv.py N --psk > devices.csv     (for coapgate-loadgen --dtls --keys csv:FILE)
+
+With --psk every row also carries a per-device key (psk_format empty = the string itself):
+16 hex digits of SHA-256("coapgate-loadgen psk <i>"), so the same N always gives the same keys.
 
 iccid = 8988280666 followed by i in 9 digits (19 digits), imsi = 901405 followed by i in 9
 digits (15 digits): a sink record's iccid names the device index its payload's "d=" carries.
@@ -16,6 +20,7 @@ With --ipv6 every device sends from ::1 (Linux has no other loopback address; th
 differ by source port), so the registry holds the one device ::1, with device 0's identity.
 """
 import argparse
+import hashlib
 import ipaddress
 import sys
 
@@ -47,8 +52,13 @@ def plan(first, count):
         yield f"{a >> 24}.{a >> 16 & 0xFF}.{a >> 8 & 0xFF}.{a & 0xFF}"
 
 
-def row(i, ip):
-    return f"{ICCID_PREFIX}{i:09d},{IMSI_PREFIX}{i:09d},{ip},active,,\n"
+def psk_of(i):
+    return hashlib.sha256(f"coapgate-loadgen psk {i}".encode()).hexdigest()[:16]
+
+
+def row(i, ip, psk=False):
+    key = psk_of(i) if psk else ""
+    return f"{ICCID_PREFIX}{i:09d},{IMSI_PREFIX}{i:09d},{ip},active,{key},\n"
 
 
 def main(argv):
@@ -56,16 +66,18 @@ def main(argv):
     parser.add_argument("devices", type=int, help=f"1..{MAX_DEVICES}")
     parser.add_argument("--first-address", default="127.1.0.1", type=ipaddress.IPv4Address)
     parser.add_argument("--ipv6", action="store_true", help="one row for ::1")
+    parser.add_argument("--psk", action="store_true", help="a per-device PSK in every row")
     args = parser.parse_args(argv[1:])
     if not 1 <= args.devices <= MAX_DEVICES:
         parser.error(f"devices must be 1..{MAX_DEVICES}")
     out = sys.stdout
     out.write(HEADER)
     if args.ipv6:
-        out.write(row(0, "::1"))
+        out.write(row(0, "::1", args.psk))
         return 0
     try:
-        out.writelines(row(i, ip) for i, ip in enumerate(plan(args.first_address, args.devices)))
+        out.writelines(row(i, ip, args.psk)
+                       for i, ip in enumerate(plan(args.first_address, args.devices)))
     except ValueError as e:
         parser.error(str(e))
     return 0

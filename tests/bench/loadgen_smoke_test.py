@@ -1,6 +1,7 @@
 """Smoke test of coapgate-loadgen against the real coapgate (issue #7): a short, bounded closed
 loop of 2,000 simulated devices, each on its own 127/8 address, that checks correctness only,
-never speed.
+never speed. Two more cases cover the DTLS mode (--dtls): 200 devices with keys from the fleet
+CSV (make_fleet_csv.py --psk), and 50 devices that fetch their keys with GET /bootstrap first.
 
 What it proves: the fleet CSV from make_fleet_csv.py and the loadgen's address plan agree (every
 answered device is registered, and the sink names the device the payload names); every request
@@ -36,14 +37,14 @@ PAYLOAD = re.compile(rb"^d=(\d{7}) s=(\d{10}) ")
 class Coapgate:
     """The real server with a file sink, on an ephemeral loopback port."""
 
-    def __init__(self, directory, devices_csv):
+    def __init__(self, directory, devices_csv, coaps=False):
         self.sink_path = os.path.join(directory, "sink.jsonl")
         config_path = os.path.join(directory, "coapgate.toml")
         with open(config_path, "w") as f:
             f.write(f"""
 [server]
 coap_listen = ["127.0.0.1:0"]
-coaps_listen = []
+coaps_listen = {'["127.0.0.1:0"]' if coaps else '[]'}
 shards = 2
 
 [devices]
@@ -61,6 +62,8 @@ path = "{self.sink_path}"
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         self.port = int(self._wait_for(r"listening coap://127\.0\.0\.1:(\d+) ").group(1))
+        self.coaps_port = (int(self._wait_for(r"listening coaps://127\.0\.0\.1:(\d+) ").group(1))
+                           if coaps else None)
 
     def _read(self):
         for line in self.proc.stderr:
@@ -94,7 +97,87 @@ path = "{self.sink_path}"
             self.reader.join(timeout=5)
 
 
+def read_acked(ack_log):
+    acked = set()
+    with open(ack_log) as f:
+        for line in f:
+            device, seq, code = line.split()
+            if code == "2.04":
+                acked.add((int(device), int(seq)))
+    return acked
+
+
+def read_delivered(test, sink_path, devices):
+    """(device, seq) of every sink record, checking that the registry row matched the payload's
+    device and the topic."""
+    delivered = set()
+    with open(sink_path) as f:
+        for line in f:
+            record = json.loads(line)
+            payload = base64.b64decode(record["payload"]["value"])
+            m = PAYLOAD.match(payload)
+            test.assertIsNotNone(m, payload)
+            device, seq = int(m.group(1)), int(m.group(2))
+            test.assertLess(device, devices)
+            test.assertEqual(record["device"]["iccid"], f"8988280666{device:09d}")
+            test.assertEqual(record["payload"]["topic"], "bench")
+            delivered.add((device, seq))
+    return delivered
+
+
 class LoadgenSmokeTest(unittest.TestCase):
+    def run_dtls(self, devices, psk, keys_of):
+        """A closed loop of `devices` over DTLS; keys_of(server) -> the --keys argument."""
+        directory = tempfile.mkdtemp(prefix="coapgate-loadgen-dtls-")
+        devices_csv = os.path.join(directory, "devices.csv")
+        with open(devices_csv, "w") as f:
+            subprocess.run([sys.executable, MAKE_FLEET_CSV, str(devices)] +
+                           (["--psk"] if psk else []), stdout=f, check=True)
+        ack_log = os.path.join(directory, "acks.txt")
+        server = Coapgate(directory, devices_csv, coaps=True)
+        try:
+            run = subprocess.run(
+                [LOADGEN, "--target", f"127.0.0.1:{server.coaps_port}", "--dtls",
+                 "--keys", keys_of(server, devices_csv), "--devices", str(devices),
+                 "--window", "1", "--duration", str(DURATION_S), "--drain-ms", "10000",
+                 "--setup-timeout", "30", "--ack-log", ack_log],
+                capture_output=True, text=True, timeout=120)
+        finally:
+            code = server.stop()
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(code, 0, "\n".join(server.lines))
+        report = json.loads(run.stdout.strip().splitlines()[-1])
+        dtls = report["dtls"]
+        self.assertEqual(dtls["handshakes"], devices, report)
+        self.assertEqual(dtls["established"], devices, report)
+        self.assertEqual(dtls["handshake_failures"] + dtls["handshake_timeouts"], 0, report)
+        self.assertEqual(dtls["sessions_lost"], 0, report)
+        for field in ("p50", "p99", "p999"):
+            self.assertIn(field, dtls["handshake_latency_us"])
+        self.assertGreater(dtls["heap_bytes_per_session"], 0, report)
+        self.assertEqual(report["timeouts"], 0, report)
+        self.assertEqual([c for c in report["codes"] if c.startswith("4.")], [], report)
+        self.assertGreater(report["codes"].get("2.04", 0), 0, report)
+        self.assertEqual(report["sent"],
+                         report["answered"] + report["timeouts"] + report["unfinished"], report)
+        self.assertEqual(report["unmatched"], 0, report)
+        self.assertEqual(report["malformed"], 0, report)
+        acked = read_acked(ack_log)
+        self.assertEqual(len(acked), report["codes"]["2.04"])
+        missing = acked - read_delivered(self, server.sink_path, devices)
+        self.assertEqual(missing, set(), f"{len(missing)} acknowledged requests not in the sink")
+        self.assertEqual({device for device, _ in acked}, set(range(devices)))
+        return report
+
+    def test_dtls_csv_keys_every_acknowledged_request_reaches_the_sink(self):
+        self.run_dtls(200, True, lambda server, csv: f"csv:{csv}")
+
+    def test_dtls_bootstrap_keys(self):
+        report = self.run_dtls(
+            50, False, lambda server, csv: f"bootstrap:127.0.0.1:{server.port}")
+        self.assertEqual(report["bootstrap"]["ok"], 50, report)
+        self.assertEqual(report["dtls"]["keys"], "bootstrap")
+
     def test_closed_loop_con_every_acknowledged_request_reaches_the_sink(self):
         directory = tempfile.mkdtemp(prefix="coapgate-loadgen-")
         devices_csv = os.path.join(directory, "devices.csv")
