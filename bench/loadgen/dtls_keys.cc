@@ -22,6 +22,25 @@ uint64_t NowNs() noexcept {
                                    .count());
 }
 
+
+constexpr uint32_t kBootstrapAckTimeoutMs = 2000;
+constexpr unsigned kBootstrapMaxRetransmit = 4;
+// After an empty ACK, how long to wait for the separate response.
+constexpr uint64_t kSeparateWaitNs = 30'000'000'000;
+constexpr size_t kBootstrapRequestSize = 18;
+
+// CON GET /bootstrap, token = the device index (4 bytes, host order), MID from it.
+void WriteBootstrapRequest(std::span<std::byte> out, uint32_t device, uint16_t mid) {
+  const std::byte head[4] = {std::byte{0x44}, std::byte{0x01}, static_cast<std::byte>(mid >> 8),
+                             static_cast<std::byte>(mid & 0xff)};
+  std::memcpy(out.data(), head, 4);
+  std::memcpy(out.data() + 4, &device, 4);
+  out[8] = std::byte{0xB9};  // Uri-Path (11), 9 bytes
+  std::memcpy(out.data() + 9, "bootstrap", 9);
+}
+
+}  // namespace
+
 std::vector<std::string> SplitCsv(std::string line) {
   if (!line.empty() && line.back() == '\r') line.pop_back();
   std::vector<std::string> fields;
@@ -52,24 +71,6 @@ bool HexDecode(const std::string& hex, std::string* out) {
   }
   return true;
 }
-
-constexpr uint32_t kBootstrapAckTimeoutMs = 2000;
-constexpr unsigned kBootstrapMaxRetransmit = 4;
-// After an empty ACK, how long to wait for the separate response.
-constexpr uint64_t kSeparateWaitNs = 30'000'000'000;
-constexpr size_t kBootstrapRequestSize = 18;
-
-// CON GET /bootstrap, token = the device index (4 bytes, host order), MID from it.
-void WriteBootstrapRequest(std::span<std::byte> out, uint32_t device, uint16_t mid) {
-  const std::byte head[4] = {std::byte{0x44}, std::byte{0x01}, static_cast<std::byte>(mid >> 8),
-                             static_cast<std::byte>(mid & 0xff)};
-  std::memcpy(out.data(), head, 4);
-  std::memcpy(out.data() + 4, &device, 4);
-  out[8] = std::byte{0xB9};  // Uri-Path (11), 9 bytes
-  std::memcpy(out.data() + 9, "bootstrap", 9);
-}
-
-}  // namespace
 
 Result<std::vector<DtlsCredential>, std::string> LoadCsvKeys(const std::string& path,
                                                              const AddressPlan& plan) {

@@ -29,6 +29,12 @@ struct DtlsCredential {
   std::string key;       // raw key bytes
 };
 
+// The fields of one devices-CSV line (no quoting: the fleet CSVs have none); a trailing CR is
+// dropped. Shared with bench/tools/dtls_blast.cc.
+[[nodiscard]] std::vector<std::string> SplitCsv(std::string line);
+// Hex digits (either case) to bytes; false for an odd length or a non-hex digit.
+[[nodiscard]] bool HexDecode(const std::string& hex, std::string* out);
+
 [[nodiscard]] Result<std::vector<DtlsCredential>, std::string> LoadCsvKeys(
     const std::string& path, const AddressPlan& plan);
 

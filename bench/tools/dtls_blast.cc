@@ -79,6 +79,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/loadgen/dtls_keys.h"
 #include "bench/loadgen/histogram.h"
 #include "codec/code.h"
 #include "codec/message.h"
@@ -954,33 +955,7 @@ int MakeDevices(const Options& options) {
   return 0;
 }
 
-std::vector<std::string> SplitCsvLine(std::string line) {
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  std::vector<std::string> fields;
-  size_t start = 0;
-  for (;;) {
-    const size_t comma = line.find(',', start);
-    fields.push_back(line.substr(start, comma == std::string::npos ? comma : comma - start));
-    if (comma == std::string::npos) return fields;
-    start = comma + 1;
-  }
-}
-
-bool HexDecode(const std::string& hex, std::string* out) {
-  if (hex.empty() || hex.size() % 2 != 0) return false;
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') return (c | 0x20) - 'a' + 10;
-    return -1;
-  };
-  out->clear();
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    const int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    out->push_back(static_cast<char>(hi << 4 | lo));
-  }
-  return true;
-}
+using coapgate::loadgen::HexDecode;  // bench/loadgen/dtls_keys.h
 
 // The first `count` devices' credentials; exits with a message on a bad file.
 std::vector<Credential> LoadCredentials(const Options& options, unsigned count) {
@@ -1001,7 +976,7 @@ std::vector<Credential> LoadCredentials(const Options& options, unsigned count) 
     std::fprintf(stderr, "dtls_blast: cannot read %s\n", options.devices_csv.c_str());
     std::exit(2);
   }
-  const std::vector<std::string> header = SplitCsvLine(line);
+  const std::vector<std::string> header = coapgate::loadgen::SplitCsv(line);
   auto column = [&](std::string_view name) -> int {
     for (size_t i = 0; i < header.size(); ++i) {
       if (header[i] == name) return static_cast<int>(i);
@@ -1016,7 +991,7 @@ std::vector<Credential> LoadCredentials(const Options& options, unsigned count) 
   }
   for (unsigned row = 2; out.size() < count && std::getline(in, line); ++row) {
     if (line.empty() || line == "\r") continue;
-    const std::vector<std::string> f = SplitCsvLine(line);
+    const std::vector<std::string> f = coapgate::loadgen::SplitCsv(line);
     auto field = [&](int i) { return i >= 0 && static_cast<size_t>(i) < f.size() ? f[i] : ""; };
     Credential c{field(iccid), options.psk};
     if (c.key.empty()) {
