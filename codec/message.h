@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "codec/result.h"
+#include "common/result.h"
 
 namespace coapgate::codec {
 

@@ -11,6 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 deploy/build.sh release
-coapgate=$PWD/build/release/engine/coapgate
+coapgate=$PWD/build/release/app/coapgate
 cd deploy/examples
 exec "$coapgate" "$@"

@@ -12,7 +12,7 @@
 #include <span>
 #include <string_view>
 
-#include "codec/result.h"
+#include "common/result.h"
 
 namespace coapgate::dtls {
 

@@ -21,7 +21,7 @@
 #include <cstdint>
 #include <span>
 
-#include "codec/result.h"
+#include "common/result.h"
 #include "dtls/client_hello.h"
 
 namespace coapgate::dtls {

@@ -40,7 +40,7 @@
 #include <string_view>
 #include <vector>
 
-#include "codec/result.h"
+#include "common/result.h"
 #include "dtls/cookie.h"
 #include "dtls/session_table.h"
 

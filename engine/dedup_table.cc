@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "engine/hash.h"
+#include "common/hash.h"
 
 namespace coapgate::engine {
 namespace {

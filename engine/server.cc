@@ -11,7 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "engine/udp_socket.h"
+#include "net/udp_socket.h"
 
 namespace coapgate::engine {
 namespace {
@@ -42,26 +42,26 @@ void BlockServerSignals() {
   signal(SIGPIPE, SIG_IGN);  // a closed stdout must be a write error, not a kill
 }
 
-Result<std::shared_ptr<const DeviceRegistry>, std::string> LoadDevices(const Config& config,
+Result<std::shared_ptr<const registry::DeviceRegistry>, std::string> LoadDevices(const config::Config& config,
                                                                        bool* missing) {
   std::error_code ec;
   *missing = !std::filesystem::exists(config.devices.file, ec);
   if (*missing) {
-    auto empty = DeviceRegistry::ParseCsv("iccid,imsi,ip,status,psk,psk_format\n",
+    auto empty = registry::DeviceRegistry::ParseCsv("iccid,imsi,ip,status,psk,psk_format\n",
                                           config.devices.file);
     if (!empty) return Fail(empty.error());
     return *empty;
   }
-  return DeviceRegistry::LoadCsvFile(config.devices.file);
+  return registry::DeviceRegistry::LoadCsvFile(config.devices.file);
 }
 
 Result<std::shared_ptr<const sinks::TemplateSet>, std::string> LoadTemplates(
-    const Config& config) {
+    const config::Config& config) {
   return sinks::TemplateSet::Load(config.energy_saver.coap_template,
                                   config.energy_saver.device_templates);
 }
 
-Server::Server(const Config& config) : config_(config) {}
+Server::Server(const config::Config& config) : config_(config) {}
 
 Server::~Server() {
   for (auto& shard : shards_) shard->RequestStop();
@@ -70,7 +70,7 @@ Server::~Server() {
   if (publishers_) publishers_->Stop(config_.server.drain_timeout_ms);
 }
 
-Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config) {
+Result<std::unique_ptr<Server>, std::string> Server::Create(const config::Config& config) {
   auto server = std::unique_ptr<Server>(new Server(config));
   bool missing = false;
   auto devices = LoadDevices(config, &missing);
@@ -81,7 +81,7 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config
   } else {
     spdlog::info("{}: {} devices", config.devices.file, (*devices)->size());
   }
-  server->registry_ = std::make_unique<RegistryHolder>(*devices);
+  server->registry_ = std::make_unique<registry::RegistryHolder>(*devices);
 
   auto templates = LoadTemplates(config);
   if (!templates) return Fail(templates.error());
@@ -93,12 +93,12 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config
                  (*templates)->device_count());
   }
   server->templates_ =
-      std::make_unique<sinks::SnapshotHolder<sinks::TemplateSet>>(std::move(*templates));
+      std::make_unique<SnapshotHolder<sinks::TemplateSet>>(std::move(*templates));
 
-  auto store = PskStore::Open(config.devices.state, config.bootstrap.regenerate_after_s);
+  auto store = registry::PskStore::Open(config.devices.state, config.bootstrap.regenerate_after_s);
   if (!store) return Fail(store.error());
   server->psk_store_ = std::move(*store);
-  server->bootstrap_ = std::make_unique<BootstrapService>(server->psk_store_.get(),
+  server->bootstrap_ = std::make_unique<bootstrap::BootstrapService>(server->psk_store_.get(),
                                                           config.bootstrap.coaps_url,
                                                           kBootstrapQueueCapacity);
 
@@ -112,22 +112,22 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config
 
   // Port 0 means "any free port": the first shard's socket picks it, the others share it.
   // Plain CoAP sockets first, then the coaps:// (DTLS) ones.
-  std::vector<ListenAddress> listen = config.server.coap_listen;
+  std::vector<config::ListenAddress> listen = config.server.coap_listen;
   const size_t plain_count = listen.size();
   listen.insert(listen.end(), config.server.coaps_listen.begin(),
                 config.server.coaps_listen.end());
-  ShardIo io = config.server.io == IoBackend::kRecvmmsg ? ShardIo::kRecvmmsg : ShardIo::kIoUring;
+  ShardIo io = config.server.io == config::IoBackend::kRecvmmsg ? ShardIo::kRecvmmsg : ShardIo::kIoUring;
   for (int i = 0; i < shard_count; ++i) {
     ShardOptions o;
     o.index = static_cast<uint32_t>(i);
     o.cpu = cpus.empty() ? -1 : cpus[static_cast<size_t>(i) % cpus.size()];
-    for (ListenAddress& address : listen) {
-      auto fd = OpenUdpSocket(address.host, address.port, config.server.receive_buffer_bytes);
+    for (config::ListenAddress& address : listen) {
+      auto fd = net::OpenUdpSocket(address.host, address.port, config.server.receive_buffer_bytes);
       if (!fd) {
         for (int open_fd : o.sockets) close(open_fd);
         return Fail(fd.error());
       }
-      if (address.port == 0) address.port = LocalPort(*fd);
+      if (address.port == 0) address.port = net::LocalPort(*fd);
       o.sockets.push_back(*fd);
       o.secure.push_back(o.secure.size() >= plain_count);
     }
@@ -145,14 +145,14 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config
     o.non_lifetime_s = config.coap.non_lifetime_s;
     o.response_budget_ms = config.coap.response_budget_ms;
     o.busy_max_age_s = config.coap.busy_max_age_s;
-    o.ack_on_enqueue = config.coap.ack == AckMode::kEnqueue;
+    o.ack_on_enqueue = config.coap.ack == config::AckMode::kEnqueue;
     o.registry = server->registry_.get();
     o.publisher_wake_fds = server->publishers_->wake_fds();
     o.sinks_available = server->publishers_->available_flags();
     o.bootstrap = server->bootstrap_.get();
     const std::vector<int> sockets = o.sockets;
     auto shard = Shard::Create(o);
-    if (!shard && io == ShardIo::kIoUring && config.server.io == IoBackend::kAuto && i == 0 &&
+    if (!shard && io == ShardIo::kIoUring && config.server.io == config::IoBackend::kAuto && i == 0 &&
         !shard.error().starts_with("dtls:")) {
       spdlog::warn("io_uring unavailable ({}); using recvmmsg", shard.error());
       io = ShardIo::kRecvmmsg;
@@ -169,11 +169,11 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const Config& config
   std::vector<sinks::Handoff*> handoffs;
   for (auto& shard : server->shards_) handoffs.push_back(&shard->handoff());
   server->publishers_->Start(handoffs, server->templates_.get(),
-                             config.energy_saver.on_error == TranslationErrorPolicy::kReject);
+                             config.energy_saver.on_error == config::TranslationErrorPolicy::kReject);
   server->bootstrap_->Start();
   for (auto& shard : server->shards_) shard->Start();
   for (size_t i = 0; i < listen.size(); ++i) {
-    const ListenAddress& address = listen[i];
+    const config::ListenAddress& address = listen[i];
     const bool v6 = address.host.find(':') != std::string::npos;
     spdlog::info("listening {}://{}{}{}:{} (shards={}, io={}, sinks: {})",
                  i < plain_count ? "coap" : "coaps", v6 ? "[" : "", address.host, v6 ? "]" : "",

@@ -11,14 +11,14 @@
 #include <string>
 #include <vector>
 
-#include "codec/result.h"
-#include "engine/bootstrap_service.h"
-#include "engine/config.h"
-#include "engine/psk_store.h"
-#include "engine/registry_holder.h"
+#include "common/result.h"
+#include "bootstrap/bootstrap_service.h"
+#include "config/config.h"
+#include "registry/psk_store.h"
+#include "registry/registry_holder.h"
 #include "engine/shard.h"
 #include "sinks/publisher_pool.h"
-#include "sinks/snapshot_holder.h"
+#include "common/snapshot_holder.h"
 #include "sinks/template_set.h"
 
 namespace coapgate::engine {
@@ -27,15 +27,15 @@ void BlockServerSignals();
 
 // Loads the devices file of `config`. A missing file is not an error (an empty registry:
 // every device gets 4.01 until the file exists and SIGHUP is sent); an invalid one is.
-Result<std::shared_ptr<const DeviceRegistry>, std::string> LoadDevices(const Config& config,
+Result<std::shared_ptr<const registry::DeviceRegistry>, std::string> LoadDevices(const config::Config& config,
                                                                        bool* missing);
 
 // Compiles the Energy Saver templates of `config` (global and per-device).
-Result<std::shared_ptr<const sinks::TemplateSet>, std::string> LoadTemplates(const Config& config);
+Result<std::shared_ptr<const sinks::TemplateSet>, std::string> LoadTemplates(const config::Config& config);
 
 class Server {
  public:
-  static Result<std::unique_ptr<Server>, std::string> Create(const Config& config);
+  static Result<std::unique_ptr<Server>, std::string> Create(const config::Config& config);
   ~Server();
 
   // Serves until SIGTERM/SIGINT, then drains; returns the process exit code: 0, or 1 when the
@@ -45,18 +45,18 @@ class Server {
   int Run();
 
  private:
-  explicit Server(const Config& config);
+  explicit Server(const config::Config& config);
   void Reload();
   void LogCounters(const char* when) const;
   [[nodiscard]] std::string SummarizeDtls() const;
   void Drain();
 
-  Config config_;
-  std::unique_ptr<RegistryHolder> registry_;
-  std::unique_ptr<sinks::SnapshotHolder<sinks::TemplateSet>> templates_;
+  config::Config config_;
+  std::unique_ptr<registry::RegistryHolder> registry_;
+  std::unique_ptr<SnapshotHolder<sinks::TemplateSet>> templates_;
   std::unique_ptr<sinks::PublisherPool> publishers_;
-  std::unique_ptr<PskStore> psk_store_;        ///< devices.state: generated PSKs (SPEC §6)
-  std::unique_ptr<BootstrapService> bootstrap_;  ///< stopped after the shards, before their sockets close
+  std::unique_ptr<registry::PskStore> psk_store_;        ///< devices.state: generated PSKs (SPEC §6)
+  std::unique_ptr<bootstrap::BootstrapService> bootstrap_;  ///< stopped after the shards, before their sockets close
   std::vector<std::unique_ptr<Shard>> shards_;
   bool clean_ = true;  ///< false when shutdown had to abandon messages
 };

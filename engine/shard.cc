@@ -15,9 +15,9 @@
 
 #include "codec/code.h"
 #include "codec/encoder.h"
-#include "engine/bootstrap_reply.h"
-#include "engine/bootstrap_service.h"
-#include "engine/psk_store.h"
+#include "bootstrap/bootstrap_reply.h"
+#include "bootstrap/bootstrap_service.h"
+#include "registry/psk_store.h"
 
 namespace coapgate::engine {
 namespace {
@@ -70,14 +70,14 @@ void Shard::ThreadMain(std::promise<std::string>& built) {
     CPU_SET(options_.cpu, &set);
     pthread_setaffinity_np(pthread_self(), sizeof(set), &set);  // best effort
   }
-  DatagramIoOptions io_options;
+  net::DatagramIoOptions io_options;
   io_options.sockets = options_.sockets;
   // Headroom over max_payload for the header, token and options (Uri-Query alone may take
   // 255 bytes): a datagram longer than this is cut short and answered 4.13.
   io_options.buffer_size = options_.max_payload + 1024;
   io_options.wake_fds = {handoff_.wake_fd()};
-  auto io = options_.io == ShardIo::kIoUring ? MakeUringIo(io_options)
-                                             : MakeRecvmmsgIo(io_options);
+  auto io = options_.io == ShardIo::kIoUring ? net::MakeUringIo(io_options)
+                                             : net::MakeRecvmmsgIo(io_options);
   if (!io) {
     built.set_value(io.error());
     return;
@@ -103,7 +103,7 @@ void Shard::ThreadMain(std::promise<std::string>& built) {
   Run();
 }
 
-Shard::Shard(ShardOptions options, std::unique_ptr<DatagramIo> io)
+Shard::Shard(ShardOptions options, std::unique_ptr<net::DatagramIo> io)
     : options_(std::move(options)),
       io_(std::move(io)),
       dedup_(DedupTable::Limits{options_.dedup_capacity, options_.exchange_lifetime_s,
@@ -145,7 +145,7 @@ void Shard::Join() {
 void Shard::Run() {
   while (!stop_.load(std::memory_order_relaxed)) {
     const bool draining = draining_.load(std::memory_order_acquire);
-    const std::span<const ReceivedDatagram> batch = io_->Receive(WaitTimeoutMs());
+    const std::span<const net::ReceivedDatagram> batch = io_->Receive(WaitTimeoutMs());
     now_ms_ = MonotonicMs();
     now_s_ = static_cast<uint32_t>(now_ms_ / 1000);
     wall_ms_ = WallMs();
@@ -153,7 +153,7 @@ void Shard::Run() {
     // Bounded so that the entries of one busy second, all expiring in one later second,
     // are reclaimed over several turns instead of stalling one.
     dedup_.ExpireUntil(now_s_, kExpiryPerTurn);
-    for (const ReceivedDatagram& d : batch) Handle(d);
+    for (const net::ReceivedDatagram& d : batch) Handle(d);
     // After a datagram the endpoint's next deadline may be earlier (a handshake started).
     if (dtls_ && (dtls_touched_ || now_ms_ >= dtls_tick_ms_)) {
       dtls_touched_ = false;
@@ -191,7 +191,7 @@ int Shard::WaitTimeoutMs() const noexcept {
   return static_cast<int>(std::min<uint64_t>(deadline - now + 1, kIdleWaitMs));
 }
 
-void Shard::Handle(const ReceivedDatagram& d) {
+void Shard::Handle(const net::ReceivedDatagram& d) {
   counters_.Add(Counter::kReceived);
   if (d.socket < options_.secure.size() && options_.secure[d.socket]) {
     if (d.truncated) {  // no DTLS record is that large: nothing to decrypt, nothing to say
@@ -202,8 +202,8 @@ void Shard::Handle(const ReceivedDatagram& d) {
     std::memcpy(&route.address, d.peer, std::min<size_t>(d.peer_length, sizeof(route.address)));
     route.length = d.peer_length;
     route.socket = d.socket;
-    static_assert(sizeof(LocalAddress) <= sizeof(route.local));
-    std::memcpy(route.local.data(), &d.local, sizeof(LocalAddress));
+    static_assert(sizeof(net::LocalAddress) <= sizeof(route.local));
+    std::memcpy(route.local.data(), &d.local, sizeof(net::LocalAddress));
     dtls_->OnDatagram(route, d.bytes, now_ms_);  // decrypted requests come back in Deliver
     dtls_touched_ = true;
     return;
@@ -219,7 +219,7 @@ void Shard::Handle(const ReceivedDatagram& d) {
     Bootstrap(d, t);
     return;
   }
-  const std::optional<IpAddress> ip = IpAddress::FromSockaddr(d.peer);
+  const std::optional<net::IpAddress> ip = net::IpAddress::FromSockaddr(d.peer);
   if (!ip) return;  // impossible: UDP sockets of AF_INET/AF_INET6 only
   Origin origin{peer, *ip, 0, {}};
   origin.port = d.peer->sa_family == AF_INET
@@ -246,7 +246,7 @@ bool Shard::AnswerTriage(const Peer& peer, const codec::Triage& t) {
       return false;
     case codec::Action::kReset:
     case codec::Action::kRespond: {
-      std::array<std::byte, kMaxReplySize> reply;
+      std::array<std::byte, net::kMaxReplySize> reply;
       auto n = codec::EncodeTriageReply(t, limits_, NextMessageId(), reply);
       if (!n) return false;  // impossible: triage replies are small
       SendBytes(peer, std::span(reply).first(*n));
@@ -272,8 +272,8 @@ void Shard::SendBytes(const Peer& peer, std::span<const std::byte> bytes) {
 }
 
 void Shard::Send(const dtls::Route& to, std::span<const std::byte> datagram) noexcept {
-  LocalAddress local;
-  std::memcpy(&local, to.local.data(), sizeof(LocalAddress));
+  net::LocalAddress local;
+  std::memcpy(&local, to.local.data(), sizeof(net::LocalAddress));
   io_->Send(to.socket, reinterpret_cast<const sockaddr*>(&to.address), to.length, local,
             datagram);
 }
@@ -282,8 +282,8 @@ void Shard::Deliver(dtls::SessionId session, std::string_view identity, const dt
                     std::span<const std::byte> plaintext) noexcept {
   counters_.Add(Counter::kSecureRecords);
   const auto* address = reinterpret_cast<const sockaddr*>(&from.address);
-  LocalAddress local;
-  std::memcpy(&local, from.local.data(), sizeof(LocalAddress));
+  net::LocalAddress local;
+  std::memcpy(&local, from.local.data(), sizeof(net::LocalAddress));
   const Peer peer{address, from.length, from.socket, local, session};
   const codec::Triage t = codec::TriageDatagram(plaintext, limits_);
   if (!AnswerTriage(peer, t)) return;
@@ -297,17 +297,17 @@ void Shard::Deliver(dtls::SessionId session, std::string_view identity, const dt
               0);
     return;
   }
-  const std::optional<IpAddress> ip = IpAddress::FromSockaddr(address);
+  const std::optional<net::IpAddress> ip = net::IpAddress::FromSockaddr(address);
   if (!ip) return;  // impossible: UDP sockets of AF_INET/AF_INET6 only
   Ingest(Origin{peer, *ip, 0, identity}, t);
 }
 
 size_t Shard::LookupPsk(std::string_view identity,
                         std::span<std::byte, dtls::kMaxPskLength> key) const noexcept {
-  const std::optional<DeviceView> device = registry_->FindByIccid(identity);
+  const std::optional<registry::DeviceView> device = registry_->FindByIccid(identity);
   if (!device || !device->active) return 0;
   if (!device->psk.empty()) {
-    if (device->psk_format == PskFormat::kHex) {  // validated by the registry: even, hex
+    if (device->psk_format == registry::PskFormat::kHex) {  // validated by the registry: even, hex
       auto hex = [](char c) {
         return static_cast<uint8_t>(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
       };
@@ -325,7 +325,7 @@ size_t Shard::LookupPsk(std::string_view identity,
   return options_.psk_store == nullptr ? 0 : options_.psk_store->GeneratedKey(identity, key);
 }
 
-void Shard::Bootstrap(const ReceivedDatagram& d, const codec::Triage& t) {
+void Shard::Bootstrap(const net::ReceivedDatagram& d, const codec::Triage& t) {
   const codec::MessageView& m = t.message;
   const Peer peer{d.peer, d.peer_length, d.socket, d.local};
   const auto type = m.confirmable() ? codec::MessageType::kAcknowledgement
@@ -333,24 +333,24 @@ void Shard::Bootstrap(const ReceivedDatagram& d, const codec::Triage& t) {
   // Every reply to GET /bootstrap gets a MID the 1NCE C SDK cannot mistake for the payload
   // (it searches the whole datagram for "89"), also the refusals.
   const uint16_t message_id =
-      m.confirmable() ? m.message_id : SafeBootstrapMessageId(NextMessageId(), m.token);
+      m.confirmable() ? m.message_id : bootstrap::SafeBootstrapMessageId(NextMessageId(), m.token);
   if (options_.bootstrap == nullptr) {
     SendReply(peer, type, codec::code::kNotFound, message_id, m.token, 0);
     return;
   }
-  const std::optional<IpAddress> ip = IpAddress::FromSockaddr(d.peer);
-  const std::optional<DeviceView> device = ip ? registry_->FindByIp(*ip) : std::nullopt;
+  const std::optional<net::IpAddress> ip = net::IpAddress::FromSockaddr(d.peer);
+  const std::optional<registry::DeviceView> device = ip ? registry_->FindByIp(*ip) : std::nullopt;
   if (!device || !device->active) {
-    std::array<std::byte, kMaxReplySize> out;
-    const auto reply = EncodeBootstrapErrorReply({m.confirmable(), m.message_id, m.token},
-                                                 NextMessageId(), BootstrapError::kUnauthorized,
+    std::array<std::byte, net::kMaxReplySize> out;
+    const auto reply = bootstrap::EncodeBootstrapErrorReply({m.confirmable(), m.message_id, m.token},
+                                                 NextMessageId(), bootstrap::BootstrapError::kUnauthorized,
                                                  out);
     if (!reply) return;  // impossible: the body is a short constant
     io_->Send(d.socket, d.peer, d.peer_length, d.local, std::span(out).first(reply->size));
     CountReply(codec::code::kUnauthorized);
     return;
   }
-  BootstrapRequest r;
+  bootstrap::BootstrapRequest r;
   r.socket_fd = options_.sockets[d.socket];
   std::memcpy(&r.peer, d.peer, std::min<size_t>(d.peer_length, sizeof(r.peer)));
   r.peer_length = d.peer_length;
@@ -371,7 +371,7 @@ void Shard::Bootstrap(const ReceivedDatagram& d, const codec::Triage& t) {
   counters_.Add(Counter::kBootstrap);
 }
 
-void Shard::HandleTruncated(const ReceivedDatagram& d) {
+void Shard::HandleTruncated(const net::ReceivedDatagram& d) {
   auto header = codec::ParseHeader(d.bytes);
   if (!header || !codec::IsRequestCode(header->code) ||
       (header->type != codec::MessageType::kConfirmable &&
@@ -382,7 +382,7 @@ void Shard::HandleTruncated(const ReceivedDatagram& d) {
   codec::OutgoingMessage reply = codec::ResponseTo(*header, codec::code::kRequestEntityTooLarge,
                                                    NextMessageId());
   reply.size1 = options_.max_payload;
-  std::array<std::byte, kMaxReplySize> out;
+  std::array<std::byte, net::kMaxReplySize> out;
   if (auto n = codec::EncodeMessage(reply, out)) {
     io_->Send(d.socket, d.peer, d.peer_length, d.local, std::span(out).first(*n));
     CountReply(codec::code::kRequestEntityTooLarge);
@@ -409,7 +409,7 @@ std::array<uint8_t, 16> PackIdentity(std::string_view identity) noexcept {
 void Shard::Ingest(const Origin& origin, const codec::Triage& t) {
   const codec::MessageView& m = t.message;
   const Peer& peer = origin.peer;
-  const IpAddress* ip = &origin.ip;
+  const net::IpAddress* ip = &origin.ip;
   // Plain CoAP: (source IP, port, MID). DTLS: (PSK identity, MID) (SPEC §4), which survives
   // a new session from the same address. The table is per shard, and SO_REUSEPORT may send a
   // device whose NAT rebound to another shard: its retransmission is then forwarded again,
@@ -443,7 +443,7 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) {
   }
   const DedupTable::Handle handle = admission.handle;
 
-  const std::optional<DeviceView> device = origin.identity.empty()
+  const std::optional<registry::DeviceView> device = origin.identity.empty()
                                               ? registry_->FindByIp(*ip)
                                               : registry_->FindByIccid(origin.identity);
   if (!device || !device->active) {
@@ -544,7 +544,7 @@ void Shard::SendReply(const Peer& peer, codec::MessageType type, uint8_t code,
   const std::string_view diagnostic =
       codec::CodeClass(code) >= 4 ? codec::CodeName(code) : std::string_view();
   reply.payload = std::as_bytes(std::span<const char>(diagnostic.data(), diagnostic.size()));
-  std::array<std::byte, kMaxReplySize> out;
+  std::array<std::byte, net::kMaxReplySize> out;
   auto n = codec::EncodeMessage(reply, out);
   if (!n) return;  // impossible: token ≤ 8 and a short diagnostic always fit
   SendBytes(peer, std::span(out).first(*n));

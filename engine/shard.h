@@ -23,12 +23,19 @@
 #include "codec/message.h"
 #include "codec/triage.h"
 #include "dtls/dtls_endpoint.h"
-#include "engine/datagram_io.h"
+#include "net/datagram_io.h"
 #include "engine/dedup_table.h"
-#include "engine/ip_address.h"
-#include "engine/registry_holder.h"
+#include "net/ip_address.h"
+#include "registry/registry_holder.h"
 #include "engine/shard_counters.h"
 #include "sinks/handoff.h"
+
+namespace coapgate::bootstrap {
+class BootstrapService;
+}  // namespace coapgate::bootstrap
+namespace coapgate::registry {
+class PskStore;
+}  // namespace coapgate::registry
 
 namespace coapgate::engine {
 
@@ -41,7 +48,7 @@ struct ShardOptions {
   // Per socket: true for coaps:// (DTLS) sockets. Empty: all plain.
   std::vector<bool> secure;
   dtls::EndpointOptions dtls;   ///< used when a socket is secure
-  const class PskStore* psk_store = nullptr;  ///< generated PSKs for DTLS (may be null)
+  const registry::PskStore* psk_store = nullptr;  ///< generated PSKs for DTLS (may be null)
   ShardIo io = ShardIo::kRecvmmsg;
   uint32_t max_payload = 1024;
   uint32_t dedup_capacity = 262144;
@@ -51,7 +58,7 @@ struct ShardOptions {
   uint32_t response_budget_ms = 1500;
   uint32_t busy_max_age_s = 5;
   bool ack_on_enqueue = false;         ///< coap.ack = "enqueue"
-  const RegistryHolder* registry = nullptr;
+  const registry::RegistryHolder* registry = nullptr;
   // One per publisher worker (lane): written after pushing to that lane's queue. Non-empty;
   // at most 64.
   std::vector<int> publisher_wake_fds;
@@ -59,7 +66,7 @@ struct ShardOptions {
   // the shard answers 5.03 at once. Null: always open.
   const std::atomic<bool>* sinks_available = nullptr;
   // GET /bootstrap on plain CoAP goes here (SPEC §6); null: 4.04.
-  class BootstrapService* bootstrap = nullptr;
+  bootstrap::BootstrapService* bootstrap = nullptr;
 };
 
 class Shard final : private dtls::Transport {
@@ -108,7 +115,7 @@ class Shard final : private dtls::Transport {
     sockaddr_in6 peer{};  ///< large enough for both families
     socklen_t peer_length = 0;
     uint16_t socket = 0;
-    LocalAddress local{};
+    net::LocalAddress local{};
     dtls::SessionId session = 0;  ///< DTLS: the session the reply is encrypted on; 0 = plain
     bool confirmable = false;
     bool answered = false;  ///< 2.04 (enqueue mode) or 5.03 (budget) already sent
@@ -122,29 +129,29 @@ class Shard final : private dtls::Transport {
     const sockaddr* address;
     socklen_t length;
     uint16_t socket;
-    LocalAddress local;  ///< the address the request was sent to: replies leave from it
+    net::LocalAddress local;  ///< the address the request was sent to: replies leave from it
     dtls::SessionId session = 0;  ///< non-zero: encrypt on this DTLS session
   };
   // Who sent a request: the address that identifies a plain CoAP device, or the PSK identity
   // of a DTLS session (which then identifies the device and keys its dedup entries).
   struct Origin {
     Peer peer;
-    IpAddress ip;                // the device's address as seen (the envelope's device.ip)
+    net::IpAddress ip;                // the device's address as seen (the envelope's device.ip)
     uint16_t port = 0;
     std::string_view identity;   // DTLS: PSK identity (ICCID); empty: plain CoAP
   };
 
-  Shard(ShardOptions options, std::unique_ptr<DatagramIo> io);
+  Shard(ShardOptions options, std::unique_ptr<net::DatagramIo> io);
   // The thread: builds the backend, reports through `built` ("" = ok), waits for Start.
   void ThreadMain(std::promise<std::string>& built);
   void Run();
-  void Handle(const ReceivedDatagram& d);
-  void HandleTruncated(const ReceivedDatagram& d);
+  void Handle(const net::ReceivedDatagram& d);
+  void HandleTruncated(const net::ReceivedDatagram& d);
   // GET /bootstrap: identifies the device by source IP (4.01 with a JSON body if unknown or
   // inactive) and hands it to the bootstrap worker, which replies itself; 5.03 when its queue
   // is full. Not deduplicated: within the regeneration window a retransmission gets the same
   // key, and the worker records the call time either way.
-  void Bootstrap(const ReceivedDatagram& d, const codec::Triage& t);
+  void Bootstrap(const net::ReceivedDatagram& d, const codec::Triage& t);
   // The request path shared by plain CoAP and DTLS, from dedup to the publisher queue.
   void Ingest(const Origin& origin, const codec::Triage& t);
   // Answers what the codec decided by itself (RST, 4.xx, 5.05), or counts the drop.
@@ -176,7 +183,7 @@ class Shard final : private dtls::Transport {
   [[nodiscard]] int WaitTimeoutMs() const noexcept;
 
   ShardOptions options_;
-  std::unique_ptr<DatagramIo> io_;
+  std::unique_ptr<net::DatagramIo> io_;
   std::unique_ptr<dtls::DtlsEndpoint> dtls_;  ///< built on the shard thread; null: no coaps://
   uint64_t dtls_tick_ms_ = 0;                 ///< when the endpoint next wants Tick
   bool dtls_touched_ = false;                 ///< a datagram reached the endpoint this turn
@@ -188,7 +195,7 @@ class Shard final : private dtls::Transport {
   uint32_t unanswered_head_ = kNoSlot;  ///< oldest unanswered slot (earliest deadline)
   uint32_t unanswered_tail_ = kNoSlot;
   ShardCounters counters_;
-  std::shared_ptr<const DeviceRegistry> registry_;
+  std::shared_ptr<const registry::DeviceRegistry> registry_;
   uint64_t registry_generation_ = 0;
 
   uint64_t now_ms_ = 0;       ///< monotonic, per loop turn

@@ -167,29 +167,6 @@ size_t FormatMessageId(const MessageId& id, char* out) noexcept {
   return pos;
 }
 
-size_t Base64Encode(std::span<const std::byte> in, char* out) noexcept {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  const auto byte = [&](size_t i) { return static_cast<uint32_t>(in[i]); };
-  size_t pos = 0;
-  size_t i = 0;
-  for (; i + 3 <= in.size(); i += 3) {
-    const uint32_t v = byte(i) << 16 | byte(i + 1) << 8 | byte(i + 2);
-    out[pos++] = kAlphabet[v >> 18];
-    out[pos++] = kAlphabet[(v >> 12) & 0x3f];
-    out[pos++] = kAlphabet[(v >> 6) & 0x3f];
-    out[pos++] = kAlphabet[v & 0x3f];
-  }
-  const size_t rest = in.size() - i;
-  if (rest != 0) {
-    const uint32_t v = byte(i) << 16 | (rest == 2 ? byte(i + 1) << 8 : 0);
-    out[pos++] = kAlphabet[v >> 18];
-    out[pos++] = kAlphabet[(v >> 12) & 0x3f];
-    out[pos++] = rest == 2 ? kAlphabet[(v >> 6) & 0x3f] : '=';
-    out[pos++] = '=';
-  }
-  return pos;
-}
 
 namespace {
 

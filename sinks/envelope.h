@@ -12,7 +12,8 @@
 #include <span>
 #include <string_view>
 
-#include "codec/json_escape.h"
+#include "common/base64.h"
+#include "common/json_escape.h"
 
 namespace coapgate::sinks {
 
@@ -87,15 +88,10 @@ struct EnvelopeFields {
 [[nodiscard]] size_t MaxErrorEnvelopeSize(const EnvelopeFields& f,
                                           std::string_view description) noexcept;
 
-// Standard base64 (RFC 4648 §4: alphabet A–Z a–z 0–9 + /, '=' padding).
-[[nodiscard]] constexpr size_t Base64Length(size_t n) noexcept { return (n + 2) / 3 * 4; }
-
-// Writes Base64Length(in.size()) chars and returns that count.
-// REQUIRES: `out` has room for Base64Length(in.size()) chars.
-size_t Base64Encode(std::span<const std::byte> in, char* out) noexcept;
-
 // JSON string escaping, shared with every other JSON writer of coapgate.
-using codec::JsonEscape;
-using codec::JsonEscapedLength;
+using ::coapgate::JsonEscape;
+using ::coapgate::JsonEscapedLength;
+using ::coapgate::Base64Encode;
+using ::coapgate::Base64Length;
 
 }  // namespace coapgate::sinks

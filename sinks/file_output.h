@@ -20,7 +20,7 @@
 #include <span>
 #include <string>
 
-#include "codec/result.h"
+#include "common/result.h"
 
 namespace coapgate::sinks {
 

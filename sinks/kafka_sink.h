@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "codec/result.h"
+#include "common/result.h"
 #include "sinks/sink.h"
 #include "sinks/sink_config.h"
 

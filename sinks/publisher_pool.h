@@ -15,12 +15,12 @@
 #include <string>
 #include <vector>
 
-#include "codec/result.h"
+#include "common/result.h"
 #include "sinks/file_output.h"
 #include "sinks/handoff.h"
 #include "sinks/publisher_worker.h"
 #include "sinks/sink_config.h"
-#include "sinks/snapshot_holder.h"
+#include "common/snapshot_holder.h"
 #include "sinks/template_set.h"
 
 namespace coapgate::sinks {

@@ -20,10 +20,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include "codec/energy_saver/translator.h"
+#include "energy_saver/translator.h"
 #include "sinks/handoff.h"
 #include "sinks/sink.h"
-#include "sinks/snapshot_holder.h"
+#include "common/snapshot_holder.h"
 #include "sinks/template_set.h"
 
 namespace coapgate::sinks {

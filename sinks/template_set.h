@@ -11,8 +11,8 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "codec/energy_saver/template_program.h"
-#include "codec/result.h"
+#include "energy_saver/template_program.h"
+#include "common/result.h"
 
 namespace coapgate::sinks {
 

@@ -14,18 +14,18 @@
 #include <string>
 #include <vector>
 
-#include "engine/device_registry.h"
+#include "registry/device_registry.h"
 
-namespace coapgate::engine {
+namespace coapgate::registry {
 namespace {
 
 constexpr size_t kDevices = 1'000'000;
 
 // 10.x.y.z, distinct for i < 2^24.
-IpAddress DeviceIp(size_t i) {
+net::IpAddress DeviceIp(size_t i) {
   in_addr a;
   a.s_addr = htonl(0x0a000000u | static_cast<uint32_t>(i));
-  return IpAddress::FromV4(a);
+  return net::IpAddress::FromV4(a);
 }
 
 class BenchFile {
@@ -106,11 +106,11 @@ const DeviceRegistry& Registry1M() {
 // registry, not a cache-resident sample (a power of two, to wrap with a mask).
 constexpr size_t kQueries = 1 << 20;
 
-const std::vector<IpAddress>& IpQueries() {
-  static const std::vector<IpAddress> queries = [] {
-    std::vector<IpAddress> ips(kQueries);
+const std::vector<net::IpAddress>& IpQueries() {
+  static const std::vector<net::IpAddress> queries = [] {
+    std::vector<net::IpAddress> ips(kQueries);
     std::mt19937_64 random(42);
-    for (IpAddress& ip : ips) ip = DeviceIp(random() % kDevices);
+    for (net::IpAddress& ip : ips) ip = DeviceIp(random() % kDevices);
     return ips;
   }();
   return queries;
@@ -119,7 +119,7 @@ const std::vector<IpAddress>& IpQueries() {
 // Throughput: independent lookups, which the CPU overlaps (several cache misses in flight).
 void BM_RegistryFindByIp(benchmark::State& state) {
   const DeviceRegistry& registry = Registry1M();
-  const std::vector<IpAddress>& queries = IpQueries();
+  const std::vector<net::IpAddress>& queries = IpQueries();
   size_t i = 0;
   for (auto _ : state) {
     const auto device = registry.FindByIp(queries[i++ & (kQueries - 1)]);
@@ -135,7 +135,7 @@ BENCHMARK(BM_RegistryFindByIp);
 // engine, where a lookup sits between other per-datagram work.
 void BM_RegistryFindByIpLatency(benchmark::State& state) {
   const DeviceRegistry& registry = Registry1M();
-  const std::vector<IpAddress>& queries = IpQueries();
+  const std::vector<net::IpAddress>& queries = IpQueries();
   size_t i = 0;
   for (auto _ : state) {
     const auto device = registry.FindByIp(queries[i & (kQueries - 1)]);
@@ -165,4 +165,4 @@ void BM_RegistryFindByIccid(benchmark::State& state) {
 BENCHMARK(BM_RegistryFindByIccid);
 
 }  // namespace
-}  // namespace coapgate::engine
+}  // namespace coapgate::registry

@@ -20,7 +20,7 @@
 #include <optional>
 #include <string>
 
-#include "codec/result.h"
+#include "common/result.h"
 
 namespace coapgate::loadgen {
 

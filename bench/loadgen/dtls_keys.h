@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "bench/loadgen/address_plan.h"
-#include "codec/result.h"
+#include "common/result.h"
 
 namespace coapgate::loadgen {
 

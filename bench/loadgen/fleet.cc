@@ -1,6 +1,6 @@
 #include "bench/loadgen/fleet.h"
 
-#include "engine/hash.h"
+#include "common/hash.h"
 
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -46,7 +46,7 @@ uint64_t NowNs() noexcept {
 
 // A device's MID base and token salt from (seed, device index), so they need no per-device
 // storage.
-uint64_t Mix(uint64_t x) noexcept { return engine::Mix64(x); }
+uint64_t Mix(uint64_t x) noexcept { return Mix64(x); }
 
 // Per device: MIDs count up from a random base (so two devices rarely share one), tokens are
 // the sequence number XOR a random salt (unique per device for 2^32 requests; the sequence is

@@ -51,7 +51,7 @@
 #include "bench/loadgen/retransmit.h"
 #include "bench/loadgen/timer_wheel.h"
 #include "bench/loadgen/udp_batch.h"
-#include "codec/result.h"
+#include "common/result.h"
 
 struct WOLFSSL;
 struct WOLFSSL_CTX;

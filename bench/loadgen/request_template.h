@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "codec/result.h"
+#include "common/result.h"
 
 namespace coapgate::loadgen {
 

@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "codec/result.h"
+#include "common/result.h"
 
 namespace coapgate::loadgen {
 

@@ -16,9 +16,9 @@ void BM_HandoffRoundTripOneThread(benchmark::State& state) {
   Handoff handoff(8192, 64, static_cast<uint32_t>(state.range(0)));
   uint32_t lane = 0;
   for (auto _ : state) {
-    uint32_t slot;
+    uint32_t slot = 0;
     if (!handoff.Acquire(&slot) || !handoff.PushOutbound(lane, slot)) state.SkipWithError("full");
-    uint32_t taken;
+    uint32_t taken = 0;
     if (!handoff.PopOutbound(lane, &taken)) state.SkipWithError("empty");
     handoff.Complete(lane, taken, Outcome::kAccepted);
     Outcome outcome;

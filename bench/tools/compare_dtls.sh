@@ -98,7 +98,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=common.sh
 source "$REPO/bench/tools/common.sh"
 RELEASE=$REPO/build/release
-COAPGATE_BIN=${COAPGATE_BIN:-$RELEASE/engine/coapgate}
+COAPGATE_BIN=${COAPGATE_BIN:-$RELEASE/app/coapgate}
 DTLS_BLAST=${DTLS_BLAST:-$RELEASE/bench/dtls_blast}
 WORK=$(mktemp -d /tmp/compare_dtls.XXXXXX)
 RESULTS=$WORK/results.tsv

@@ -128,7 +128,7 @@ blast_args_libcoap() { echo "--method put --path example_data"; }
 # coapgate itself: CON POST /?t=bench (coap_blast's default request) from N device addresses
 # that are in its registry -> 2.04 after the file sink (writing to /dev/null) took the
 # message. One shard, so that the three servers are compared per core.
-COAPGATE_BIN=${COAPGATE_BIN:-$REPO/build/release/engine/coapgate}
+COAPGATE_BIN=${COAPGATE_BIN:-$REPO/build/release/app/coapgate}
 COAPGATE_SHARDS=${COAPGATE_SHARDS:-1}
 start_coapgate() {
   if [[ ! -x $COAPGATE_BIN ]]; then

@@ -35,7 +35,7 @@
 #
 # coap_blast and mqtt_publish_rate are compiled into --build-dir (default
 # /tmp/benchtools_build) when missing or older than their sources; coapgate is
-# $COAPGATE_BIN (default build/release/engine/coapgate) and kafka_mock_cluster
+# $COAPGATE_BIN (default build/release/app/coapgate) and kafka_mock_cluster
 # $KAFKA_MOCK_CLUSTER (default build/release/tests/kafka_mock_cluster), built with the release
 # preset when missing. Everything listens on 127.0.0.1 only; every process is started here,
 # killed here by PID (also on exit or ^C) and lives at most D + 60 s.
@@ -107,7 +107,7 @@ WORK=$(mktemp -d /tmp/compare_sinks.XXXXXX)
 RESULTS=$WORK/results.tsv
 CLK_TCK=$(getconf CLK_TCK)
 LIFETIME=$((DURATION + 60))      # the longest any process started here may live
-COAPGATE_BIN=${COAPGATE_BIN:-$REPO/build/release/engine/coapgate}
+COAPGATE_BIN=${COAPGATE_BIN:-$REPO/build/release/app/coapgate}
 KAFKA_MOCK_CLUSTER=${KAFKA_MOCK_CLUSTER:-$REPO/build/release/tests/kafka_mock_cluster}
 
 # What we started, by PID: the `timeout` wrappers (killing one kills its child) and, for the

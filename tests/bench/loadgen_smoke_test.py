@@ -25,7 +25,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAKE_FLEET_CSV = os.path.join(HERE, "..", "..", "bench", "loadgen", "make_fleet_csv.py")
-COAPGATE = os.environ.get("COAPGATE", "build/release/engine/coapgate")
+COAPGATE = os.environ.get("COAPGATE", "build/release/app/coapgate")
 LOADGEN = os.environ.get("LOADGEN", "build/release/bench/loadgen/coapgate-loadgen")
 
 DEVICES = 2000

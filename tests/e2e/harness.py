@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 
-COAPGATE = os.environ.get("COAPGATE", "build/release/engine/coapgate")
+COAPGATE = os.environ.get("COAPGATE", "build/release/app/coapgate")
 STARTUP_TIMEOUT_S = 20
 
 # Devices the tests use: the loopback addresses are the devices' "static private IPs".

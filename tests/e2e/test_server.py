@@ -506,7 +506,7 @@ class EnergySaverTests(unittest.TestCase):
         d = tempfile.mkdtemp(prefix="coapgate-es-")
         path = write_file(d, "bad.json", '{"sense":[{"asset":"a","value":{"byte":0,"type":"integer"}}]}')
         config = write_file(d, "c.toml", f'[energy_saver]\ncoap_template = "{path}"\n')
-        out = subprocess.run([os.environ.get("COAPGATE", "build/release/engine/coapgate"),
+        out = subprocess.run([os.environ.get("COAPGATE", "build/release/app/coapgate"),
                               "--check-config", "--config", config],
                              capture_output=True, text=True, timeout=20)
         self.assertEqual(out.returncode, 2)
@@ -516,7 +516,7 @@ class EnergySaverTests(unittest.TestCase):
 class CommandLineTests(unittest.TestCase):
     def run_coapgate(self, *args, config_text=None):
         import tempfile
-        cmd = [os.environ.get("COAPGATE", "build/release/engine/coapgate")]
+        cmd = [os.environ.get("COAPGATE", "build/release/app/coapgate")]
         if config_text is not None:
             with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
                 f.write(config_text)

@@ -14,7 +14,7 @@
 #include <tuple>
 #include <vector>
 
-#include "engine/ip_address.h"
+#include "net/ip_address.h"
 
 namespace coapgate::engine {
 namespace {
@@ -28,9 +28,9 @@ constexpr uint8_t kAck = 2;
 constexpr uint8_t kNon = 1;
 
 DedupKey Key(const char* ip, uint16_t port, uint16_t mid) {
-  const auto address = IpAddress::Parse(ip);
+  const auto address = net::IpAddress::Parse(ip);
   EXPECT_TRUE(address.has_value()) << ip;
-  return DedupKey{address.value_or(IpAddress{}).bytes(), port, mid};
+  return DedupKey{address.value_or(net::IpAddress{}).bytes(), port, mid};
 }
 
 std::vector<std::byte> Token(std::initializer_list<int> bytes) {

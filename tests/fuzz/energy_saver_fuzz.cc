@@ -17,8 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "codec/energy_saver/template_program.h"
-#include "codec/energy_saver/translator.h"
+#include "energy_saver/template_program.h"
+#include "energy_saver/translator.h"
 
 namespace {
 

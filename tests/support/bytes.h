@@ -10,12 +10,12 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/dissect.h"
+#include "common/hex.h"
 
 namespace coapgate::test {
 
 inline std::vector<std::byte> Bytes(std::string_view hex) {
-  auto bytes = engine::ParseHex(hex);
+  auto bytes = ParseHex(hex);
   if (!bytes) {
     ADD_FAILURE() << "bad hex in test: " << bytes.error();
     return {};

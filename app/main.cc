@@ -1,0 +1,194 @@
+// coapgate's command line (SPEC §10):
+//   coapgate [--config FILE]                  run (embedded defaults without a file)
+//   coapgate --check-config [--config FILE]   validate config and devices, exit 0 or 2
+//   coapgate dissect [HEX...]                 show what the codec makes of datagrams
+//   coapgate translate --template F (--hex H | --base64 B)   the Energy Saver tester
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "app/dissect.h"
+#include "common/base64.h"
+#include "common/hex.h"
+#include "energy_saver/translator.h"
+#include "engine/server.h"
+#include "sinks/template_set.h"
+
+namespace {
+
+constexpr int kExitConfig = 2;    ///< SPEC §10: a bad config exits 2 with the key named
+constexpr int kExitStartup = 1;   ///< sockets, files: the environment refused
+
+int RunDissect(const std::vector<std::string>& hex_datagrams, size_t max_payload) {
+  coapgate::codec::TriageLimits limits;
+  limits.max_payload = max_payload;
+  int status = 0;
+  auto one = [&](const std::string& hex) {
+    auto bytes = coapgate::ParseHex(hex);
+    if (!bytes) {
+      std::cerr << "coapgate dissect: " << bytes.error() << "\n";
+      status = kExitConfig;
+      return;
+    }
+    std::cout << coapgate::app::Dissect(*bytes, limits) << "\n";
+  };
+  if (hex_datagrams.empty()) {
+    for (std::string line; std::getline(std::cin, line);) {
+      if (!line.empty() && line[0] != '#') one(line);
+    }
+  } else {
+    for (const std::string& hex : hex_datagrams) one(hex);
+  }
+  return status;
+}
+
+// The configuration in force: the file's, or the embedded defaults.
+coapgate::Result<coapgate::config::Config, std::string> LoadConfig(const std::string& path) {
+  return path.empty() ? coapgate::config::ParseConfig("", "(embedded defaults)")
+                      : coapgate::config::LoadConfigFile(path);
+}
+
+// `coapgate translate`: the reference system's template tester (SPEC §8). Exit 0 with the
+// JSON, 1 with the translation error (the text the ERROR event would carry), 2 for a bad
+// template or input.
+int RunTranslate(const std::string& template_path, const std::string& hex,
+                 const std::string& base64) {
+  auto program = coapgate::sinks::LoadTemplateFile(template_path);
+  if (!program) {
+    std::cerr << program.error() << "\n";
+    return kExitConfig;
+  }
+  auto payload = hex.empty() ? coapgate::ParseBase64(base64)
+                             : coapgate::ParseHex(hex);
+  if (!payload) {
+    std::cerr << "coapgate translate: " << (hex.empty() ? "--base64: " : "--hex: ")
+              << payload.error() << "\n";
+    return kExitConfig;
+  }
+  coapgate::energysaver::Translator translator(*program);
+  std::string out((*program)->MaxOutputSize(payload->size()), '\0');
+  auto json = translator.Translate(*payload, std::span(out.data(), out.size()));
+  if (!json) {
+    std::array<char, 512> error;
+    const size_t n = coapgate::energysaver::FormatError(json.error(), error);
+    std::cout << std::string_view(error.data(), n) << "\n";
+    return 1;
+  }
+  std::cout << std::string_view(out.data(), *json) << "\n";
+  return 0;
+}
+
+int CheckConfig(const std::string& path) {
+  auto config = LoadConfig(path);
+  if (!config) {
+    std::cerr << config.error() << "\n";
+    return kExitConfig;
+  }
+  if (auto templates = coapgate::engine::LoadTemplates(*config); !templates) {
+    std::cerr << templates.error() << "\n";
+    return kExitConfig;
+  }
+  bool missing = false;
+  auto devices = coapgate::engine::LoadDevices(*config, &missing);
+  if (!devices) {
+    std::cerr << devices.error() << "\n";
+    return kExitConfig;
+  }
+  // Sets every sink up as the server would (TLS files, librdkafka properties, output files)
+  // without connecting anywhere.
+  if (auto sinks = coapgate::sinks::PublisherPool::Create(
+          config->sinks, coapgate::sinks::PublisherPool::Mode::kCheckOnly);
+      !sinks) {
+    std::cerr << sinks.error() << "\n";
+    return kExitConfig;
+  }
+  std::cout << (path.empty() ? "(embedded defaults)" : path) << ": ok; " << config->devices.file
+            << ": " << (missing ? "missing (every device would get 4.01)"
+                                : std::to_string((*devices)->size()) + " devices")
+            << "\n";
+  return 0;
+}
+
+int Serve(const std::string& path) {
+  auto config = LoadConfig(path);
+  if (!config) {
+    spdlog::error("{}", config.error());
+    return kExitConfig;
+  }
+  coapgate::engine::BlockServerSignals();
+  auto server = coapgate::engine::Server::Create(*config);
+  if (!server) {
+    spdlog::error("{}", server.error());
+    // A bad devices or template file is a configuration error; the rest (ports, files we
+    // could not open) is the environment's.
+    const bool config_error = server.error().rfind(config->devices.file, 0) == 0 ||
+                              server.error().rfind("sinks[", 0) == 0 ||
+                              (!config->energy_saver.coap_template.empty() &&
+                               server.error().rfind(config->energy_saver.coap_template, 0) == 0) ||
+                              (!config->energy_saver.device_templates.empty() &&
+                               server.error().rfind(config->energy_saver.device_templates, 0) == 0);
+    return config_error ? kExitConfig : kExitStartup;
+  }
+  return (*server)->Run();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto logger = spdlog::stderr_color_mt("coapgate");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_default_logger(logger);
+
+  CLI::App app{"coapgate: high-throughput CoAP ingestion engine"};
+  app.set_version_flag("--version", std::string(COAPGATE_VERSION));
+  std::string config_path;
+  bool check_only = false;
+  app.add_option("--config", config_path, "TOML configuration file (default: embedded defaults)")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--check-config", check_only, "validate the configuration and devices, then exit");
+
+  std::vector<std::string> hex_datagrams;
+  size_t max_payload = 1024;
+  CLI::App* dissect = app.add_subcommand(
+      "dissect", "Parse CoAP datagrams given in hex (arguments, or one per stdin line) and show "
+                 "the verdict and reply");
+  dissect->add_option("datagram", hex_datagrams, "datagram bytes in hex, e.g. '40 02 12 34'");
+  dissect->add_option("--max-payload", max_payload, "largest accepted payload (coap.max_payload)")
+      ->check(CLI::Range(size_t{0}, size_t{65507}));
+
+  std::string template_path;
+  std::string payload_hex;
+  std::string payload_base64;
+  CLI::App* translate = app.add_subcommand(
+      "translate", "Translate a binary payload with an Energy Saver template and print the JSON");
+  translate->add_option("--template", template_path, "template JSON file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  auto* hex_option = translate->add_option("--hex", payload_hex, "payload bytes in hex");
+  auto* base64_option = translate->add_option("--base64", payload_base64, "payload in base64");
+  hex_option->excludes(base64_option);
+  translate->callback([&] {
+    if (hex_option->count() + base64_option->count() != 1) {
+      throw CLI::ValidationError("give the payload with exactly one of --hex or --base64");
+    }
+  });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // Usage errors exit 2 like configuration errors (CLI11 reports 105/106 by default).
+    const int code = app.exit(e);
+    return code == 0 ? 0 : kExitConfig;
+  }
+  if (dissect->parsed()) return RunDissect(hex_datagrams, max_payload);
+  if (translate->parsed()) return RunTranslate(template_path, payload_hex, payload_base64);
+  if (check_only) return CheckConfig(config_path);
+  return Serve(config_path);
+}

@@ -1,0 +1,739 @@
+#include "config/config.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <initializer_list>
+
+#include <toml++/toml.h>
+
+#include "sinks/mqtt_topic.h"
+
+namespace coapgate::config {
+namespace {
+
+// A configuration is a few kilobytes. The bound keeps a mistaken path (/dev/zero, a log file)
+// from being read into memory whole.
+constexpr size_t kMaxConfigBytes = size_t{1} << 20;
+
+// Values quoted in messages are cut to this many bytes so that an error stays a readable line.
+constexpr size_t kMaxQuotedBytes = 80;
+
+// SPEC §6: the whole bootstrap datagram stays under 150 bytes, i.e. at most 149. The reply
+// spends 4 (header) + 8 (longest token) + 1 (Content-Format) + 1 (payload marker) + 20 (longest
+// ICCID) + 19 (longest PSK) + 2 (commas) = 55 of them before the URL.
+// Review: keep in step with the bootstrap reply encoder when it lands.
+constexpr size_t kMaxCoapsUrlBytes = 149 - 55;
+
+// A name the file uses, and the value it stands for. The tables below are the single spelling
+// of each enum, for parsing and for ToString().
+template <class T>
+struct Named {
+  std::string_view name;
+  T value;
+};
+
+constexpr Named<IoBackend> kIoBackends[] = {{"auto", IoBackend::kAuto},
+                                            {"io_uring", IoBackend::kIoUring},
+                                            {"recvmmsg", IoBackend::kRecvmmsg}};
+constexpr Named<AckMode> kAckModes[] = {{"sink", AckMode::kSink}, {"enqueue", AckMode::kEnqueue}};
+constexpr Named<TranslationErrorPolicy> kTranslationErrorPolicies[] = {
+    {"accept", TranslationErrorPolicy::kAccept}, {"reject", TranslationErrorPolicy::kReject}};
+enum class SinkKind : uint8_t { kFile, kMqtt, kKafka };
+constexpr Named<SinkKind> kSinkKinds[] = {
+    {"file", SinkKind::kFile}, {"mqtt", SinkKind::kMqtt}, {"kafka", SinkKind::kKafka}};
+constexpr Named<MqttFormat> kMqttFormats[] = {{"envelope", MqttFormat::kEnvelope},
+                                              {"raw", MqttFormat::kRaw}};
+constexpr Named<int> kMqttProtocols[] = {{"5", 5}, {"3.1.1", 4}};
+
+// Appends `text` with control characters escaped, so that no input can split a message over
+// lines. With `quoted`, also escapes '"' and '\' (the text goes between double quotes).
+void AppendEscaped(std::string_view text, bool quoted, std::string* out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      out->append("\\n");
+    } else if (c == '\t') {
+      out->append("\\t");
+    } else if (c == '\r') {
+      out->append("\\r");
+    } else if (byte < 0x20 || byte == 0x7f) {
+      out->append("\\x");
+      out->push_back(kHex[byte >> 4]);
+      out->push_back(kHex[byte & 0xf]);
+    } else {
+      if (quoted && (c == '"' || c == '\\')) out->push_back('\\');
+      out->push_back(c);
+    }
+  }
+}
+
+std::string OneLine(std::string_view text) {
+  std::string out;
+  AppendEscaped(text, /*quoted=*/false, &out);
+  return out;
+}
+
+// "text" with escapes, cut at kMaxQuotedBytes (on a UTF-8 character boundary).
+std::string Quote(std::string_view text) {
+  std::string out = "\"";
+  if (text.size() <= kMaxQuotedBytes) {
+    AppendEscaped(text, /*quoted=*/true, &out);
+    out.push_back('"');
+    return out;
+  }
+  size_t cut = kMaxQuotedBytes;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xc0) == 0x80) --cut;
+  AppendEscaped(text.substr(0, cut), /*quoted=*/true, &out);
+  out.append("\"...");
+  return out;
+}
+
+bool IsBareKey(std::string_view key) {
+  if (key.empty()) return false;
+  return std::all_of(key.begin(), key.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
+  });
+}
+
+// The dotted key of `key` inside the table at `path`, quoted the way TOML would need it
+// (sinks[0].properties."linger.ms"), so the user can search the file for it.
+std::string Child(std::string_view path, std::string_view key) {
+  std::string out(path);
+  if (!out.empty()) out.push_back('.');
+  out += IsBareKey(key) ? std::string(key) : Quote(key);
+  return out;
+}
+
+std::string Element(std::string_view path, size_t index) {
+  return std::string(path) + "[" + std::to_string(index) + "]";
+}
+
+// What a node holds, for "(got ...)": its type, and its value when that is short and useful.
+std::string Got(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::string:
+      return "string " + Quote(node.as_string()->get());
+    case toml::node_type::integer:
+      return "integer " + std::to_string(node.as_integer()->get());
+    case toml::node_type::floating_point: {
+      char text[32];
+      const auto end = std::to_chars(text, text + sizeof(text), node.as_floating_point()->get());
+      return "float " + std::string(text, end.ec == std::errc{} ? end.ptr : text);
+    }
+    case toml::node_type::boolean:
+      return node.as_boolean()->get() ? "boolean true" : "boolean false";
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::date:
+      return "a date";
+    case toml::node_type::time:
+      return "a time";
+    case toml::node_type::date_time:
+      return "a date-time";
+    case toml::node_type::none:
+      break;
+  }
+  return "nothing";
+}
+
+template <class T, size_t N>
+std::string ListNames(const Named<T> (&choices)[N]) {
+  std::string out;
+  for (size_t i = 0; i < N; ++i) {
+    if (i > 0) out.append(i + 1 == N ? " or " : ", ");
+    out += Quote(choices[i].name);
+  }
+  return out;
+}
+
+// The first validation error, formatted "<source>: <key>: <reason>". Reading stops at it.
+class Errors {
+ public:
+  explicit Errors(std::string_view source) : source_(OneLine(source)) {}
+
+  // Always returns false, so that readers can `return errors->Fail(...)`.
+  bool Fail(std::string_view dotted_key, std::string_view reason) {
+    first_ = source_ + ": " + std::string(dotted_key) + ": " + std::string(reason);
+    return false;
+  }
+  std::string Take() { return std::move(first_); }
+
+ private:
+  std::string source_;
+  std::string first_;
+};
+
+// Reads the keys of one TOML table into a struct. Every reader returns false after recording
+// an error that names the full dotted key; an absent key leaves the output (its default) as is.
+class TableReader {
+ public:
+  TableReader(const toml::table& table, std::string path, Errors* errors)
+      : table_(table), path_(std::move(path)), errors_(errors) {}
+
+  [[nodiscard]] const toml::table& table() const { return table_; }
+  [[nodiscard]] std::string KeyPath(std::string_view key) const { return Child(path_, key); }
+  [[nodiscard]] const toml::node* Find(std::string_view key) const { return table_.get(key); }
+  bool Fail(std::string_view key, std::string_view reason) {
+    return errors_->Fail(KeyPath(key), reason);
+  }
+  // For errors below this table's own keys (array elements); `dotted_key` is complete.
+  bool FailAt(std::string_view dotted_key, std::string_view reason) {
+    return errors_->Fail(dotted_key, reason);
+  }
+
+  // Rejects any key outside `known`; when several are unknown, the first in the file.
+  // `what` qualifies the message ("for a file sink").
+  bool OnlyKeys(std::initializer_list<std::string_view> known, std::string_view what = {}) {
+    const toml::key* unknown = nullptr;
+    for (const auto& [key, node] : table_) {
+      if (std::find(known.begin(), known.end(), key.str()) != known.end()) continue;
+      const toml::source_position at = key.source().begin;
+      if (unknown == nullptr || at < unknown->source().begin) unknown = &key;
+    }
+    if (unknown == nullptr) return true;
+    std::string reason = "unknown key";
+    if (!what.empty()) reason.append(" ").append(what);
+    reason.append(" (expected one of: ");
+    for (auto it = known.begin(); it != known.end(); ++it) {
+      if (it != known.begin()) reason.append(", ");
+      reason.append(*it);
+    }
+    reason.append(")");
+    return Fail(unknown->str(), reason);
+  }
+
+  // REQUIRES: lo <= hi. T is the field's type, so the range always fits it: TOML integers are
+  // 64-bit and are range-checked before narrowing.
+  template <class T>
+  bool Integer(std::string_view key, T lo, T hi, T* out) {
+    const toml::node* node = Find(key);
+    if (node == nullptr) return true;
+    const std::string expected =
+        "must be an integer in " + std::to_string(lo) + ".." + std::to_string(hi);
+    const auto* value = node->as_integer();
+    if (value == nullptr) return Fail(key, expected + " (got " + Got(*node) + ")");
+    const int64_t v = value->get();
+    if (std::cmp_less(v, lo) || std::cmp_greater(v, hi)) {
+      return Fail(key, expected + " (got " + std::to_string(v) + ")");
+    }
+    *out = static_cast<T>(v);
+    return true;
+  }
+
+  // NUL is refused everywhere: every string ends up in a C API (open, libmosquitto,
+  // librdkafka) that would silently cut it there.
+  bool String(std::string_view key, bool non_empty, std::string* out) {
+    const toml::node* node = Find(key);
+    if (node == nullptr) return true;
+    const auto* value = node->as_string();
+    const char* expected = non_empty ? "must be a non-empty string" : "must be a string";
+    if (value == nullptr || (non_empty && value->get().empty())) {
+      return Fail(key, std::string(expected) + " (got " + Got(*node) + ")");
+    }
+    if (value->get().find('\0') != std::string::npos) {
+      return Fail(key, "must not contain NUL characters");
+    }
+    *out = value->get();
+    return true;
+  }
+
+  bool Boolean(std::string_view key, bool* out) {
+    const toml::node* node = Find(key);
+    if (node == nullptr) return true;
+    const auto* value = node->as_boolean();
+    if (value == nullptr) return Fail(key, "must be true or false (got " + Got(*node) + ")");
+    *out = value->get();
+    return true;
+  }
+
+  template <class T, size_t N>
+  bool Choice(std::string_view key, const Named<T> (&choices)[N], T* out) {
+    const toml::node* node = Find(key);
+    if (node == nullptr) return true;
+    if (const auto* value = node->as_string()) {
+      for (const Named<T>& choice : choices) {
+        if (choice.name == value->get()) {
+          *out = choice.value;
+          return true;
+        }
+      }
+    }
+    return Fail(key, "must be one of " + ListNames(choices) + " (got " + Got(*node) + ")");
+  }
+
+  // Reads the sub-table `key` with `read(TableReader&)`; an absent table keeps the defaults.
+  template <class Read>
+  bool Section(std::string_view key, Read read) {
+    const toml::node* node = Find(key);
+    if (node == nullptr) return true;
+    const toml::table* table = node->as_table();
+    if (table == nullptr) return Fail(key, "must be a table (got " + Got(*node) + ")");
+    TableReader reader(*table, KeyPath(key), errors_);
+    return read(reader);
+  }
+
+  bool ListenList(std::string_view key, std::vector<ListenAddress>* out);
+
+ private:
+  const toml::table& table_;
+  std::string path_;  // dotted key of this table; empty for the root
+  Errors* errors_;
+};
+
+// "a.b.c.d:port" or "[v6]:port", both literals checked by inet_pton. Names are refused: a
+// listen address is bound at startup, and a resolver has no business there.
+Result<ListenAddress, std::string> ParseListenAddress(std::string_view text) {
+  const std::string bad = "invalid listen address " + Quote(text) + ": ";
+  std::string_view host;
+  std::string_view port;
+  int family = AF_INET;
+  if (!text.empty() && text.front() == '[') {
+    const size_t close = text.find(']');
+    if (close == std::string_view::npos) return Fail(bad + "missing ']'");
+    host = text.substr(1, close - 1);
+    const std::string_view rest = text.substr(close + 1);
+    if (rest.empty() || rest.front() != ':') return Fail(bad + "expected \":port\" after ']'");
+    port = rest.substr(1);
+    family = AF_INET6;
+  } else {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) {
+      return Fail(bad + "expected \"address:port\", e.g. \"0.0.0.0:5683\"");
+    }
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      return Fail(bad + "an IPv6 address needs brackets, e.g. \"[::]:5683\"");
+    }
+  }
+  char literal[INET6_ADDRSTRLEN];
+  unsigned char binary[sizeof(in6_addr)];
+  const bool fits = !host.empty() && host.size() < sizeof(literal);
+  if (fits) {
+    std::memcpy(literal, host.data(), host.size());
+    literal[host.size()] = '\0';
+  }
+  if (!fits || inet_pton(family, literal, binary) != 1) {
+    return Fail(bad + (family == AF_INET ? "the host is not an IPv4 literal"
+                                         : "the host is not an IPv6 literal"));
+  }
+  uint32_t number = 0;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), number);
+  if (port.empty() || ec != std::errc{} || end != port.data() + port.size() || number > 65535) {
+    return Fail(bad + "the port must be a number in 0..65535");
+  }
+  return ListenAddress{std::string(host), static_cast<uint16_t>(number), std::string(text)};
+}
+
+bool TableReader::ListenList(std::string_view key, std::vector<ListenAddress>* out) {
+  const toml::node* node = Find(key);
+  if (node == nullptr) return true;
+  const toml::array* array = node->as_array();
+  if (array == nullptr) {
+    return Fail(key,
+                "must be an array of strings, e.g. [\"0.0.0.0:5683\"] (got " + Got(*node) + ")");
+  }
+  std::vector<ListenAddress> list;
+  for (size_t i = 0; i < array->size(); ++i) {
+    const toml::node& element = *array->get(i);
+    const std::string path = Element(KeyPath(key), i);
+    const auto* text = element.as_string();
+    if (text == nullptr) return FailAt(path, "must be a string (got " + Got(element) + ")");
+    auto address = ParseListenAddress(text->get());
+    if (!address) return FailAt(path, address.error());
+    list.push_back(std::move(*address));
+  }
+  *out = std::move(list);
+  return true;
+}
+
+// Address family and bytes of a parsed ListenAddress, so that "[::0]:1" and "[::]:1" compare
+// equal. REQUIRES: `address` came from ParseListenAddress (or is a default).
+std::string BindKey(const ListenAddress& address) {
+  const bool v6 = address.host.find(':') != std::string::npos;
+  unsigned char binary[sizeof(in6_addr)] = {};
+  inet_pton(v6 ? AF_INET6 : AF_INET, address.host.c_str(), binary);
+  std::string key(reinterpret_cast<const char*>(binary), v6 ? 16 : 4);
+  key.push_back(static_cast<char>(address.port >> 8));
+  key.push_back(static_cast<char>(address.port & 0xff));
+  return key;
+}
+
+// Two sockets on one address would split its traffic between them under SO_REUSEPORT (and a
+// CoAP and a CoAPS socket can share no port), so a repeated address is refused; port 0 is
+// exempt since each bind gets its own ephemeral port.
+bool CheckListenAddresses(const Config::Server& server, TableReader* reader) {
+  if (server.coap_listen.empty() && server.coaps_listen.empty()) {
+    return reader->Fail("coap_listen",
+                        "at least one listen address is required (coaps_listen is empty too)");
+  }
+  struct Seen {
+    std::string key;
+    std::string path;
+    std::string text;
+  };
+  std::vector<Seen> seen;
+  for (const auto& [name, list] : {std::pair{"coap_listen", &server.coap_listen},
+                                   std::pair{"coaps_listen", &server.coaps_listen}}) {
+    for (size_t i = 0; i < list->size(); ++i) {
+      const ListenAddress& address = (*list)[i];
+      if (address.port == 0) continue;
+      std::string key = BindKey(address);
+      std::string path = Element(reader->KeyPath(name), i);
+      for (const Seen& earlier : seen) {
+        if (earlier.key == key) {
+          return reader->FailAt(
+              path, "same address as " + earlier.path + " (" + Quote(earlier.text) + ")");
+        }
+      }
+      seen.push_back({std::move(key), std::move(path), address.text});
+    }
+  }
+  return true;
+}
+
+bool ReadServer(TableReader& r, Config::Server* server) {
+  return r.OnlyKeys({"coap_listen", "coaps_listen", "shards", "io", "receive_buffer_bytes",
+                     "drain_timeout_ms"}) &&
+         r.ListenList("coap_listen", &server->coap_listen) &&
+         r.ListenList("coaps_listen", &server->coaps_listen) &&
+         r.Integer("shards", 0, 1024, &server->shards) &&
+         r.Choice("io", kIoBackends, &server->io) &&
+         r.Integer<uint32_t>("receive_buffer_bytes", 65536, uint32_t{1} << 30,
+                             &server->receive_buffer_bytes) &&
+         r.Integer<uint32_t>("drain_timeout_ms", 0, 600000, &server->drain_timeout_ms) &&
+         CheckListenAddresses(*server, &r);
+}
+
+bool ReadDevices(TableReader& r, Config::Devices* devices) {
+  return r.OnlyKeys({"file", "state"}) && r.String("file", /*non_empty=*/true, &devices->file) &&
+         r.String("state", /*non_empty=*/true, &devices->state);
+}
+
+bool ReadCoap(TableReader& r, Config::Coap* coap) {
+  return r.OnlyKeys({"exchange_lifetime_s", "non_lifetime_s", "max_payload", "response_budget_ms",
+                     "ack", "dedup_capacity", "inflight_capacity", "busy_max_age_s"}) &&
+         r.Integer<uint32_t>("exchange_lifetime_s", 1, 86400, &coap->exchange_lifetime_s) &&
+         r.Integer<uint32_t>("non_lifetime_s", 1, 86400, &coap->non_lifetime_s) &&
+         r.Integer<uint32_t>("max_payload", 1, 65000, &coap->max_payload) &&
+         r.Integer<uint32_t>("response_budget_ms", 10, 60000, &coap->response_budget_ms) &&
+         r.Choice("ack", kAckModes, &coap->ack) &&
+         r.Integer<uint32_t>("dedup_capacity", 16, uint32_t{1} << 28, &coap->dedup_capacity) &&
+         r.Integer<uint32_t>("inflight_capacity", 16, uint32_t{1} << 24,
+                             &coap->inflight_capacity) &&
+         r.Integer<uint32_t>("busy_max_age_s", 1, 3600, &coap->busy_max_age_s);
+}
+
+bool ReadBootstrap(TableReader& r, Config::Bootstrap* bootstrap) {
+  if (!r.OnlyKeys({"coaps_url", "regenerate_after_s"}) ||
+      !r.String("coaps_url", /*non_empty=*/true, &bootstrap->coaps_url) ||
+      !r.Integer<uint32_t>("regenerate_after_s", 0, uint32_t{1} << 30,
+                           &bootstrap->regenerate_after_s)) {
+    return false;
+  }
+  // Devices split the reply "ICCID,PSK,COAPS_URL" at commas and hand the URL to their DTLS
+  // stack, so it must be one printable token.
+  const std::string& url = bootstrap->coaps_url;
+  constexpr std::string_view kScheme = "coaps://";
+  if (!url.starts_with(kScheme)) {
+    return r.Fail("coaps_url", "must start with \"coaps://\" (got " + Quote(url) + ")");
+  }
+  if (url.size() == kScheme.size())
+    return r.Fail("coaps_url", "must name a host after \"coaps://\"");
+  if (url.find(',') != std::string::npos) {
+    return r.Fail("coaps_url", "must not contain ',' (the bootstrap reply is comma-separated)");
+  }
+  if (std::any_of(url.begin(), url.end(), [](char c) {
+        return static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) == 0x7f;
+      })) {
+    return r.Fail("coaps_url", "must not contain spaces or control characters");
+  }
+  if (url.size() > kMaxCoapsUrlBytes) {
+    return r.Fail("coaps_url", "must be at most " + std::to_string(kMaxCoapsUrlBytes) +
+                                   " bytes (the bootstrap reply must stay under 150 bytes)");
+  }
+  return true;
+}
+
+bool ReadDtls(TableReader& r, Config::Dtls* dtls) {
+  if (!(r.OnlyKeys({"max_sessions", "max_handshakes", "handshake_timeout_ms", "idle_timeout_s",
+                    "identity_hint"}) &&
+        r.Integer<uint32_t>("max_sessions", 1, 10000000, &dtls->max_sessions) &&
+        r.Integer<uint32_t>("max_handshakes", 1, 1000000, &dtls->max_handshakes) &&
+        r.Integer<uint32_t>("handshake_timeout_ms", 100, 600000, &dtls->handshake_timeout_ms) &&
+        r.Integer<uint32_t>("idle_timeout_s", 1, 30 * 86400, &dtls->idle_timeout_s) &&
+        r.String("identity_hint", /*non_empty=*/false, &dtls->identity_hint))) {
+    return false;
+  }
+  if (dtls->max_handshakes > dtls->max_sessions) {
+    return r.Fail("max_handshakes", "must not exceed dtls.max_sessions (" +
+                                        std::to_string(dtls->max_sessions) + ")");
+  }
+  if (dtls->identity_hint.size() > 128) {
+    return r.Fail("identity_hint", "must be at most 128 bytes");
+  }
+  return true;
+}
+
+bool ReadEnergySaver(TableReader& r, Config::EnergySaver* energy_saver) {
+  return r.OnlyKeys({"coap_template", "device_templates", "on_error"}) &&
+         r.String("coap_template", /*non_empty=*/false, &energy_saver->coap_template) &&
+         r.String("device_templates", /*non_empty=*/false, &energy_saver->device_templates) &&
+         r.Choice("on_error", kTranslationErrorPolicies, &energy_saver->on_error);
+}
+
+// A topic template checked here, so that a typo fails --check-config, not the first message.
+bool TopicTemplate(TableReader& r, std::string_view key, std::string* out) {
+  if (!r.String(key, /*non_empty=*/true, out)) return false;
+  if (std::optional<std::string> error = sinks::CheckTopicTemplate(*out)) {
+    return r.Fail(key, *error);
+  }
+  return true;
+}
+
+bool ReadMqttSink(TableReader& r, MqttSinkConfig* mqtt) {
+  if (!(r.OnlyKeys({"type", "host", "port", "qos", "protocol", "client_id", "username",
+                    "password", "tls", "ca_file", "cert_file", "key_file", "topic_template",
+                    "error_topic", "format", "connections", "max_inflight", "keepalive_s"},
+                   "for an mqtt sink") &&
+        r.String("host", /*non_empty=*/true, &mqtt->host) &&
+        r.Integer<uint16_t>("port", 1, 65535, &mqtt->port) &&
+        r.Integer("qos", 0, 1, &mqtt->qos) && r.Choice("protocol", kMqttProtocols, &mqtt->protocol) &&
+        r.String("client_id", /*non_empty=*/false, &mqtt->client_id) &&
+        r.String("username", /*non_empty=*/false, &mqtt->username) &&
+        r.String("password", /*non_empty=*/false, &mqtt->password) &&
+        r.Boolean("tls", &mqtt->tls) &&
+        r.String("ca_file", /*non_empty=*/false, &mqtt->ca_file) &&
+        r.String("cert_file", /*non_empty=*/false, &mqtt->cert_file) &&
+        r.String("key_file", /*non_empty=*/false, &mqtt->key_file) &&
+        TopicTemplate(r, "topic_template", &mqtt->topic_template) &&
+        TopicTemplate(r, "error_topic", &mqtt->error_topic) &&
+        r.Choice("format", kMqttFormats, &mqtt->format) &&
+        r.Integer("connections", 1, 64, &mqtt->connections) &&
+        r.Integer("max_inflight", 1, 65535, &mqtt->max_inflight) &&
+        r.Integer("keepalive_s", 5, 3600, &mqtt->keepalive_s))) {
+    return false;
+  }
+  if (mqtt->format == MqttFormat::kRaw && mqtt->protocol != 5) {
+    return r.Fail("format", "\"raw\" carries the envelope fields as MQTT v5 user properties, "
+                            "so it needs protocol = \"5\"");
+  }
+  if (mqtt->cert_file.empty() != mqtt->key_file.empty()) {
+    return r.Fail(mqtt->cert_file.empty() ? "cert_file" : "key_file",
+                  "cert_file and key_file go together (a TLS client certificate and its key)");
+  }
+  if (!mqtt->tls && (!mqtt->ca_file.empty() || !mqtt->cert_file.empty())) {
+    return r.Fail(mqtt->ca_file.empty() ? "cert_file" : "ca_file", "needs tls = true");
+  }
+  if (mqtt->password.size() > 0 && mqtt->username.empty()) {
+    return r.Fail("password", "needs a username");
+  }
+  return true;
+}
+
+// librdkafka names contain dots, and TOML reads an unquoted `linger.ms = 5` as a nested
+// table, so the hint shows the quoted form.
+bool ReadKafkaProperties(TableReader& r, KafkaSinkConfig* kafka) {
+  std::vector<std::pair<std::string, std::string>> properties;
+  for (const auto& [key, node] : r.table()) {
+    const auto* value = node.as_string();
+    if (value == nullptr) {
+      return r.Fail(key.str(), "must be a string (got " + Got(node) +
+                                   "); librdkafka properties are strings and names with dots "
+                                   "need quotes, e.g. \"linger.ms\" = \"5\"");
+    }
+    if (value->get().find('\0') != std::string::npos || key.str().find('\0') != std::string::npos) {
+      return r.Fail(key.str(), "must not contain NUL characters");
+    }
+    // Two spellings of one setting would leave librdkafka to pick a winner silently.
+    if (key.str() == "bootstrap.servers" || key.str() == "metadata.broker.list") {
+      return r.Fail(key.str(), "conflicts with brokers; give the broker list once, in brokers");
+    }
+    properties.emplace_back(std::string(key.str()), value->get());
+  }
+  kafka->properties = std::move(properties);
+  return true;
+}
+
+bool ReadKafkaSink(TableReader& r, KafkaSinkConfig* kafka) {
+  if (!r.OnlyKeys({"type", "brokers", "topic", "error_topic", "properties"}, "for a kafka sink")) {
+    return false;
+  }
+  for (const std::string_view key : {"brokers", "topic"}) {
+    if (r.Find(key) == nullptr) return r.Fail(key, "required for a kafka sink");
+  }
+  return r.String("brokers", /*non_empty=*/true, &kafka->brokers) &&
+         r.String("topic", /*non_empty=*/true, &kafka->topic) &&
+         r.String("error_topic", /*non_empty=*/true, &kafka->error_topic) &&
+         r.Section("properties",
+                   [&](TableReader& properties) { return ReadKafkaProperties(properties, kafka); });
+}
+
+bool ReadSink(TableReader& r, SinkConfig* sink) {
+  if (r.Find("type") == nullptr) {
+    return r.Fail("type", "required: one of " + ListNames(kSinkKinds));
+  }
+  SinkKind kind = SinkKind::kFile;
+  if (!r.Choice("type", kSinkKinds, &kind)) return false;
+  switch (kind) {
+    case SinkKind::kFile: {
+      FileSinkConfig file;
+      if (!r.OnlyKeys({"type", "path"}, "for a file sink") ||
+          !r.String("path", /*non_empty=*/true, &file.path)) {
+        return false;
+      }
+      *sink = SinkConfig{"file", std::move(file)};
+      return true;
+    }
+    case SinkKind::kMqtt: {
+      MqttSinkConfig mqtt;
+      if (!ReadMqttSink(r, &mqtt)) return false;
+      *sink = SinkConfig{"mqtt", std::move(mqtt)};
+      return true;
+    }
+    case SinkKind::kKafka: {
+      KafkaSinkConfig kafka;
+      if (!ReadKafkaSink(r, &kafka)) return false;
+      *sink = SinkConfig{"kafka", std::move(kafka)};
+      return true;
+    }
+  }
+  return false;
+}
+
+// `[[sinks]]` replaces the default stdout sink as a whole.
+bool ReadSinks(TableReader& root, Errors* errors, std::vector<SinkConfig>* out) {
+  const toml::node* node = root.Find("sinks");
+  if (node == nullptr) return true;
+  const toml::array* array = node->as_array();
+  if (array == nullptr) {
+    return root.Fail("sinks",
+                     "must be an array of tables, written [[sinks]] (got " + Got(*node) + ")");
+  }
+  if (array->empty()) return root.Fail("sinks", "at least one sink is required");
+  std::vector<SinkConfig> sinks(array->size());
+  for (size_t i = 0; i < array->size(); ++i) {
+    const toml::node& element = *array->get(i);
+    const toml::table* table = element.as_table();
+    if (table == nullptr) {
+      return errors->Fail(Element("sinks", i), "must be a table (got " + Got(element) + ")");
+    }
+    TableReader reader(*table, Element("sinks", i), errors);
+    if (!ReadSink(reader, &sinks[i])) return false;
+  }
+  // Two writers appending to one file would interleave their lines.
+  for (size_t i = 0; i < sinks.size(); ++i) {
+    const auto* file = std::get_if<FileSinkConfig>(&sinks[i].settings);
+    if (file == nullptr) continue;
+    for (size_t j = 0; j < i; ++j) {
+      const auto* earlier = std::get_if<FileSinkConfig>(&sinks[j].settings);
+      if (earlier != nullptr && earlier->path == file->path) {
+        return errors->Fail(
+            Element("sinks", i) + ".path",
+            "same file as sinks[" + std::to_string(j) + "] (" + Quote(file->path) + ")");
+      }
+    }
+  }
+  *out = std::move(sinks);
+  return true;
+}
+
+bool ReadConfig(const toml::table& root, Errors* errors, Config* config) {
+  TableReader r(root, "", errors);
+  return r.OnlyKeys({"server", "devices", "coap", "bootstrap", "dtls", "energy_saver", "sinks"}) &&
+         r.Section("server", [&](TableReader& t) { return ReadServer(t, &config->server); }) &&
+         r.Section("devices", [&](TableReader& t) { return ReadDevices(t, &config->devices); }) &&
+         r.Section("coap", [&](TableReader& t) { return ReadCoap(t, &config->coap); }) &&
+         r.Section("bootstrap",
+                   [&](TableReader& t) { return ReadBootstrap(t, &config->bootstrap); }) &&
+         r.Section("dtls", [&](TableReader& t) { return ReadDtls(t, &config->dtls); }) &&
+         r.Section("energy_saver",
+                   [&](TableReader& t) { return ReadEnergySaver(t, &config->energy_saver); }) &&
+         ReadSinks(r, errors, &config->sinks);
+}
+
+std::string SyntaxError(std::string_view source, const toml::parse_error& error) {
+  const toml::source_position at = error.source().begin;
+  std::string out = OneLine(source);
+  if (at) out += ":" + std::to_string(at.line) + ":" + std::to_string(at.column);
+  return out + ": " + OneLine(error.description());
+}
+
+// Returns strerror() text, or a reason of ours, when `path` cannot be read whole.
+std::optional<std::string> ReadWholeFile(const std::string& path, std::string* out) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::string(std::strerror(errno));
+  std::optional<std::string> error;
+  char buffer[16384];
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      error = std::strerror(errno);
+      break;
+    }
+    if (n == 0) break;
+    if (out->size() + static_cast<size_t>(n) > kMaxConfigBytes) {
+      error = "larger than " + std::to_string(kMaxConfigBytes) + " bytes";
+      break;
+    }
+    out->append(buffer, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return error;
+}
+
+template <class T, size_t N>
+std::string NameOf(const Named<T> (&choices)[N], T value) {
+  for (const Named<T>& choice : choices) {
+    if (choice.value == value) return std::string(choice.name);
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+Result<Config, std::string> ParseConfig(std::string_view toml_text,
+                                        std::string_view source_name) noexcept {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, source_name);
+  } catch (const toml::parse_error& error) {
+    return Fail(SyntaxError(source_name, error));
+  }
+  Errors errors(source_name);
+  Config config;
+  if (!ReadConfig(root, &errors, &config)) return Fail(errors.Take());
+  // Rejecting an untranslatable payload means answering 4.00, which needs the answer to wait
+  // for the publisher; with ack = "enqueue" the 2.04 has already left.
+  if (config.energy_saver.on_error == TranslationErrorPolicy::kReject &&
+      config.coap.ack == AckMode::kEnqueue) {
+    return Fail(OneLine(source_name) +
+                ": energy_saver.on_error: \"reject\" needs coap.ack = \"sink\" (with \"enqueue\" "
+                "the 2.04 leaves before translation)");
+  }
+  return config;
+}
+
+Result<Config, std::string> LoadConfigFile(const std::string& path) noexcept {
+  std::string text;
+  if (std::optional<std::string> error = ReadWholeFile(path, &text)) {
+    return Fail(OneLine(path) + ": cannot read: " + *error);
+  }
+  return ParseConfig(text, path);
+}
+
+std::string ToString(IoBackend io) { return NameOf(kIoBackends, io); }
+std::string ToString(AckMode ack) { return NameOf(kAckModes, ack); }
+
+}  // namespace coapgate::config

@@ -1,0 +1,96 @@
+// DatagramIo: how a shard receives and sends UDP datagrams in batches. Two backends behave
+// identically: io_uring with multishot recvmsg over a provided-buffer ring (UringIo) and
+// recvmmsg/sendmmsg (RecvmmsgIo) for kernels or sandboxes without io_uring.
+//
+// Thread contract: one instance per shard, used only by that shard's thread.
+// Lifetime: the datagrams Receive returns (bytes and peer) are valid until the next Receive.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <array>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace coapgate::net {
+
+// The local address a datagram was sent to, as IP_PKTINFO / IPV6_PKTINFO report it on a
+// wildcard-bound socket. A reply must leave from that address: on a host with several
+// addresses (or through a NAT) a reply from another one is dropped by the device.
+struct LocalAddress {
+  sa_family_t family = 0;  ///< AF_INET, AF_INET6, or 0 = unknown (the kernel chooses)
+  uint32_t ifindex = 0;    ///< needed for IPv6 link-local destinations
+  std::array<uint8_t, 16> address{};  ///< in_addr in the first 4 bytes for AF_INET
+};
+
+struct ReceivedDatagram {
+  std::span<const std::byte> bytes;
+  const sockaddr* peer;
+  socklen_t peer_length;
+  uint16_t socket;  ///< index into the sockets the backend was built with
+  bool truncated;   ///< the datagram was larger than the receive buffer (MSG_TRUNC)
+  LocalAddress local;
+};
+
+struct DatagramIoOptions {
+  std::vector<int> sockets;   ///< bound, non-blocking UDP sockets (not owned)
+  std::vector<int> wake_fds;  ///< eventfds that end a wait when written (not owned)
+  size_t buffer_size;         ///< bytes per receive buffer; larger datagrams are truncated
+};
+
+class DatagramIo {
+ public:
+  virtual ~DatagramIo() = default;
+
+  // Waits up to timeout_ms (0 = poll) until a datagram arrives or a wake fd is written, then
+  // returns what arrived (possibly nothing). Wake fds are left for their owner to reset.
+  [[nodiscard]] virtual std::span<const ReceivedDatagram> Receive(int timeout_ms) noexcept = 0;
+  // Queues one reply (copied), from `local` when it is known; sent by Flush, or earlier when
+  // the batch is full.
+  virtual void Send(uint16_t socket, const sockaddr* peer, socklen_t peer_length,
+                    const LocalAddress& local, std::span<const std::byte> bytes) noexcept = 0;
+  virtual void Flush() noexcept = 0;
+  // Replies the kernel refused so far (e.g. ENOBUFS); they are dropped, the device retries.
+  [[nodiscard]] virtual uint64_t send_failures() const noexcept = 0;
+  [[nodiscard]] virtual const char* name() const noexcept = 0;
+};
+
+inline constexpr size_t kMaxReplySize = 256;  ///< every reply coapgate sends fits in this
+
+// Room for one IP_PKTINFO or IPV6_PKTINFO control message, received or sent.
+inline constexpr size_t kPacketInfoSpace = CMSG_SPACE(sizeof(in6_pktinfo));
+
+// Reads the destination address from a received message's control data.
+[[nodiscard]] LocalAddress ParsePacketInfo(const msghdr& header) noexcept;
+// One reply datagram with everything sendmsg(2) needs, in storage of its own: both backends
+// keep arrays of these. `header` points into the object itself, so a ReplyMessage must not
+// move between Fill and the send's completion.
+struct ReplyMessage {
+  sockaddr_storage peer;
+  iovec iov;
+  msghdr header;
+  alignas(cmsghdr) std::byte control[kPacketInfoSpace];
+  std::byte data[kMaxReplySize];
+
+  // Copies the reply and makes it leave from `local` when that is known.
+  // REQUIRES: bytes.size() <= kMaxReplySize, peer_length <= sizeof(sockaddr_storage).
+  void Fill(const sockaddr* peer_address, socklen_t peer_length, const LocalAddress& local,
+            std::span<const std::byte> bytes) noexcept;
+};
+
+[[nodiscard]] Result<std::unique_ptr<DatagramIo>, std::string> MakeRecvmmsgIo(
+    const DatagramIoOptions& options);
+// Fails (with the reason) where io_uring or multishot recvmsg is unavailable, e.g. under a
+// container's default seccomp profile or on kernels before 6.0.
+[[nodiscard]] Result<std::unique_ptr<DatagramIo>, std::string> MakeUringIo(
+    const DatagramIoOptions& options);
+
+}  // namespace coapgate::net

@@ -1,0 +1,109 @@
+// DeviceRegistry: the set of known devices, loaded from the operator's CSV file (SPEC §3),
+// with O(1) lookup by source address (once per datagram) and by ICCID (DTLS PSK identity).
+//
+// Thread contract: a snapshot is immutable once loaded, so any number of threads may read one
+// at the same time without locking. A reload (SIGHUP) builds a new snapshot and swaps the
+// shared_ptr; readers that still hold the old one keep it, and every view into it, alive.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "net/ip_address.h"
+
+namespace coapgate::registry {
+
+enum class PskFormat : uint8_t {
+  kString,  ///< the key is the PSK text's bytes
+  kHex,     ///< the key is the bytes the PSK text spells in hex digits
+};
+
+// A device as the registry holds it. Views point into the registry snapshot and are valid as
+// long as the std::shared_ptr<const DeviceRegistry> that produced them is held.
+struct DeviceView {
+  std::string_view iccid;
+  std::string_view imsi;        ///< may be empty
+  std::optional<net::IpAddress> ip;  ///< absent for DTLS-only devices (empty ip column)
+  bool active;
+  std::string_view psk;  ///< empty = no user-set key; the text exactly as in the CSV
+  PskFormat psk_format;
+};
+
+// Limits of the CSV's fields, in bytes (SPEC §3; ITU-T E.118 for ICCID, E.212 for IMSI).
+inline constexpr size_t kMinIccidLength = 18;
+inline constexpr size_t kMaxIccidLength = 22;
+inline constexpr size_t kMinImsiLength = 5;
+inline constexpr size_t kMaxImsiLength = 15;
+inline constexpr size_t kMaxPskLength = 64;
+
+class DeviceRegistry {
+ public:
+  // Loads and validates the whole file; returns the snapshot or ONE line "PATH:LINE: reason"
+  // (LINE 1-based; for file-level errors just "PATH: reason"). Control plane: allocates.
+  [[nodiscard]] static Result<std::shared_ptr<const DeviceRegistry>, std::string> LoadCsvFile(
+      const std::string& path);
+  // Same from text in memory; `name` replaces PATH in errors. Nothing in the snapshot refers
+  // to `text` afterwards.
+  [[nodiscard]] static Result<std::shared_ptr<const DeviceRegistry>, std::string> ParseCsv(
+      std::string_view text, std::string_view name);
+
+  DeviceRegistry(const DeviceRegistry&) = delete;
+  DeviceRegistry& operator=(const DeviceRegistry&) = delete;
+
+  [[nodiscard]] size_t size() const noexcept { return records_.size(); }
+  [[nodiscard]] bool empty() const noexcept { return records_.empty(); }
+
+  // The index-th device in file order (for iteration, e.g. diffing two snapshots on reload).
+  // REQUIRES: index < size().
+  [[nodiscard]] DeviceView Get(size_t index) const noexcept;
+  // Hot path (per datagram): no allocation, no lock. IPv4 and its v4-mapped IPv6 form are the
+  // same address here, as everywhere in IpAddress.
+  [[nodiscard]] std::optional<DeviceView> FindByIp(const net::IpAddress& ip) const noexcept;
+  // Exact byte match on the ICCID text; no allocation.
+  [[nodiscard]] std::optional<DeviceView> FindByIccid(std::string_view iccid) const noexcept;
+
+  // Heap bytes owned by this snapshot (arena + records + indexes + the object itself).
+  [[nodiscard]] size_t MemoryBytes() const noexcept;
+
+ private:
+  class Loader;  // the CSV parser that fills a fresh snapshot (device_registry.cc)
+
+  // One device in 24 bytes; its text lives in `arena_` as iccid, imsi, psk back to back from
+  // `text_offset`. Fixed-size and pointer-free so that 1M devices are one allocation (SPEC §3:
+  // at most 200 bytes per device) and lookups touch one cache line per candidate.
+  struct Record {
+    net::IpAddress ip;  // :: when !(flags & kHasIp)
+    uint32_t text_offset;
+    uint8_t iccid_length;
+    uint8_t imsi_length;
+    uint8_t psk_length;
+    uint8_t flags;  // kHasIp | kActive | kHexPsk
+  };
+  static_assert(sizeof(Record) == 24);
+
+  // Open addressing with linear probing over record indexes. Invariants: the capacity is a
+  // power of two, at most half the slots are used (so a probe sequence always ends at an empty
+  // slot, after ~1.5 probes for a hit on average), and every key appears at most once.
+  struct Index {
+    std::vector<uint32_t> slots;  // record index, or kEmptySlot
+    size_t mask = 0;              // slots.size() - 1
+  };
+
+  DeviceRegistry() = default;
+
+  [[nodiscard]] std::string_view IccidOf(const Record& r) const noexcept;
+  [[nodiscard]] DeviceView ViewOf(const Record& r) const noexcept;
+
+  std::vector<char> arena_;
+  std::vector<Record> records_;
+  Index by_ip_;     // only devices that have an ip
+  Index by_iccid_;  // every device
+};
+
+}  // namespace coapgate::registry

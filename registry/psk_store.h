@@ -1,0 +1,106 @@
+// PskStore: the durable bootstrap state of SPEC §3/§6 (`devices.state`): per ICCID the key the
+// last bootstrap generated and the time of the last bootstrap call, in an SQLite file (WAL,
+// synchronous=FULL), with an in-memory copy of the generated keys for DTLS handshakes.
+//
+// Thread contract: Bootstrap may be called from any thread (calls are serialized; in the
+// server only the bootstrap worker calls it, and each call waits for an fsync). GeneratedKey
+// and size() may be called from any number of threads at any time, also during Bootstrap.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "common/result.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace coapgate::registry {
+
+// Generated keys are this long: the most the reference allows (§3.2: Zephyr hex-encodes the
+// key into a 40-byte buffer, so at most 19 characters), for the most entropy.
+inline constexpr size_t kGeneratedPskLength = 19;
+// ... drawn uniformly from these 62 characters: 19 x log2(62) = 113 bits. Letters and digits
+// only, so a key survives every way devices carry it: CSV and comma-split replies, quoted AT
+// command arguments, JSON and C strings, shells, without escaping.
+inline constexpr std::string_view kGeneratedPskAlphabet =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+class PskStore {
+ public:
+  // Opens (creating it and its schema when needed) the state file at `path`. Refuses a file
+  // that is not a coapgate state file or has a newer schema version. Errors start with the path.
+  [[nodiscard]] static Result<std::unique_ptr<PskStore>, std::string> Open(
+      const std::string& path, uint32_t regenerate_after_s);
+
+  PskStore(const PskStore&) = delete;
+  PskStore& operator=(const PskStore&) = delete;
+  ~PskStore();
+
+  // One bootstrap call of `iccid` at `now_s` (Unix seconds), per reference §3.3; returns the
+  // key to send:
+  //   - `user_psk` non-empty (the registry's user-set key): it is returned as is and never
+  //     replaced; a generated key the device had before is forgotten (the device now holds
+  //     the user's key, so GeneratedKey no longer returns it);
+  //   - no generated key yet, or now_s - (time of the previous call) >= regenerate_after_s:
+  //     a new key (kGeneratedPskLength characters of kGeneratedPskAlphabet, getrandom(2));
+  //   - otherwise the current generated key.
+  // The call time is recorded in every case, so the window counts from the previous call,
+  // not from the key's creation. A clock that went backwards counts as "within the window".
+  // Returns only after the new state is committed and fsynced, and GeneratedKey already
+  // answers with it. On failure (SQLite, getrandom) nothing changed; the error says why.
+  // REQUIRES: iccid is non-empty.
+  [[nodiscard]] Result<std::string, std::string> Bootstrap(std::string_view iccid,
+                                                           std::string_view user_psk,
+                                                           uint64_t now_s);
+
+  // The generated key of `iccid` that its last bootstrap handed out (what DTLS must accept
+  // for a device without a user-set key; a user-set key in the registry takes precedence),
+  // copied into *key. False if there is none. Reads memory only: no SQLite, no I/O.
+  [[nodiscard]] bool GeneratedKey(std::string_view iccid, std::string* key) const;
+  // The same into `out`, for the shards' handshakes: no allocation. Returns the key's length,
+  // 0 if there is none or it does not fit.
+  [[nodiscard]] size_t GeneratedKey(std::string_view iccid, std::span<std::byte> out) const;
+
+  // Devices with bootstrap state (generated key or not).
+  [[nodiscard]] size_t size() const;
+
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+
+ private:
+  struct Entry {
+    std::string generated_key;  // empty = none
+    uint64_t last_call_s = 0;
+  };
+  // Heterogeneous lookup: GeneratedKey takes a string_view and must not allocate a key.
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+  using Map = std::unordered_map<std::string, Entry, Hash, std::equal_to<>>;
+
+  PskStore(std::string path, uint32_t regenerate_after_s);
+
+  [[nodiscard]] Result<void, std::string> Initialize();
+  [[nodiscard]] std::string SqliteError(std::string_view what) const;
+
+  const std::string path_;
+  const uint32_t regenerate_after_s_;
+  sqlite3* db_ = nullptr;
+  sqlite3_stmt* upsert_ = nullptr;
+
+  std::mutex write_mutex_;  // serializes Bootstrap (the SQLite handle and every change)
+  mutable std::shared_mutex map_mutex_;  // guards map_: shared for readers, unique to change
+  Map map_;
+};
+
+}  // namespace coapgate::registry

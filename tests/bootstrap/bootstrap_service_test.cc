@@ -1,0 +1,397 @@
+#include "bootstrap/bootstrap_service.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sqlite3.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "codec/code.h"
+#include "codec/message.h"
+#include "codec/option_iterator.h"
+#include "codec/option_number.h"
+#include "bootstrap/bootstrap_reply.h"
+
+namespace coapgate::bootstrap {
+namespace {
+
+constexpr std::string_view kIccid = "8988280666000002864";
+constexpr std::string_view kUrl = "coaps://ingest.example.net:5684";
+constexpr int kReceiveTimeoutMs = 10'000;  // a bound against hangs, not a speed check
+
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  [[nodiscard]] int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// A UDP socket bound to an ephemeral port of `loopback` (AF_INET or AF_INET6), or -1.
+int BoundSocket(int family) {
+  const int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_storage address{};
+  socklen_t length;
+  if (family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&address);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    length = sizeof(sockaddr_in);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&address);
+    a->sin6_family = AF_INET6;
+    a->sin6_addr = in6addr_loopback;
+    length = sizeof(sockaddr_in6);
+  }
+  if (bind(fd, reinterpret_cast<sockaddr*>(&address), length) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+sockaddr_storage LocalName(int fd, socklen_t* length) {
+  sockaddr_storage address{};
+  *length = sizeof(address);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&address), length);
+  return address;
+}
+
+struct Received {
+  std::vector<std::byte> bytes;
+  sockaddr_storage from;
+};
+
+std::optional<Received> ReceiveOne(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  if (poll(&p, 1, kReceiveTimeoutMs) != 1) return std::nullopt;
+  Received r{std::vector<std::byte>(2048), {}};
+  socklen_t from_length = sizeof(r.from);
+  const ssize_t n = recvfrom(fd, r.bytes.data(), r.bytes.size(), 0,
+                             reinterpret_cast<sockaddr*>(&r.from), &from_length);
+  if (n < 0) return std::nullopt;
+  r.bytes.resize(static_cast<size_t>(n));
+  return r;
+}
+
+std::string Text(std::span<const std::byte> bytes) {
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+class BootstrapServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = testing::UnitTest::GetInstance()->current_test_info();
+    path_ = testing::TempDir() + "bootstrap_service_" + info->name() + "_" +
+            std::to_string(getpid()) + ".db";
+    RemoveStateFiles();
+    auto store = registry::PskStore::Open(path_, 300);
+    ASSERT_TRUE(store) << store.error();
+    store_ = std::move(*store);
+  }
+  void TearDown() override {
+    store_.reset();
+    RemoveStateFiles();
+  }
+  void RemoveStateFiles() const {
+    for (const char* suffix : {"", "-wal", "-shm"}) std::remove((path_ + suffix).c_str());
+  }
+
+  // Sockets on `family`'s loopback; false (test skipped) if that family is unavailable.
+  bool OpenSockets(int family) {
+    server_ = std::make_unique<Fd>(BoundSocket(family));
+    client_ = std::make_unique<Fd>(BoundSocket(family));
+    return server_->get() >= 0 && client_->get() >= 0;
+  }
+
+  // What a shard would fill in for a request from the client socket to the server socket.
+  BootstrapRequest Request(bool confirmable, uint16_t mid, std::vector<std::byte> token,
+                           std::string_view iccid, std::string_view user_psk = "") const {
+    BootstrapRequest r{};
+    r.socket_fd = server_->get();
+    socklen_t length;
+    const sockaddr_storage client = LocalName(client_->get(), &length);
+    std::memcpy(&r.peer, &client, length);
+    r.peer_length = length;
+    socklen_t server_length;
+    const sockaddr_storage server = LocalName(server_->get(), &server_length);
+    r.local.family = server.ss_family;
+    if (server.ss_family == AF_INET) {
+      std::memcpy(r.local.address.data(),
+                  &reinterpret_cast<const sockaddr_in*>(&server)->sin_addr, 4);
+    } else {
+      std::memcpy(r.local.address.data(),
+                  &reinterpret_cast<const sockaddr_in6*>(&server)->sin6_addr, 16);
+    }
+    r.confirmable = confirmable;
+    r.message_id = mid;
+    r.token_length = static_cast<uint8_t>(token.size());
+    std::copy(token.begin(), token.end(), r.token.begin());
+    r.iccid_length = static_cast<uint8_t>(iccid.size());
+    std::copy(iccid.begin(), iccid.end(), r.iccid.begin());
+    r.user_psk_length = static_cast<uint8_t>(user_psk.size());
+    std::copy(user_psk.begin(), user_psk.end(), r.user_psk.begin());
+    return r;
+  }
+
+  // Receives one reply on the client and checks that it came from the server's address.
+  std::optional<std::vector<std::byte>> ReceiveReply() const {
+    auto r = ReceiveOne(client_->get());
+    if (!r) {
+      ADD_FAILURE() << "no reply within " << kReceiveTimeoutMs << " ms";
+      return std::nullopt;
+    }
+    socklen_t length;
+    const sockaddr_storage server = LocalName(server_->get(), &length);
+    EXPECT_EQ(r->from.ss_family, server.ss_family);
+    if (server.ss_family == AF_INET) {
+      const auto& from = reinterpret_cast<const sockaddr_in&>(r->from);
+      const auto& expected = reinterpret_cast<const sockaddr_in&>(server);
+      EXPECT_EQ(from.sin_port, expected.sin_port);
+      EXPECT_EQ(from.sin_addr.s_addr, expected.sin_addr.s_addr);
+    } else {
+      const auto& from = reinterpret_cast<const sockaddr_in6&>(r->from);
+      const auto& expected = reinterpret_cast<const sockaddr_in6&>(server);
+      EXPECT_EQ(from.sin6_port, expected.sin6_port);
+      EXPECT_EQ(std::memcmp(&from.sin6_addr, &expected.sin6_addr, 16), 0);
+    }
+    return std::move(r->bytes);
+  }
+
+  std::string GeneratedKey(std::string_view iccid) const {
+    std::string key;
+    return store_->GeneratedKey(iccid, &key) ? key : "<none>";
+  }
+
+  std::string path_;
+  std::unique_ptr<registry::PskStore> store_;
+  std::unique_ptr<Fd> server_;
+  std::unique_ptr<Fd> client_;
+};
+
+TEST_F(BootstrapServiceTest, NonRequestGets205WithTheStoredKey) {
+  ASSERT_TRUE(OpenSockets(AF_INET));
+  BootstrapService service(store_.get(), std::string(kUrl), 16, [] { return uint64_t{1000}; });
+  service.Start();
+  ASSERT_TRUE(service.Submit(Request(false, 1001, {}, kIccid)));
+  auto reply = ReceiveReply();
+  ASSERT_TRUE(reply);
+  auto m = codec::ParseMessage(*reply);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->type, codec::MessageType::kNonConfirmable);
+  EXPECT_EQ(m->code, codec::code::kContent);
+  EXPECT_TRUE(m->token.empty());
+  EXPECT_TRUE(m->options.empty());
+  // Persisted before the reply was sent: the key is in the store already.
+  const std::string key = GeneratedKey(kIccid);
+  ASSERT_EQ(key.size(), registry::kGeneratedPskLength);
+  EXPECT_EQ(Text(m->payload), std::string(kIccid) + "," + key + "," + std::string(kUrl));
+  EXPECT_NE(m->message_id >> 8, 0);
+  EXPECT_NE(m->message_id & 0xff, 0);
+  EXPECT_NE(m->message_id, 0x3839);
+  service.Stop();
+  EXPECT_EQ(service.replied_205(), 1u);
+  EXPECT_EQ(service.replied_500(), 0u);
+  EXPECT_EQ(service.send_failures(), 0u);
+}
+
+TEST_F(BootstrapServiceTest, ConRequestGetsAPiggybackedAckWithItsMidAndToken) {
+  ASSERT_TRUE(OpenSockets(AF_INET));
+  BootstrapService service(store_.get(), std::string(kUrl), 16, [] { return uint64_t{1000}; });
+  service.Start();
+  const std::vector<std::byte> token = {std::byte{0xca}, std::byte{0xfe}, std::byte{0x01},
+                                        std::byte{0x02}};
+  ASSERT_TRUE(service.Submit(Request(true, 0x3839, token, kIccid)));
+  auto reply = ReceiveReply();
+  ASSERT_TRUE(reply);
+  auto m = codec::ParseMessage(*reply);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->type, codec::MessageType::kAcknowledgement);
+  EXPECT_EQ(m->code, codec::code::kContent);
+  EXPECT_EQ(m->message_id, 0x3839);  // the device's MID, whatever its bytes
+  EXPECT_TRUE(std::equal(m->token.begin(), m->token.end(), token.begin(), token.end()));
+  EXPECT_TRUE(Text(m->payload).starts_with(std::string(kIccid) + ","));
+
+  // A retransmission within the window gets the same key.
+  const std::string key = GeneratedKey(kIccid);
+  ASSERT_TRUE(service.Submit(Request(true, 0x3839, token, kIccid)));
+  auto again = ReceiveReply();
+  ASSERT_TRUE(again);
+  auto m2 = codec::ParseMessage(*again);
+  ASSERT_TRUE(m2);
+  EXPECT_EQ(Text(m2->payload), std::string(kIccid) + "," + key + "," + std::string(kUrl));
+  service.Stop();
+  EXPECT_EQ(service.replied_205(), 2u);
+}
+
+TEST_F(BootstrapServiceTest, UserSetKeyIsSentAsIs) {
+  ASSERT_TRUE(OpenSockets(AF_INET));
+  BootstrapService service(store_.get(), std::string(kUrl), 16, [] { return uint64_t{1000}; });
+  service.Start();
+  ASSERT_TRUE(service.Submit(Request(false, 7, {}, kIccid, "operator-key-42")));
+  auto reply = ReceiveReply();
+  ASSERT_TRUE(reply);
+  auto m = codec::ParseMessage(*reply);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(Text(m->payload), std::string(kIccid) + ",operator-key-42," + std::string(kUrl));
+  EXPECT_EQ(GeneratedKey(kIccid), "<none>");
+  service.Stop();
+}
+
+TEST_F(BootstrapServiceTest, ClockDecidesRegeneration) {
+  ASSERT_TRUE(OpenSockets(AF_INET));
+  std::atomic<uint64_t> now{1000};
+  BootstrapService service(store_.get(), std::string(kUrl), 16, [&] { return now.load(); });
+  service.Start();
+  std::vector<std::string> payloads;
+  for (uint64_t t : {uint64_t{1000}, uint64_t{1299}, uint64_t{1599}}) {
+    now = t;
+    ASSERT_TRUE(service.Submit(Request(false, 1, {}, kIccid)));
+    auto reply = ReceiveReply();
+    ASSERT_TRUE(reply);
+    auto m = codec::ParseMessage(*reply);
+    ASSERT_TRUE(m);
+    payloads.push_back(Text(m->payload));
+  }
+  EXPECT_EQ(payloads[0], payloads[1]);  // 299 s later
+  EXPECT_NE(payloads[1], payloads[2]);  // 300 s after the previous call
+  service.Stop();
+}
+
+TEST_F(BootstrapServiceTest, StoreFailureGets500WithAJsonBody) {
+  ASSERT_TRUE(OpenSockets(AF_INET));
+  BootstrapService service(store_.get(), std::string(kUrl), 16, [] { return uint64_t{1000}; });
+  service.Start();
+  // Another connection holds the write lock past the store's busy timeout.
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  const std::vector<std::byte> token = {std::byte{0x11}};
+  ASSERT_TRUE(service.Submit(Request(true, 0x2222, token, kIccid)));
+  auto reply = ReceiveReply();
+  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(other);
+  ASSERT_TRUE(reply);
+  auto m = codec::ParseMessage(*reply);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->type, codec::MessageType::kAcknowledgement);
+  EXPECT_EQ(m->code, codec::code::kInternalServerError);
+  EXPECT_EQ(m->message_id, 0x2222);
+  std::optional<uint32_t> content_format;
+  for (const codec::OptionView& o : codec::Options(*m)) {
+    if (o.number == codec::option::kContentFormat) content_format = o.AsUint();
+  }
+  EXPECT_EQ(content_format, std::optional<uint32_t>(kContentFormatJson));
+  const auto json = nlohmann::json::parse(Text(m->payload), nullptr, false);
+  ASSERT_FALSE(json.is_discarded());
+  EXPECT_EQ(json.value("statusText", ""), "Internal Server Error");
+  EXPECT_EQ(GeneratedKey(kIccid), "<none>");  // nothing was handed out
+  service.Stop();
+  EXPECT_EQ(service.replied_500(), 1u);
+  EXPECT_EQ(service.replied_205(), 0u);
+}
+
+TEST_F(BootstrapServiceTest, FullQueueRefusesAndCounts) {
+  ASSERT_TRUE(OpenSockets(AF_INET));
+  BootstrapService service(store_.get(), std::string(kUrl), 2, [] { return uint64_t{1000}; });
+  // Not started: nothing is taken off the queue.
+  EXPECT_TRUE(service.Submit(Request(false, 1, {}, kIccid)));
+  EXPECT_TRUE(service.Submit(Request(false, 2, {}, "8988280666000000002")));
+  EXPECT_FALSE(service.Submit(Request(false, 3, {}, "8988280666000000003")));
+  EXPECT_EQ(service.queue_full(), 1u);
+  // Stop without Start answers the two queued requests on this thread.
+  service.Stop();
+  EXPECT_EQ(service.replied_205(), 2u);
+  ASSERT_TRUE(ReceiveReply());
+  ASSERT_TRUE(ReceiveReply());
+  EXPECT_EQ(GeneratedKey("8988280666000000003"), "<none>");
+}
+
+TEST_F(BootstrapServiceTest, StopAnswersEverythingQueuedThenRefuses) {
+  ASSERT_TRUE(OpenSockets(AF_INET));
+  BootstrapService service(store_.get(), std::string(kUrl), 64, [] { return uint64_t{1000}; });
+  service.Start();
+  constexpr int kRequests = 20;
+  for (int i = 0; i < kRequests; ++i) {
+    const std::string iccid = "89882806660000" + std::to_string(10000 + i);
+    ASSERT_TRUE(service.Submit(Request(true, static_cast<uint16_t>(100 + i), {}, iccid)));
+  }
+  service.Stop();
+  EXPECT_EQ(service.replied_205(), uint64_t{kRequests});
+  std::set<uint16_t> mids;
+  for (int i = 0; i < kRequests; ++i) {
+    auto reply = ReceiveReply();
+    ASSERT_TRUE(reply);
+    auto m = codec::ParseMessage(*reply);
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->code, codec::code::kContent);
+    mids.insert(m->message_id);
+  }
+  EXPECT_EQ(mids.size(), size_t{kRequests});
+  EXPECT_EQ(store_->size(), size_t{kRequests});
+
+  EXPECT_FALSE(service.Submit(Request(false, 1, {}, kIccid)));
+  EXPECT_EQ(service.refused_stopped(), 1u);
+  service.Stop();  // idempotent
+}
+
+TEST_F(BootstrapServiceTest, ConcurrentSubmittersAreAllAnsweredOrCounted) {
+  ASSERT_TRUE(OpenSockets(AF_INET));
+  BootstrapService service(store_.get(), std::string(kUrl), 8, [] { return uint64_t{1000}; });
+  service.Start();
+  constexpr int kThreads = 3;
+  constexpr int kPerThread = 10;
+  std::atomic<int> accepted{0};
+  std::vector<std::thread> submitters;
+  for (int t = 0; t < kThreads; ++t) {
+    submitters.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const std::string iccid = "8988280666000" + std::to_string(100000 + t * 100 + i);
+        if (service.Submit(Request(false, 1, {}, iccid))) accepted.fetch_add(1);
+      }
+    });
+  }
+  for (auto& s : submitters) s.join();
+  service.Stop();
+  EXPECT_EQ(service.replied_205() + service.queue_full(), uint64_t{kThreads * kPerThread});
+  EXPECT_EQ(service.replied_205(), static_cast<uint64_t>(accepted.load()));
+  for (int i = 0; i < accepted.load(); ++i) ASSERT_TRUE(ReceiveReply());
+}
+
+TEST_F(BootstrapServiceTest, Ipv6ReplyLeavesFromTheRequestedAddress) {
+  if (!OpenSockets(AF_INET6)) GTEST_SKIP() << "no IPv6 loopback here";
+  BootstrapService service(store_.get(), std::string(kUrl), 16, [] { return uint64_t{1000}; });
+  service.Start();
+  ASSERT_TRUE(service.Submit(Request(false, 9, {std::byte{0x39}}, kIccid)));
+  auto reply = ReceiveReply();
+  ASSERT_TRUE(reply);
+  auto m = codec::ParseMessage(*reply);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->code, codec::code::kContent);
+  EXPECT_NE(m->message_id & 0xff, 0x38);  // the token starts with 0x39
+  service.Stop();
+  EXPECT_EQ(service.replied_205(), 1u);
+}
+
+}  // namespace
+}  // namespace coapgate::bootstrap
