@@ -95,6 +95,7 @@ class ProgramBuilder {
   }
   void JumpAlways(Label label) noexcept {
     const size_t at = Push(BPF_JMP | BPF_JA, 0);
+    assert(count_fixups_ < kMaxFixups);
     fixups_[count_fixups_++] = {at, label, Fixup::kAlways};
   }
 

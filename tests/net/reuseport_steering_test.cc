@@ -80,8 +80,10 @@ Address V6(const char* literal, uint16_t port = 0) {
 }
 
 uint16_t PortOf(const Address& a) {
-  return a.family() == AF_INET ? ntohs(reinterpret_cast<const sockaddr_in*>(&a.storage)->sin_port)
-                               : ntohs(reinterpret_cast<const sockaddr_in6*>(&a.storage)->sin6_port);
+  if (a.family() == AF_INET) {
+    return ntohs(reinterpret_cast<const sockaddr_in*>(&a.storage)->sin_port);
+  }
+  return ntohs(reinterpret_cast<const sockaddr_in6*>(&a.storage)->sin6_port);
 }
 
 void SetPort(Address& a, uint16_t port) {
