@@ -57,9 +57,10 @@ struct SteeringError {
 // says why. The server should draw `seed` at random at startup, so that the spread cannot be
 // aimed at one shard with chosen (or spoofed) source addresses; tests pass fixed seeds.
 //
-// REQUIRES: fd is a bound UDP socket of `family` with SO_REUSEPORT set (a socket that joins
-// a group later drops a program attached to it before its bind). AF_INET6 sockets may be
-// dual-stack: an IPv4 datagram is steered like the same address as ::ffff:a.b.c.d.
+// REQUIRES: fd is a bound UDP socket of `family` with SO_REUSEPORT set. (The kernel also
+// accepts an unbound one, giving it a group of its own; what becomes of that program when the
+// socket then joins another group at bind is not relied on, nor tested.) AF_INET6 sockets
+// may be dual-stack: an IPv4 datagram is steered like the same address as ::ffff:a.b.c.d.
 [[nodiscard]] Result<void, SteeringError> AttachSourceSteering(int fd, uint32_t group_size,
                                                                 int family,
                                                                 uint32_t seed) noexcept;
