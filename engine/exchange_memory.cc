@@ -164,12 +164,13 @@ void ExchangeMemory::ReleaseEntry(Record& record, Entry& e) noexcept {
 }
 
 void ExchangeMemory::DropEarly(Record& record, Entry& e, uint32_t now_s,
-                               uint64_t& counter) noexcept {
+                               EvictionCause cause) noexcept {
   if (Expired(e.expires_at(), now_s)) {
     ++stats_.expired;
   } else {
-    ++counter;
-    NoteEarlyEviction(now_s - AdmittedAt(e), now_s);
+    ++(cause == EvictionCause::kDeviceOverK ? stats_.evicted_device_over_k
+                                            : stats_.evicted_table_bound);
+    horizon_[static_cast<size_t>(cause)].Note(now_s - AdmittedAt(e), now_s);
   }
   ReleaseEntry(record, e);
 }
@@ -180,7 +181,7 @@ void ExchangeMemory::ReleaseRecord(uint32_t record, uint32_t now_s) noexcept {
   Entry* entries = EntriesOf(record);
   for (uint32_t i = 0; i < per_device_ && r.live > 0; ++i) {
     if (entries[i].state() == State::kFree) continue;
-    DropEarly(r, entries[i], now_s, stats_.evicted_table_bound);
+    DropEarly(r, entries[i], now_s, EvictionCause::kTableBound);
   }
   EraseFromIndex(PositionOfRecord(record));
   r.kind = kUnused;
@@ -322,7 +323,7 @@ ExchangeMemory::Admission ExchangeMemory::AdmitKnown(uint32_t record, uint16_t m
     ReleaseEntry(r, entries[expired]);
     slot = expired;
   } else if (oldest_done != kNone) {
-    DropEarly(r, entries[oldest_done], now_s, stats_.evicted_device_over_k);
+    DropEarly(r, entries[oldest_done], now_s, EvictionCause::kDeviceOverK);
     slot = oldest_done;
   } else {
     // All K alive and pending: this device alone is beyond its bound.
@@ -435,25 +436,29 @@ size_t ExchangeMemory::Sweep(uint32_t now_s, size_t max_records) noexcept {
   return freed;
 }
 
-void ExchangeMemory::NoteEarlyEviction(uint32_t age_s, uint32_t now_s) noexcept {
-  const uint32_t window = now_s / kHorizonWindowS;
-  if (window != horizon_window_) {
-    horizon_previous_ = window == horizon_window_ + 1 ? horizon_current_ : kNoAge;
-    horizon_current_ = kNoAge;
-    horizon_window_ = window;
+void ExchangeMemory::HorizonGauge::Note(uint32_t age_s, uint32_t now_s) noexcept {
+  const uint32_t now_window = now_s / kHorizonWindowS;
+  if (now_window != window) {
+    previous = now_window == window + 1 ? current : kNoAge;
+    current = kNoAge;
+    window = now_window;
   }
-  horizon_current_ = std::min(horizon_current_, age_s);
+  current = std::min(current, age_s);
+}
+
+uint32_t ExchangeMemory::HorizonGauge::Youngest(uint32_t now_s) const noexcept {
+  const uint32_t now_window = now_s / kHorizonWindowS;
+  if (now_window == window) return std::min(current, previous);
+  if (now_window == window + 1) return current;
+  return kNoAge;
 }
 
 uint32_t ExchangeMemory::EffectiveHorizonS(uint32_t now_s) const noexcept {
-  const uint32_t window = now_s / kHorizonWindowS;
-  uint32_t youngest = kNoAge;
-  if (window == horizon_window_) {
-    youngest = std::min(horizon_current_, horizon_previous_);
-  } else if (window == horizon_window_ + 1) {
-    youngest = horizon_current_;
-  }
-  return std::min(youngest, con_lifetime_s_);
+  return std::min({horizon_[0].Youngest(now_s), horizon_[1].Youngest(now_s), con_lifetime_s_});
+}
+
+uint32_t ExchangeMemory::EffectiveHorizonS(uint32_t now_s, EvictionCause cause) const noexcept {
+  return std::min(horizon_[static_cast<size_t>(cause)].Youngest(now_s), con_lifetime_s_);
 }
 
 size_t ExchangeMemory::MemoryBytes() const noexcept {

@@ -481,6 +481,8 @@ TEST(ExchangeMemory, TableBoundEvictsLeastRecentlyActiveDevice) {
   for (const DeviceKey* k : {&a, &c, &d}) EXPECT_NE(memory.Find(*k, 1), nullptr);
   // Visible: the youngest entry lost was 8 s old (b's MID 2, admitted at 12).
   EXPECT_EQ(memory.EffectiveHorizonS(20), 8u);
+  EXPECT_EQ(memory.EffectiveHorizonS(20, ExchangeMemory::EvictionCause::kTableBound), 8u);
+  EXPECT_EQ(memory.EffectiveHorizonS(20, ExchangeMemory::EvictionCause::kDeviceOverK), 247u);
 
   AdmitDone(memory, Device("10.0.0.6"), 1, 21);  // then c
   EXPECT_EQ(memory.Find(c, 1), nullptr);
@@ -572,6 +574,8 @@ TEST(ExchangeMemory, HorizonGaugeReportsYoungestEarlyEviction) {
   EXPECT_EQ(memory.EffectiveHorizonS(1079), 10u);
   EXPECT_EQ(memory.EffectiveHorizonS(1080), 30u);   // window 18: only window 17 counts
   EXPECT_EQ(memory.EffectiveHorizonS(1140), 247u);  // window 19: nothing recent
+  EXPECT_EQ(memory.EffectiveHorizonS(1030, ExchangeMemory::EvictionCause::kDeviceOverK), 10u);
+  EXPECT_EQ(memory.EffectiveHorizonS(1030, ExchangeMemory::EvictionCause::kTableBound), 247u);
   // Entries that reached their lifetime are expiries, not early evictions.
   AdmitDone(memory, a, 3, 1010 + 247);
   EXPECT_EQ(memory.stats().evicted_device_over_k, 2u);
