@@ -60,6 +60,7 @@ uint64_t HashDeviceKey(const DeviceKey& key, uint64_t seed) noexcept {
 ExchangeMemory::ExchangeMemory(const Limits& limits)
     : devices_(limits.devices),
       per_device_(limits.per_device),
+      stride_(limits.per_device + 1),
       con_lifetime_s_(limits.con_lifetime_s),
       non_lifetime_s_(limits.non_lifetime_s),
       hash_seed_(limits.hash_seed) {
@@ -74,12 +75,15 @@ ExchangeMemory::ExchangeMemory(const Limits& limits)
              "non_lifetime_s must be in [1, con_lifetime_s]");
   Record unused{};
   unused.kind = kUnused;
-  unused.last_active_s = kNoRecord;
-  records_.assign(devices_, unused);
+  unused.set_last_active_s(kNoRecord);
   Entry free{};
   free.state_ = static_cast<uint8_t>(State::kFree);
   free.generation_ = 1;  // 0 is left to Handle{}, which must never name an entry
-  entries_.assign(size_t{devices_} * per_device_, free);
+  slots_.resize(size_t{devices_} * stride_);
+  for (uint32_t record = 0; record < devices_; ++record) {
+    slots_[size_t{record} * stride_].record = unused;  // the members stay active for good
+    for (uint32_t i = 0; i < per_device_; ++i) EntryAt(record, i) = free;
+  }
   // At most half full: linear-probing chains stay short (expected ~1.5 probes per hit), and
   // the tags spare most record reads on the way.
   index_.assign(std::bit_ceil(uint64_t{2} * devices_), kEmpty);
@@ -89,13 +93,13 @@ ExchangeMemory::ExchangeMemory(const Limits& limits)
 // ---- Index ---------------------------------------------------------------------------------
 
 bool ExchangeMemory::Matches(uint32_t record, const DeviceKey& key) const noexcept {
-  const Record& r = records_[record];
+  const Record& r = RecordAt(record);
   return r.kind == key.kind && r.key == key.bytes;
 }
 
 uint64_t ExchangeMemory::HashOfRecord(uint32_t record) const noexcept {
-  const Record& r = records_[record];
-  return HashDeviceKey(DeviceKey{r.key, r.kind}, hash_seed_);
+  const Record& r = RecordAt(record);
+  return HashDeviceKey(DeviceKey{r.key, static_cast<uint8_t>(r.kind)}, hash_seed_);
 }
 
 ExchangeMemory::Probe ExchangeMemory::FindRecord(const DeviceKey& key,
@@ -142,13 +146,6 @@ void ExchangeMemory::EraseFromIndex(size_t position) noexcept {
 
 // ---- Records and entries -------------------------------------------------------------------
 
-ExchangeMemory::Entry* ExchangeMemory::EntriesOf(uint32_t record) noexcept {
-  return entries_.data() + size_t{record} * per_device_;
-}
-const ExchangeMemory::Entry* ExchangeMemory::EntriesOf(uint32_t record) const noexcept {
-  return entries_.data() + size_t{record} * per_device_;
-}
-
 uint32_t ExchangeMemory::AdmittedAt(const Entry& e) const noexcept {
   return e.expires_at() - (e.confirmable() ? con_lifetime_s_ : non_lifetime_s_);
 }
@@ -176,12 +173,11 @@ void ExchangeMemory::DropEarly(Record& record, Entry& e, uint32_t now_s,
 }
 
 void ExchangeMemory::ReleaseRecord(uint32_t record, uint32_t now_s) noexcept {
-  Record& r = records_[record];
+  Record& r = RecordAt(record);
   assert(r.kind != kUnused);
-  Entry* entries = EntriesOf(record);
-  for (uint32_t i = 0; i < per_device_ && r.live > 0; ++i) {
-    if (entries[i].state() == State::kFree) continue;
-    DropEarly(r, entries[i], now_s, EvictionCause::kTableBound);
+    for (uint32_t i = 0; i < per_device_ && r.live > 0; ++i) {
+    if (EntryAt(record, i).state() == State::kFree) continue;
+    DropEarly(r, EntryAt(record, i), now_s, EvictionCause::kTableBound);
   }
   EraseFromIndex(PositionOfRecord(record));
   r.kind = kUnused;
@@ -190,14 +186,13 @@ void ExchangeMemory::ReleaseRecord(uint32_t record, uint32_t now_s) noexcept {
 
 ExchangeMemory::Inspection ExchangeMemory::Inspect(uint32_t record,
                                                    uint32_t now_s) const noexcept {
-  const Record& r = records_[record];
+  const Record& r = RecordAt(record);
   if (r.live == 0) return {true, false};
   // Every entry was admitted at or before last_active_s and lives at most con_lifetime_s.
-  if (Expired(r.last_active_s + con_lifetime_s_, now_s)) return {true, false};
+  if (Expired(r.last_active_s() + con_lifetime_s_, now_s)) return {true, false};
   Inspection in{true, false};
-  const Entry* entries = EntriesOf(record);
   for (uint32_t i = 0; i < per_device_; ++i) {
-    const Entry& e = entries[i];
+    const Entry& e = EntryAt(record, i);
     if (e.state() == State::kFree || Expired(e.expires_at(), now_s)) continue;
     in.all_expired = false;
     if (e.state() == State::kPending) in.live_pending = true;
@@ -208,7 +203,7 @@ ExchangeMemory::Inspection ExchangeMemory::Inspect(uint32_t record,
 uint32_t ExchangeMemory::AcquireRecord(uint32_t now_s) noexcept {
   if (free_head_ != kNoRecord) {
     const uint32_t record = free_head_;
-    free_head_ = records_[record].last_active_s;
+    free_head_ = RecordAt(record).last_active_s();
     return record;
   }
   if (fresh_ < devices_) return fresh_++;
@@ -228,7 +223,7 @@ uint32_t ExchangeMemory::AcquireRecord(uint32_t now_s) noexcept {
     }
     if (in.live_pending) continue;
     if (victim == kNoRecord ||
-        Before(records_[record].last_active_s, records_[victim].last_active_s)) {
+        Before(RecordAt(record).last_active_s(), RecordAt(victim).last_active_s())) {
       victim = record;
     }
   }
@@ -242,8 +237,8 @@ ExchangeMemory::Admission ExchangeMemory::Store(uint32_t record, uint32_t index,
                                                 uint16_t message_id,
                                                 std::span<const std::byte> token,
                                                 bool confirmable, uint32_t now_s) noexcept {
-  Record& r = records_[record];
-  Entry& e = EntriesOf(record)[index];
+  Record& r = RecordAt(record);
+  Entry& e = EntryAt(record, index);
   assert(e.state() == State::kFree);
   e.token_ = {};
   if (!token.empty()) std::memcpy(e.token_.data(), token.data(), token.size());
@@ -261,17 +256,16 @@ ExchangeMemory::Admission ExchangeMemory::Store(uint32_t record, uint32_t index,
   ++r.live;
   ++r.pending;
   ++live_;
-  r.last_active_s = now_s;
-  const uint32_t slot = record * per_device_ + index;
+  r.set_last_active_s(now_s);
+  const uint32_t slot = SlotOf(record, index);
   return {Verdict::kNew, {slot, static_cast<uint16_t>(e.generation_)}, &e};
 }
 
 ExchangeMemory::Admission ExchangeMemory::AdmitKnown(uint32_t record, uint16_t message_id,
                                                      std::span<const std::byte> token,
                                                      bool confirmable, uint32_t now_s) noexcept {
-  Record& r = records_[record];
-  Entry* entries = EntriesOf(record);
-  // One pass: the entry with this MID if any, else the candidates for its slot in order of
+  Record& r = RecordAt(record);
+    // One pass: the entry with this MID if any, else the candidates for its slot in order of
   // preference (free, expired, the device's own oldest done entry).
   constexpr uint32_t kNone = UINT32_MAX;
   uint32_t match = kNone;
@@ -280,7 +274,7 @@ ExchangeMemory::Admission ExchangeMemory::AdmitKnown(uint32_t record, uint16_t m
   uint32_t oldest_done = kNone;
   uint32_t oldest_admitted = 0;
   for (uint32_t i = 0; i < per_device_; ++i) {
-    const Entry& e = entries[i];
+    const Entry& e = EntryAt(record, i);
     if (e.state() == State::kFree) {
       if (free == kNone) free = i;
       continue;
@@ -302,15 +296,15 @@ ExchangeMemory::Admission ExchangeMemory::AdmitKnown(uint32_t record, uint16_t m
 
   uint32_t slot;
   if (match != kNone) {
-    Entry& e = entries[match];
+    Entry& e = EntryAt(record, match);
     const bool e_expired = Expired(e.expires_at(), now_s);
     if (!e_expired && e.token_length_ == token.size() &&
         (token.empty() || std::memcmp(e.token_.data(), token.data(), token.size()) == 0)) {
       const bool pending = e.state() == State::kPending;
       ++(pending ? stats_.hits_pending : stats_.hits_done);
-      r.last_active_s = now_s;
+      r.set_last_active_s(now_s);
       return {pending ? Verdict::kDuplicatePending : Verdict::kDuplicateDone,
-              {record * per_device_ + match, static_cast<uint16_t>(e.generation_)}, &e};
+              {SlotOf(record, match), static_cast<uint16_t>(e.generation_)}, &e};
     }
     // Rewritten in place: a reboot reused the MID, or the old exchange is over.
     ++(e_expired ? stats_.expired : stats_.token_mismatches);
@@ -320,10 +314,10 @@ ExchangeMemory::Admission ExchangeMemory::AdmitKnown(uint32_t record, uint16_t m
     slot = free;
   } else if (expired != kNone) {
     ++stats_.expired;
-    ReleaseEntry(r, entries[expired]);
+    ReleaseEntry(r, EntryAt(record, expired));
     slot = expired;
   } else if (oldest_done != kNone) {
-    DropEarly(r, entries[oldest_done], now_s, EvictionCause::kDeviceOverK);
+    DropEarly(r, EntryAt(record, oldest_done), now_s, EvictionCause::kDeviceOverK);
     slot = oldest_done;
   } else {
     // All K alive and pending: this device alone is beyond its bound.
@@ -354,7 +348,7 @@ ExchangeMemory::Admission ExchangeMemory::Admit(const DeviceKey& device, uint16_
   // chain; inserting past it would make the key unreachable.
   if (at_bound) probe = FindRecord(device, hash);
   index_[probe.position] = (Tag(hash) << kRecordBits) | record;
-  Record& r = records_[record];
+  Record& r = RecordAt(record);
   r.key = device.bytes;
   r.kind = device.kind;
   r.live = 0;
@@ -366,14 +360,15 @@ ExchangeMemory::Admission ExchangeMemory::Admit(const DeviceKey& device, uint16_
 // ---- Handles -------------------------------------------------------------------------------
 
 const ExchangeMemory::Entry* ExchangeMemory::Get(Handle h) const noexcept {
-  if (h.slot >= entries_.size()) return nullptr;
-  const Entry& e = entries_[h.slot];
+  // Slot 0 of every stride is a record, never an entry: {0, 0} and forged handles stop here.
+  if (h.slot >= slots_.size() || h.slot % stride_ == 0) return nullptr;
+  const Entry& e = slots_[h.slot].entry;
   if (e.generation_ != h.generation || e.state() == State::kFree) return nullptr;
   return &e;
 }
 
 ExchangeMemory::Entry* ExchangeMemory::LiveEntry(Handle h) noexcept {
-  return Get(h) == nullptr ? nullptr : &entries_[h.slot];
+  return Get(h) == nullptr ? nullptr : &slots_[h.slot].entry;
 }
 
 bool ExchangeMemory::Complete(Handle h, uint8_t response_code, uint8_t response_type,
@@ -385,25 +380,24 @@ bool ExchangeMemory::Complete(Handle h, uint8_t response_code, uint8_t response_
   e->response_message_id_ = response_message_id;
   e->max_age_ = max_age;
   e->state_ = static_cast<uint8_t>(State::kDone);
-  --records_[h.slot / per_device_].pending;
+  --RecordAt(h.slot / stride_).pending;
   return true;
 }
 
 void ExchangeMemory::Forget(Handle h) noexcept {
   Entry* e = LiveEntry(h);
   if (e == nullptr || e->state() != State::kPending) return;
-  ReleaseEntry(records_[h.slot / per_device_], *e);
+  ReleaseEntry(RecordAt(h.slot / stride_), *e);
 }
 
 const ExchangeMemory::Entry* ExchangeMemory::Find(const DeviceKey& device,
                                                   uint16_t message_id) const noexcept {
   const Probe probe = FindRecord(device, HashDeviceKey(device, hash_seed_));
   if (!probe.found) return nullptr;
-  const Entry* entries = EntriesOf(index_[probe.position] & kRecordMask);
+  const uint32_t record = index_[probe.position] & kRecordMask;
   for (uint32_t i = 0; i < per_device_; ++i) {
-    if (entries[i].state() != State::kFree && entries[i].message_id_ == message_id) {
-      return &entries[i];
-    }
+    const Entry& e = EntryAt(record, i);
+    if (e.state() != State::kFree && e.message_id_ == message_id) return &e;
   }
   return nullptr;
 }
@@ -416,11 +410,10 @@ size_t ExchangeMemory::Sweep(uint32_t now_s, size_t max_records) noexcept {
   for (size_t n = 0; n < budget; ++n) {
     if (sweep_ >= fresh_) sweep_ = 0;
     const uint32_t record = sweep_++;
-    Record& r = records_[record];
+    Record& r = RecordAt(record);
     if (r.kind == kUnused) continue;
-    Entry* entries = EntriesOf(record);
-    for (uint32_t i = 0; i < per_device_ && r.live > 0; ++i) {
-      Entry& e = entries[i];
+        for (uint32_t i = 0; i < per_device_ && r.live > 0; ++i) {
+      Entry& e = EntryAt(record, i);
       if (e.state() != State::kFree && Expired(e.expires_at(), now_s)) {
         ++stats_.expired;
         ReleaseEntry(r, e);
@@ -428,7 +421,7 @@ size_t ExchangeMemory::Sweep(uint32_t now_s, size_t max_records) noexcept {
     }
     if (r.live != 0) continue;
     ReleaseRecord(record, now_s);
-    r.last_active_s = free_head_;
+    r.set_last_active_s(free_head_);
     free_head_ = record;
     ++stats_.records_reclaimed;
     ++freed;
@@ -462,14 +455,14 @@ uint32_t ExchangeMemory::EffectiveHorizonS(uint32_t now_s, EvictionCause cause) 
 }
 
 size_t ExchangeMemory::MemoryBytes() const noexcept {
-  return records_.capacity() * sizeof(Record) + entries_.capacity() * sizeof(Entry) +
+  return slots_.capacity() * sizeof(Slot) +
          index_.capacity() * sizeof(uint32_t);
 }
 
 // ---- Invariants ----------------------------------------------------------------------------
 
 bool ExchangeMemory::CheckInvariants() const noexcept {
-  if (records_.size() != devices_ || entries_.size() != size_t{devices_} * per_device_) {
+  if (stride_ != per_device_ + 1 || slots_.size() != size_t{devices_} * stride_) {
     return false;
   }
   if (!std::has_single_bit(index_.size()) || index_.size() < uint64_t{2} * devices_) {
@@ -478,25 +471,24 @@ bool ExchangeMemory::CheckInvariants() const noexcept {
   if (fresh_ > devices_ || in_use_ > fresh_) return false;
   // The free list: unused records below fresh_, each once (at most fresh_ steps).
   size_t on_free_list = 0;
-  for (uint32_t r = free_head_; r != kNoRecord; r = records_[r].last_active_s) {
-    if (r >= fresh_ || records_[r].kind != kUnused || ++on_free_list > fresh_) return false;
+  for (uint32_t r = free_head_; r != kNoRecord; r = RecordAt(r).last_active_s()) {
+    if (r >= fresh_ || RecordAt(r).kind != kUnused || ++on_free_list > fresh_) return false;
   }
   size_t in_use = 0;
   size_t live = 0;
   for (uint32_t record = 0; record < devices_; ++record) {
-    const Record& r = records_[record];
-    const Entry* entries = EntriesOf(record);
+    const Record& r = RecordAt(record);
     uint32_t non_free = 0;
     uint32_t pending = 0;
     for (uint32_t i = 0; i < per_device_; ++i) {
-      const Entry& e = entries[i];
+      const Entry& e = EntryAt(record, i);
       if (e.generation_ == 0 || e.state_ > static_cast<uint8_t>(State::kDone)) return false;
       if (e.state() == State::kFree) continue;
       if (e.token_length_ > codec::kMaxTokenLength) return false;
       ++non_free;
       if (e.state() == State::kPending) ++pending;
       for (uint32_t j = 0; j < i; ++j) {
-        if (entries[j].state() != State::kFree && entries[j].message_id_ == e.message_id_) {
+        if (EntryAt(record, j).state() != State::kFree && EntryAt(record, j).message_id_ == e.message_id_) {
           return false;
         }
       }
@@ -519,14 +511,14 @@ bool ExchangeMemory::CheckInvariants() const noexcept {
     if (value == kEmpty) continue;
     ++indexed;
     const uint32_t record = value & kRecordMask;
-    if (record >= devices_ || records_[record].kind == kUnused) return false;
+    if (record >= devices_ || RecordAt(record).kind == kUnused) return false;
     const uint64_t hash = HashOfRecord(record);
     if ((value >> kRecordBits) != Tag(hash)) return false;
     for (size_t p = hash & index_mask_; p != position; p = (p + 1) & index_mask_) {
       if (index_[p] == kEmpty) return false;
     }
-    const Record& r = records_[record];
-    const Probe probe = FindRecord(DeviceKey{r.key, r.kind}, hash);
+    const Record& r = RecordAt(record);
+    const Probe probe = FindRecord(DeviceKey{r.key, static_cast<uint8_t>(r.kind)}, hash);
     if (!probe.found || probe.position != position) return false;
   }
   return indexed == in_use_;

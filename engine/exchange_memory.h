@@ -55,12 +55,12 @@ struct DeviceKey {
 
 // Storage layout:
 //
-// `devices` records of 24 bytes (key, last activity, counts) and, beside them, `devices x K`
-// entries of 22 bytes (record r owns entries [r*K, r*K + K)); an open-addressing index (a power
-// of two >= 2 x devices uint32 positions, linear probing, backward-shift deletion, no
+// One array of 22-byte slots: record r (key, last activity, counts) at slot r x (K + 1), its K
+// entries right after it, so a lookup reads one run of memory. An open-addressing index (a
+// power of two >= 2 x devices uint32 positions, linear probing, backward-shift deletion, no
 // tombstones) maps a DeviceKey to its record. An index position holds the record number (24
 // bits) and 8 more bits of the hash, which filter probes without touching records. At K = 4 a
-// device costs 24 + 88 + (8..16 for the index) <= 128 bytes: 120.4 bytes at 1,000,000 devices.
+// device costs 5 x 22 + (8..16 for the index) < 128 bytes: 118.4 bytes at 1,000,000 devices.
 // Within a record, entries are found by MID with a linear scan of K <= 16 entries.
 //
 // Lifetimes: an entry expires `con_lifetime_s` or `non_lifetime_s` after Admit, whatever its
@@ -94,6 +94,7 @@ struct DeviceKey {
 //   - A record is in use (kind != kUnused) iff it has exactly one index position; it is then
 //     reachable from its home bucket (hash & index mask) without crossing an empty position,
 //     and the position's tag is the hash's top 8 bits. No two records in use have the same key.
+//   - Slot r x (K + 1) is record r, the K slots after it are its entries; never otherwise.
 //   - Records >= fresh_ were never used; unused records below fresh_ are exactly the free list.
 //     Entries of a record not in use are all kFree.
 //   - A record's `live` and `pending` count its kFree-less and kPending entries; no two non-free
@@ -182,7 +183,7 @@ class ExchangeMemory {
   // expiry, replacement); after that every use fails safely. Handle{} is kNoHandle, and
   // generations are never 0, so {0, 0} never names an entry either.
   struct Handle {
-    uint32_t slot = kNoSlot;  ///< record * K + entry
+    uint32_t slot = kNoSlot;  ///< record * (K + 1) + 1 + entry
     uint16_t generation = 0;
   };
   static constexpr Handle kNoHandle{kNoSlot, 0};
@@ -289,21 +290,39 @@ class ExchangeMemory {
  private:
   static constexpr uint32_t kEmpty = UINT32_MAX;     // an empty index position
   static constexpr uint32_t kNoRecord = UINT32_MAX;  // ends the free list
-  static constexpr uint8_t kUnused = 0xff;           // Record::kind of a record not in use
+  static constexpr uint8_t kUnused = 3;              // Record::kind of a record not in use
   static constexpr uint32_t kNoAge = UINT32_MAX;     // horizon gauge: no early eviction seen
 
-  // 24 bytes. The counts let the table-bound scan skip and judge records without reading
-  // their entries in the common cases.
+  // A device: 22 bytes, the size of an Entry, so that a record and its K entries are one run of
+  // K + 1 slots (one or two cache lines at K = 4, where separate arrays cost one more miss per
+  // request). The counts let the table-bound scan skip and judge records without reading their
+  // entries in the common cases.
   struct Record {
     std::array<uint8_t, 16> key;
-    uint32_t last_active_s;  ///< in use: last Admit not refused; unused: next free record
-    uint8_t kind;            ///< DeviceKey::kind, or kUnused
-    uint8_t live;            ///< non-free entries
-    uint8_t pending;         ///< kPending entries, alive or expired
-    uint8_t reserved;
+    uint16_t last_active_low;   ///< in use: last Admit not refused; unused: next free record
+    uint16_t last_active_high;
+    uint16_t kind : 2;          ///< DeviceKey::kind, or kUnused
+    uint16_t live : 5;          ///< non-free entries
+    uint16_t pending : 5;       ///< kPending entries, alive or expired
+    uint16_t reserved : 4;
+
+    [[nodiscard]] uint32_t last_active_s() const noexcept {
+      return (uint32_t{last_active_high} << 16) | last_active_low;
+    }
+    void set_last_active_s(uint32_t s) noexcept {
+      last_active_low = static_cast<uint16_t>(s);
+      last_active_high = static_cast<uint16_t>(s >> 16);
+    }
   };
+  // Slot r * (K + 1) holds record r (always as `record`); the K slots after it its entries
+  // (always as `entry`): the active member of a slot never changes after construction.
+  union Slot {
+    Record record;
+    Entry entry;
+  };
+  static_assert(sizeof(Record) == sizeof(Entry) && sizeof(Slot) == 22 && alignof(Slot) == 2);
   // Issue #12's budget: <= 128 bytes per device at K = 4 including the index (< 16 per record).
-  static_assert(sizeof(Record) + 4 * sizeof(Entry) + 16 <= 128);
+  static_assert(5 * sizeof(Slot) + 16 <= 128);
 
   // The youngest early-eviction age seen in window `window` (of kHorizonWindowS) and the one
   // before it.
@@ -329,8 +348,21 @@ class ExchangeMemory {
   [[nodiscard]] bool Matches(uint32_t record, const DeviceKey& key) const noexcept;
   [[nodiscard]] uint64_t HashOfRecord(uint32_t record) const noexcept;
   [[nodiscard]] size_t PositionOfRecord(uint32_t record) const noexcept;
-  [[nodiscard]] Entry* EntriesOf(uint32_t record) noexcept;
-  [[nodiscard]] const Entry* EntriesOf(uint32_t record) const noexcept;
+  [[nodiscard]] Record& RecordAt(uint32_t record) noexcept {
+    return slots_[size_t{record} * stride_].record;
+  }
+  [[nodiscard]] const Record& RecordAt(uint32_t record) const noexcept {
+    return slots_[size_t{record} * stride_].record;
+  }
+  [[nodiscard]] Entry& EntryAt(uint32_t record, uint32_t i) noexcept {
+    return slots_[size_t{record} * stride_ + 1 + i].entry;
+  }
+  [[nodiscard]] const Entry& EntryAt(uint32_t record, uint32_t i) const noexcept {
+    return slots_[size_t{record} * stride_ + 1 + i].entry;
+  }
+  [[nodiscard]] uint32_t SlotOf(uint32_t record, uint32_t i) const noexcept {
+    return record * stride_ + 1 + i;
+  }
   [[nodiscard]] uint32_t AdmittedAt(const Entry& e) const noexcept;
   [[nodiscard]] Inspection Inspect(uint32_t record, uint32_t now_s) const noexcept;
   [[nodiscard]] uint32_t AcquireRecord(uint32_t now_s) noexcept;
@@ -345,12 +377,12 @@ class ExchangeMemory {
   void ReleaseRecord(uint32_t record, uint32_t now_s) noexcept;
   [[nodiscard]] Entry* LiveEntry(Handle h) noexcept;
 
-  std::vector<Record> records_;   // devices_ records, never resized
-  std::vector<Entry> entries_;    // devices_ x per_device_ entries, never resized
+  std::vector<Slot> slots_;       // devices_ x stride_ slots, never resized
   std::vector<uint32_t> index_;   // power-of-two size; (tag << 24 | record) or kEmpty
   size_t index_mask_ = 0;
   uint32_t devices_ = 0;
   uint32_t per_device_ = 0;
+  uint32_t stride_ = 0;           // per_device_ + 1: a record and its entries
   uint32_t fresh_ = 0;            // records [fresh_, devices_) were never used
   uint32_t free_head_ = kNoRecord;
   uint32_t hand_ = 0;             // table-bound clock hand

@@ -271,14 +271,16 @@ TEST(ExchangeMemory, StaleHandlesFailSafelyAfterEvictionAndReuse) {
 }
 
 // Callers keep a default Handle{} in request state before admission: it must never reach the
-// first entry stored in slot 0.
+// first entry stored, and slot 0 (a record, not an entry) is never read as one.
 TEST(ExchangeMemory, DefaultHandleNeverNamesAnEntry) {
   ExchangeMemory memory(SmallLimits(1));
   const auto a = memory.Admit(Device("10.0.0.1"), 1, Token({7}), true, 0);
-  ASSERT_EQ(a.handle.slot, 0u);
+  ASSERT_EQ(a.handle.slot, 1u);  // record 0 is slot 0, its first entry slot 1
   const Handle none{};
   EXPECT_EQ(memory.Get(none), nullptr);
   EXPECT_EQ(memory.Get({0, 0}), nullptr);
+  EXPECT_EQ(memory.Get({0, 1}), nullptr);
+  EXPECT_EQ(memory.Get({1, 0}), nullptr);
   EXPECT_FALSE(memory.Complete(none, kChanged, kAck, 1, 0));
   EXPECT_FALSE(memory.Complete({0, 0}, kChanged, kAck, 1, 0));
   memory.Forget({0, 0});
@@ -643,7 +645,7 @@ class Model {
     for (uint32_t i = 0; i < k; ++i) {
       if (slots[i] && slots[i]->mid == mid) match = static_cast<int>(i);
     }
-    const uint32_t got_index = got.handle.slot % k;
+    const uint32_t got_index = got.handle.slot % (k + 1) - 1;  // the entry within its record
     if (match >= 0 && !expired(*slots[match]) && slots[match]->token == token) {
       const Live& e = *slots[match];
       const Verdict want = e.done ? Verdict::kDuplicateDone : Verdict::kDuplicatePending;
