@@ -331,6 +331,11 @@ ExchangeMemory::Admission ExchangeMemory::Admit(const DeviceKey& device, uint16_
                                                 std::span<const std::byte> token,
                                                 bool confirmable, uint32_t now_s) noexcept {
   assert(token.size() <= codec::kMaxTokenLength);
+  if (device.kind > DeviceKey::kDtls) {  // would alias kUnused in Record::kind
+    assert(false && "DeviceKey::kind must be kPlain or kDtls");
+    ++stats_.full_refusals;
+    return {Verdict::kFull, kNoHandle, nullptr};
+  }
   token = token.first(std::min(token.size(), codec::kMaxTokenLength));
   const uint64_t hash = HashDeviceKey(device, hash_seed_);
   Probe probe = FindRecord(device, hash);
@@ -392,6 +397,7 @@ void ExchangeMemory::Forget(Handle h) noexcept {
 
 const ExchangeMemory::Entry* ExchangeMemory::Find(const DeviceKey& device,
                                                   uint16_t message_id) const noexcept {
+  if (device.kind > DeviceKey::kDtls) return nullptr;
   const Probe probe = FindRecord(device, HashDeviceKey(device, hash_seed_));
   if (!probe.found) return nullptr;
   const uint32_t record = index_[probe.position] & kRecordMask;

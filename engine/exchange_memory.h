@@ -230,8 +230,10 @@ class ExchangeMemory {
   // now_s + the CON or NON lifetime is stored and returned as kNew, possibly after an early
   // eviction (see the policies above); or kFull, and then nothing changed but the clock hand.
   // Any verdict but kFull marks the device active at now_s.
-  // REQUIRES: token.size() <= codec::kMaxTokenLength (ParseMessage guarantees it; longer tokens
-  // are compared and stored by their first 8 bytes). now_s never goes backwards.
+  // REQUIRES: device.kind is kPlain or kDtls (anything else is refused with kFull: a record
+  // keeps the kind in 2 bits). token.size() <= codec::kMaxTokenLength (ParseMessage guarantees
+  // it; longer tokens are compared and stored by their first 8 bytes). now_s never goes
+  // backwards.
   [[nodiscard]] Admission Admit(const DeviceKey& device, uint16_t message_id,
                                 std::span<const std::byte> token, bool confirmable,
                                 uint32_t now_s) noexcept;
