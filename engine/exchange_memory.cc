@@ -494,7 +494,8 @@ bool ExchangeMemory::CheckInvariants() const noexcept {
       ++non_free;
       if (e.state() == State::kPending) ++pending;
       for (uint32_t j = 0; j < i; ++j) {
-        if (EntryAt(record, j).state() != State::kFree && EntryAt(record, j).message_id_ == e.message_id_) {
+        const Entry& other = EntryAt(record, j);
+        if (other.state() != State::kFree && other.message_id_ == e.message_id_) {
           return false;
         }
       }

@@ -39,7 +39,8 @@ struct DeviceKey {
 };
 
 // A plain-CoAP device: its source address as IpAddress::bytes() gives it.
-[[nodiscard]] inline DeviceKey DeviceKeyForAddress(const std::array<uint8_t, 16>& address) noexcept {
+[[nodiscard]] inline DeviceKey DeviceKeyForAddress(
+    const std::array<uint8_t, 16>& address) noexcept {
   return DeviceKey{address, DeviceKey::kPlain};
 }
 
@@ -154,7 +155,8 @@ class ExchangeMemory {
     }
     // The cached response: with the request's token, enough to re-encode identical bytes.
     [[nodiscard]] uint8_t response_code() const noexcept { return response_code_; }
-    [[nodiscard]] uint8_t response_type() const noexcept { return response_type_; }  ///< 2 ACK, 1 NON
+    // 2 = ACK (piggybacked), 1 = NON.
+    [[nodiscard]] uint8_t response_type() const noexcept { return response_type_; }
     [[nodiscard]] uint16_t response_message_id() const noexcept { return response_message_id_; }
     [[nodiscard]] uint16_t max_age() const noexcept { return max_age_; }  ///< 0 = no Max-Age
     // Caller's monotonic seconds; expired once now >= this (serial arithmetic).

@@ -456,7 +456,8 @@ TEST(ExchangeMemory, DtlsIdentityKeyStable) {
             Verdict::kNew);
   EXPECT_EQ(memory.Admit(plain, 1, token, true, 0).verdict, Verdict::kNew);
   EXPECT_EQ(memory.devices_in_use(), 2u);
-  EXPECT_NE(HashDeviceKey(plain, 1), HashDeviceKey(DeviceKeyForIdentity("89882280666012345678"), 1));
+  EXPECT_NE(HashDeviceKey(plain, 1),
+            HashDeviceKey(DeviceKeyForIdentity("89882280666012345678"), 1));
   EXPECT_NE(HashDeviceKey(plain, 1), HashDeviceKey(plain, 2));
 }
 
