@@ -5,10 +5,11 @@
 #include <cstddef>
 #include <string_view>
 
+#include "common/limits.h"
+
 namespace coapgate::codec {
 
-// 255 bytes of Uri-Query value minus the "t=" prefix.
-inline constexpr size_t kMaxTopicLength = 253;
+using ::coapgate::kMaxTopicLength;  // common/limits.h
 
 [[nodiscard]] bool IsValidTopic(std::string_view topic) noexcept;
 

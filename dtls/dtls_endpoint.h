@@ -40,6 +40,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/limits.h"
 #include "common/result.h"
 #include "dtls/cookie.h"
 #include "dtls/session_table.h"
@@ -59,7 +60,6 @@ struct Route {
 };
 
 using SessionId = uint64_t;  // index + generation: a stale id never reaches a newer session
-inline constexpr size_t kMaxPskLength = 64;
 // Datagrams above this are dropped unread: wolfSSL reads at most its MTU (WOLFSSL_MAX_MTU,
 // set to the same value in dtls/CMakeLists.txt) per datagram.
 inline constexpr size_t kMaxDatagramSize = 1500;

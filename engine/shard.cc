@@ -86,7 +86,7 @@ void Shard::ThreadMain(std::promise<std::string>& built) {
   if (std::find(options_.secure.begin(), options_.secure.end(), true) != options_.secure.end()) {
     auto endpoint = dtls::DtlsEndpoint::Create(
         options_.dtls, this,
-        [this](std::string_view identity, std::span<std::byte, dtls::kMaxPskLength> key) {
+        [this](std::string_view identity, std::span<std::byte, kMaxPskLength> key) {
           return LookupPsk(identity, key);
         });
     if (!endpoint) {
@@ -303,7 +303,7 @@ void Shard::Deliver(dtls::SessionId session, std::string_view identity, const dt
 }
 
 size_t Shard::LookupPsk(std::string_view identity,
-                        std::span<std::byte, dtls::kMaxPskLength> key) const noexcept {
+                        std::span<std::byte, kMaxPskLength> key) const noexcept {
   const std::optional<registry::DeviceView> device = registry_->FindByIccid(identity);
   if (!device || !device->active) return 0;
   if (!device->psk.empty()) {

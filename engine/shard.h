@@ -166,7 +166,7 @@ class Shard final : private dtls::Transport {
   // The DTLS key of a PSK identity (SPEC §3, §6): the device's CSV key (hex-decoded when so
   // marked), else its generated key; 0 for unknown or inactive devices.
   size_t LookupPsk(std::string_view identity,
-                   std::span<std::byte, dtls::kMaxPskLength> key) const noexcept;
+                   std::span<std::byte, kMaxPskLength> key) const noexcept;
   // Records `code` as the exchange's response in the dedup table and sends it.
   void Finish(DedupTable::Handle handle, const codec::MessageView& request, uint8_t code,
               const Peer& peer);

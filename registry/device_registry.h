@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/limits.h"
 #include "common/result.h"
 #include "net/ip_address.h"
 
@@ -35,12 +36,7 @@ struct DeviceView {
   PskFormat psk_format;
 };
 
-// Limits of the CSV's fields, in bytes (SPEC §3; ITU-T E.118 for ICCID, E.212 for IMSI).
-inline constexpr size_t kMinIccidLength = 18;
-inline constexpr size_t kMaxIccidLength = 22;
-inline constexpr size_t kMinImsiLength = 5;
-inline constexpr size_t kMaxImsiLength = 15;
-inline constexpr size_t kMaxPskLength = 64;
+// Limits of the CSV's fields: common/limits.h.
 
 class DeviceRegistry {
  public:

@@ -28,11 +28,10 @@
 #include <string_view>
 #include <vector>
 
+#include "common/limits.h"
+
 namespace coapgate::sinks {
 
-inline constexpr size_t kMaxIccidLength = 22;
-inline constexpr size_t kMaxImsiLength = 15;
-inline constexpr size_t kMaxTopicLength = 253;
 
 // One accepted device message, as the publishers see it.
 struct InflightMessage {

@@ -1,0 +1,41 @@
+// The clocks: monotonic time for deadlines, lifetimes and budgets, wall time for the
+// `received` stamp of events. One definition for every room; any thread, allocation-free.
+//
+// Clock is also the seam through which a shard reads time, so that a test can drive one
+// with a fake clock (tests/engine/shard_test.cc): SystemClock is the real one.
+#pragma once
+
+#include <time.h>
+
+#include <cstdint>
+
+namespace coapgate {
+
+// CLOCK_MONOTONIC in milliseconds (steady, unrelated to the wall clock).
+[[nodiscard]] inline uint64_t MonotonicMs() noexcept {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+// CLOCK_REALTIME as Unix epoch milliseconds.
+[[nodiscard]] inline uint64_t WallMs() noexcept {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  [[nodiscard]] virtual uint64_t MonotonicMs() const noexcept = 0;
+  [[nodiscard]] virtual uint64_t WallMs() const noexcept = 0;
+};
+
+class SystemClock final : public Clock {
+ public:
+  [[nodiscard]] uint64_t MonotonicMs() const noexcept override { return coapgate::MonotonicMs(); }
+  [[nodiscard]] uint64_t WallMs() const noexcept override { return coapgate::WallMs(); }
+};
+
+}  // namespace coapgate
