@@ -11,6 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "engine/instance_lock.h"
 #include "net/udp_socket.h"
 
 namespace coapgate::engine {
@@ -72,6 +73,15 @@ Server::~Server() {
 
 Result<std::unique_ptr<Server>, std::string> Server::Create(const config::Config& config) {
   auto server = std::unique_ptr<Server>(new Server(config));
+  // Before anything else is opened: a second coapgate stops here, not after it joined the
+  // first one's reuseport groups.
+  std::vector<uint16_t> ports;
+  for (const auto* addresses : {&config.server.coap_listen, &config.server.coaps_listen}) {
+    for (const config::ListenAddress& address : *addresses) ports.push_back(address.port);
+  }
+  auto lock = InstanceLock::Acquire(ports);
+  if (!lock) return Fail(lock.error());
+  server->instance_lock_ = std::move(*lock);
   bool missing = false;
   auto devices = LoadDevices(config, &missing);
   if (!devices) return Fail(devices.error());
@@ -127,7 +137,14 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const config::Config
         for (int open_fd : o.sockets) close(open_fd);
         return Fail(fd.error());
       }
-      if (address.port == 0) address.port = net::LocalPort(*fd);
+      if (address.port == 0) {
+        address.port = net::LocalPort(*fd);
+        if (auto taken = server->instance_lock_->Take(address.port); !taken) {
+          close(*fd);
+          for (int open_fd : o.sockets) close(open_fd);
+          return Fail(taken.error());
+        }
+      }
       o.sockets.push_back(*fd);
       o.secure.push_back(o.secure.size() >= plain_count);
     }

@@ -16,6 +16,7 @@
 #include "config/config.h"
 #include "registry/psk_store.h"
 #include "registry/registry_holder.h"
+#include "engine/instance_lock.h"
 #include "engine/shard.h"
 #include "sinks/publisher_pool.h"
 #include "common/snapshot_holder.h"
@@ -52,6 +53,7 @@ class Server {
   void Drain();
 
   config::Config config_;
+  std::unique_ptr<InstanceLock> instance_lock_;  ///< one coapgate per UDP port
   std::unique_ptr<registry::RegistryHolder> registry_;
   std::unique_ptr<SnapshotHolder<sinks::TemplateSet>> templates_;
   std::unique_ptr<sinks::PublisherPool> publishers_;

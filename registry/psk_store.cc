@@ -3,7 +3,10 @@
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -76,9 +79,89 @@ std::string DirectoryOf(const std::string& path) {
 PskStore::PskStore(std::string path, uint32_t regenerate_after_s)
     : path_(std::move(path)), regenerate_after_s_(regenerate_after_s) {}
 
-PskStore::~PskStore() {
+PskStore::~PskStore() { CloseFile(); }
+
+void PskStore::CloseFile() {
   sqlite3_finalize(upsert_);
+  upsert_ = nullptr;
   sqlite3_close_v2(db_);  // the last connection checkpoints the WAL into the main file
+  db_ = nullptr;
+  if (file_fd_ >= 0) ::close(file_fd_);
+  file_fd_ = -1;
+}
+
+Result<void, std::string> PskStore::OpenFile() {
+  // Created here rather than by SQLite, whose default mode is 0644 less the umask: the file
+  // holds keys. SQLite gives its -wal file the database file's mode.
+  const int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return Fail(path_ + ": cannot open: " + std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Fail(path_ + ": not a regular file");
+  }
+  if ((st.st_mode & 077) != 0 && ::fchmod(fd, 0600) != 0) {
+    const int e = errno;
+    ::close(fd);
+    return Fail(path_ + ": readable by others and cannot be made 0600: " + std::strerror(e));
+  }
+  file_fd_ = fd;
+  return {};
+}
+
+bool PskStore::FileGone() const {
+  struct stat held;
+  struct stat named;
+  if (file_fd_ < 0 || ::fstat(file_fd_, &held) != 0) return true;
+  if (held.st_nlink == 0) return true;
+  if (::stat(path_.c_str(), &named) != 0) return true;
+  return named.st_dev != held.st_dev || named.st_ino != held.st_ino;
+}
+
+Result<void, std::string> PskStore::Recreate() {
+  Map kept;
+  {
+    std::shared_lock lock(map_mutex_);
+    kept = map_;
+  }
+  CloseFile();
+  // Only a missing file is recreated: a file someone put in its place (a restored backup?)
+  // is not overwritten, and bootstrap fails with a message until coapgate is restarted.
+  struct stat st;
+  if (::stat(path_.c_str(), &st) == 0) {
+    return Fail(path_ + ": the state file was replaced while coapgate ran; restart coapgate to "
+                        "load it (bootstrap answers 5.00 until then)");
+  }
+  if (auto ok = Initialize(); !ok) return ok;
+  if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return Fail(SqliteError("cannot recreate the state"));
+  }
+  for (const auto& [iccid, entry] : kept) {
+    const auto last = static_cast<sqlite3_int64>(std::min<uint64_t>(entry.last_call_s, INT64_MAX));
+    int rc = sqlite3_bind_text(upsert_, 1, iccid.data(), static_cast<int>(iccid.size()),
+                               SQLITE_STATIC);
+    if (rc == SQLITE_OK) {
+      rc = entry.generated_key.empty()
+               ? sqlite3_bind_null(upsert_, 2)
+               : sqlite3_bind_text(upsert_, 2, entry.generated_key.data(),
+                                   static_cast<int>(entry.generated_key.size()), SQLITE_STATIC);
+    }
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(upsert_, 3, last);
+    if (rc == SQLITE_OK) rc = sqlite3_step(upsert_);
+    sqlite3_reset(upsert_);
+    sqlite3_clear_bindings(upsert_);
+    if (rc != SQLITE_DONE) {
+      std::string error = SqliteError("cannot recreate the state");
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return Fail(std::move(error));
+    }
+  }
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return Fail(SqliteError("cannot recreate the state"));
+  }
+  std::unique_lock lock(map_mutex_);
+  map_ = std::move(kept);
+  return {};
 }
 
 Result<std::unique_ptr<PskStore>, std::string> PskStore::Open(const std::string& path,
@@ -100,6 +183,7 @@ std::string PskStore::SqliteError(std::string_view what) const {
 }
 
 Result<void, std::string> PskStore::Initialize() {
+  if (auto ok = OpenFile(); !ok) return ok;
   if (sqlite3_open_v2(path_.c_str(), &db_,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                       nullptr) != SQLITE_OK) {
@@ -107,6 +191,21 @@ Result<void, std::string> PskStore::Initialize() {
   }
   sqlite3_extended_result_codes(db_, 1);
   sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+  // Exclusive locking mode before the first access: SQLite then keeps the WAL index in heap
+  // memory instead of mapping a -shm file (one another process could truncate or make
+  // unwritable: a SIGBUS that would stop all ingest), and holds the file's lock until close,
+  // so a second coapgate given the same state file fails here instead of sharing it.
+  if (sqlite3_exec(db_, "PRAGMA locking_mode=EXCLUSIVE", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return Fail(SqliteError("cannot set exclusive locking"));
+  }
+  if (const int rc = sqlite3_exec(db_, "BEGIN EXCLUSIVE; COMMIT;", nullptr, nullptr, nullptr);
+      rc != SQLITE_OK) {
+    if ((rc & 0xff) == SQLITE_BUSY) {
+      return Fail(path_ + ": in use by another process (another coapgate with the same "
+                          "devices.state?); each instance needs its own state file");
+    }
+    return Fail(SqliteError("cannot lock"));
+  }
 
   // One integer from a PRAGMA or a query; false (with the error in *error) on failure.
   auto query_int = [this](const char* sql, int64_t* value, std::string* error) {
@@ -214,6 +313,12 @@ Result<std::string, std::string> PskStore::Bootstrap(std::string_view iccid,
                                                      uint64_t now_s) {
   if (iccid.empty()) return Fail(path_ + ": bootstrap without an ICCID");
   std::lock_guard write_lock(write_mutex_);
+  if (FileGone()) {
+    // Answering from memory would hand out keys that are gone after a restart.
+    if (auto ok = Recreate(); !ok) return Fail(std::move(ok.error()));
+    spdlog::error("{}: the state file was deleted while coapgate ran; recreated it from memory "
+                  "({} devices)", path_, map_.size());
+  }
 
   // Reading map_ without map_mutex_ is safe here: only a holder of write_mutex_ changes it.
   const auto it = map_.find(iccid);

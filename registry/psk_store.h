@@ -2,6 +2,12 @@
 // last bootstrap generated and the time of the last bootstrap call, in an SQLite file (WAL,
 // synchronous=FULL), with an in-memory copy of the generated keys for DTLS handshakes.
 //
+// The file holds every generated key: it is created 0600 (an existing one is tightened to
+// 0600), opened in SQLite's exclusive locking mode — so no shared-memory (-shm) file is ever
+// mapped, which another process could truncate under us (SIGBUS), and a second coapgate on the
+// same file fails to open it instead of sharing it — and watched: a state file deleted while
+// running is recreated from memory before the next bootstrap is answered.
+//
 // Thread contract: Bootstrap may be called from any thread (calls are serialized; in the
 // server only the bootstrap worker calls it, and each call waits for an fsync). GeneratedKey
 // and size() may be called from any number of threads at any time, also during Bootstrap.
@@ -91,11 +97,19 @@ class PskStore {
   PskStore(std::string path, uint32_t regenerate_after_s);
 
   [[nodiscard]] Result<void, std::string> Initialize();
+  // Opens (creating 0600) the file at path_ and keeps a descriptor on it for FileReplaced.
+  [[nodiscard]] Result<void, std::string> OpenFile();
+  // True when the file we hold is no longer the one at path_ (deleted, or renamed over).
+  [[nodiscard]] bool FileGone() const;
+  // Rewrites the whole in-memory state into a fresh file at path_. REQUIRES write_mutex_.
+  [[nodiscard]] Result<void, std::string> Recreate();
+  void CloseFile();
   [[nodiscard]] std::string SqliteError(std::string_view what) const;
 
   const std::string path_;
   const uint32_t regenerate_after_s_;
   sqlite3* db_ = nullptr;
+  int file_fd_ = -1;  // the state file as opened: fstat tells whether it was unlinked
   sqlite3_stmt* upsert_ = nullptr;
 
   std::mutex write_mutex_;  // serializes Bootstrap (the SQLite handle and every change)

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -276,6 +277,7 @@ TEST(PskStore, FileIsInWalMode) {
   auto store = OpenStore(file.path());
   ASSERT_NE(store, nullptr);
   (void)MustBootstrap(*store, kIccid, "", 1000);
+  store.reset();  // the store holds the file exclusively while open
   sqlite3* other = nullptr;
   ASSERT_EQ(sqlite3_open(file.path().c_str(), &other), SQLITE_OK);
   sqlite3_stmt* stmt = nullptr;
@@ -327,20 +329,68 @@ TEST(PskStore, SqliteFailureIsAnErrorAndChangesNothing) {
   ASSERT_NE(store, nullptr);
   const std::string key = MustBootstrap(*store, kIccid, "", 1000);
 
-  // Another connection holds the write lock longer than the store's busy timeout.
-  sqlite3* other = nullptr;
-  ASSERT_EQ(sqlite3_open(file.path().c_str(), &other), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(other, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  // Another file renamed over the state file: the store cannot write its state anywhere it
+  // would be found after a restart, so the bootstrap fails.
+  const std::string stranger = file.path() + ".stranger";
+  std::ofstream(stranger) << "not ours\n";
+  ASSERT_EQ(std::rename(stranger.c_str(), file.path().c_str()), 0);
   auto failed = store->Bootstrap(kIccid, "", 2000);
   ASSERT_FALSE(failed);
   EXPECT_NE(failed.error().find(file.path()), std::string::npos) << failed.error();
+  EXPECT_NE(failed.error().find("replaced"), std::string::npos) << failed.error();
   EXPECT_EQ(Generated(*store, kIccid), key);  // the would-be new key was never handed out
 
-  ASSERT_EQ(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
-  sqlite3_close(other);
+  // Once the stranger is gone, the state is recreated from memory and bootstrap goes on.
+  ASSERT_EQ(std::remove(file.path().c_str()), 0);
   const std::string next = MustBootstrap(*store, kIccid, "", 2000);
   EXPECT_NE(next, key);
   EXPECT_EQ(Generated(*store, kIccid), next);
+}
+
+TEST(PskStore, StateFileAndWalAreReadableByTheOwnerOnlyAndNoShmIsMapped) {
+  StateFile file;
+  std::ofstream(file.path()).flush();  // created 0644 (umask 022) before coapgate opens it
+  ASSERT_EQ(::chmod(file.path().c_str(), 0644), 0);
+  auto store = OpenStore(file.path());
+  ASSERT_NE(store, nullptr);
+  (void)MustBootstrap(*store, kIccid, "", 1000);
+  struct stat st;
+  ASSERT_EQ(::stat(file.path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::stat((file.path() + "-wal").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 077, 0u);
+  EXPECT_NE(::stat((file.path() + "-shm").c_str(), &st), 0);  // exclusive mode: heap WAL index
+}
+
+TEST(PskStore, ASecondStoreOnTheSameFileIsRefused) {
+  StateFile file;
+  auto first = OpenStore(file.path());
+  ASSERT_NE(first, nullptr);
+  auto second = PskStore::Open(file.path(), kWindow);
+  ASSERT_FALSE(second);
+  EXPECT_NE(second.error().find("in use by another process"), std::string::npos)
+      << second.error();
+}
+
+TEST(PskStore, DeletedStateFileIsRecreatedFromMemoryBeforeTheNextBootstrap) {
+  StateFile file;
+  std::string first_key;
+  {
+    auto store = OpenStore(file.path());
+    ASSERT_NE(store, nullptr);
+    first_key = MustBootstrap(*store, kIccid, "", 1000);
+    ASSERT_EQ(std::remove(file.path().c_str()), 0);
+    std::remove((file.path() + "-wal").c_str());
+    (void)MustBootstrap(*store, "8988280666000000002", "", 1000);
+    struct stat st;
+    ASSERT_EQ(::stat(file.path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+  }
+  // After a restart both devices' keys are still there: nothing lived in memory only.
+  auto reopened = OpenStore(file.path());
+  ASSERT_NE(reopened, nullptr);
+  EXPECT_EQ(reopened->size(), 2u);
+  EXPECT_EQ(Generated(*reopened, kIccid), first_key);
 }
 
 TEST(PskStore, EmptyIccidIsAnError) {
