@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include <spdlog/spdlog.h>
+
 namespace coapgate::sinks {
 namespace {
 
@@ -33,7 +35,8 @@ FileOutput::~FileOutput() {
   if (owns_fd_) close(fd_);
 }
 
-bool FileOutput::WriteSome(std::span<const char> rest, size_t* written) noexcept {
+bool FileOutput::WriteSome(std::span<const char> rest, size_t* written, int* error) noexcept {
+  *error = 0;
   size_t length = rest.size();
   if (!regular_file_) {
     // Wait until the reader takes something, never forever, and write no more than it is
@@ -55,6 +58,7 @@ bool FileOutput::WriteSome(std::span<const char> rest, size_t* written) noexcept
   while (true) {
     const ssize_t n = write(fd_, rest.data(), length);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0) *error = errno;
     if (n <= 0) return false;
     *written = static_cast<size_t>(n);
     return true;
@@ -66,8 +70,10 @@ bool FileOutput::Write(std::span<const char> lines) noexcept {
   if (newline_first_) {
     size_t n = 0;
     static constexpr char kNewline[] = {'\n'};
-    if (!WriteSome(kNewline, &n)) {
+    int error = 0;
+    if (!WriteSome(kNewline, &n, &error)) {
       write_errors_.fetch_add(1, std::memory_order_relaxed);
+      ReportFailure(error);
       return false;
     }
     newline_first_ = false;
@@ -75,14 +81,26 @@ bool FileOutput::Write(std::span<const char> lines) noexcept {
   size_t done = 0;
   while (done < lines.size()) {
     size_t n = 0;
-    if (!WriteSome(lines.subspan(done), &n)) {
+    int error = 0;
+    if (!WriteSome(lines.subspan(done), &n, &error)) {
       write_errors_.fetch_add(1, std::memory_order_relaxed);
+      ReportFailure(error);
       DiscardPartial(done);
       return false;
     }
     done += n;
   }
   return true;
+}
+
+void FileOutput::ReportFailure(int error) noexcept {
+  if (give_up_.load(std::memory_order_acquire)) return;  // shutdown reports its own outcome
+  uint64_t suppressed = 0;
+  if (!failure_log_.Allow(&suppressed)) return;
+  const char* cause = error != 0 ? std::strerror(error) : "the reader closed the output";
+  spdlog::error("file sink {}: write failed: {} (devices get 5.03){}", path_, cause,
+                suppressed == 0 ? std::string()
+                                : " [" + std::to_string(suppressed) + " more since the last report]");
 }
 
 void FileOutput::DiscardPartial(size_t written) noexcept {

@@ -20,6 +20,7 @@
 #include <span>
 #include <string>
 
+#include "common/rate_limiter.h"
 #include "common/result.h"
 
 namespace coapgate::sinks {
@@ -50,7 +51,11 @@ class FileOutput {
 
  private:
   FileOutput(int fd, bool owns_fd, std::string path);
-  bool WriteSome(std::span<const char> rest, size_t* written) noexcept;
+  // False with *error = the errno, or 0 when the reader went away or GiveUp was called.
+  bool WriteSome(std::span<const char> rest, size_t* written, int* error) noexcept;
+  // A failed Write reaches the log (a full disk answered 5.03 silently before), at most once
+  // per kFailureLogIntervalMs with the number of failures it stands for.
+  void ReportFailure(int error) noexcept;
   // After a failed Write: takes back the part of the batch that did get written, so that the
   // next batch does not continue a half line (for a regular file, by truncating; otherwise the
   // next batch starts with a newline, losing only the broken line).
@@ -64,6 +69,7 @@ class FileOutput {
   bool newline_first_ = false;  ///< a half line went out: the next Write starts a new line
   std::atomic<bool> give_up_{false};
   std::atomic<uint64_t> write_errors_{0};
+  RateLimiter failure_log_{10'000};
 };
 
 }  // namespace coapgate::sinks

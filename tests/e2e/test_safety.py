@@ -127,5 +127,23 @@ class StateFileTests(unittest.TestCase):
         self.assertIsNotNone(state_dir)
 
 
+class SinkFailureTests(unittest.TestCase):
+
+    def test_a_full_disk_under_the_file_sink_is_answered_503_and_logged(self):
+        # /dev/full: every write fails with ENOSPC, as on a full file system.
+        from harness import post
+        with Server(coaps="", sink_path="/dev/full") as s:
+            d = Device(s, "127.0.0.1")
+            for mid in range(0x4000, 0x4005):
+                _, c, *_ = parse(d.request(post(topic="t", mid=mid)))
+                self.assertEqual(c, code(5, 3))
+            s.wait_for_log(r"file sink /dev/full: write failed: No space left on device")
+            d.close()
+            s.stop()
+            # Rate-limited: five failures in a row make one line, not five.
+            lines = [l for l in s.stderr_lines if "write failed" in l]
+            self.assertEqual(len(lines), 1, lines)
+
+
 if __name__ == "__main__":
     unittest.main()
