@@ -14,6 +14,7 @@ packages=(
   # libraries (header-only ones included)
   libexpected-dev libcli11-dev libfmt-dev libspdlog-dev libtomlplusplus-dev nlohmann-json3-dev
   liburing-dev libsqlite3-dev libmosquitto-dev librdkafka-dev libxxhash-dev
+  libsystemd-dev systemd            # sd_notify (Type=notify, watchdog); systemd-analyze verify
   libboost-dev                      # Boost.Lockfree: the bounded SPSC queues between threads
   # tests and benchmarks
   googletest libgtest-dev libgmock-dev libbenchmark-dev

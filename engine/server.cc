@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -11,6 +12,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/clock.h"
 #include "engine/instance_lock.h"
 #include "net/udp_socket.h"
 
@@ -204,20 +206,64 @@ int Server::Run() {
   sigset_t set;
   sigemptyset(&set);
   for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&set, s);
+  notifier_.Ready(StatusLine(0));
+  // The watchdog is judged once per check interval: a quarter of WatchdogSec, so that one slow
+  // turn of the control loop never misses a ping; at most 1 s, and at least 250 ms, longer
+  // than an idle shard's longest wait (a shard that merely waits still turns in time).
+  const uint64_t check_ms = notifier_.watchdog_usec() == 0
+                                ? 1000
+                                : std::clamp<uint64_t>(notifier_.watchdog_usec() / 4000, 250, 1000);
+  uint64_t last_check_ms = MonotonicMs();
+  uint64_t last_received = 0;
+  bool stuck_reported = false;
   while (true) {
-    const timespec timeout{1, 0};
+    const timespec timeout{static_cast<time_t>(check_ms / 1000),
+                           static_cast<long>(check_ms % 1000) * 1000000};
     const int signal_number = sigtimedwait(&set, nullptr, &timeout);
     if (signal_number == SIGHUP) {
+      notifier_.Reloading();
       Reload();
+      notifier_.Ready(StatusLine(0));
     } else if (signal_number == SIGUSR1) {
       LogCounters("counters");
     } else if (signal_number == SIGTERM || signal_number == SIGINT) {
       spdlog::info("{}: draining", strsignal(signal_number));
+      notifier_.Stopping();
       Drain();
       LogCounters("final counters");
       return clean_ ? 0 : 1;
     }
+    const uint64_t now_ms = MonotonicMs();
+    if (now_ms - last_check_ms < check_ms) continue;
+    // Rates over the interval since the last check; the watchdog only while all shards turn.
+    uint64_t received = 0;
+    std::vector<uint64_t> turns;
+    for (const auto& shard : shards_) {
+      received += shard->counters().Get(Counter::kReceived);
+      turns.push_back(shard->turns());
+    }
+    const double seconds = static_cast<double>(now_ms - last_check_ms) / 1000.0;
+    notifier_.Status(StatusLine(static_cast<double>(received - last_received) / seconds));
+    last_received = received;
+    last_check_ms = now_ms;
+    if (progress_.AllMoved(turns)) {
+      notifier_.Watchdog();
+      stuck_reported = false;
+    } else if (!stuck_reported) {
+      spdlog::error("shard {} made no progress for {} ms: no watchdog ping (systemd restarts "
+                    "a wedged node when WatchdogSec is set)", progress_.stuck(), check_ms);
+      stuck_reported = true;
+    }
   }
+}
+
+std::string Server::StatusLine(double datagrams_per_s) const {
+  size_t sessions = 0;
+  for (const auto& shard : shards_) sessions += shard->dtls_sessions();
+  return std::to_string(static_cast<uint64_t>(datagrams_per_s)) + " datagrams/s, " +
+         std::to_string(registry_->current()->size()) + " devices, " +
+         std::to_string(sessions) + " DTLS sessions, " + std::to_string(shards_.size()) +
+         " shards";
 }
 
 void Server::Reload() {

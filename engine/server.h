@@ -17,6 +17,7 @@
 #include "registry/psk_store.h"
 #include "registry/registry_holder.h"
 #include "engine/instance_lock.h"
+#include "engine/service_notifier.h"
 #include "engine/shard.h"
 #include "sinks/publisher_pool.h"
 #include "common/snapshot_holder.h"
@@ -51,6 +52,8 @@ class Server {
   void LogCounters(const char* when) const;
   [[nodiscard]] std::string SummarizeDtls() const;
   void Drain();
+  // STATUS= for the service manager: rate, devices, sessions.
+  [[nodiscard]] std::string StatusLine(double datagrams_per_s) const;
 
   config::Config config_;
   std::unique_ptr<InstanceLock> instance_lock_;  ///< one coapgate per UDP port
@@ -60,7 +63,9 @@ class Server {
   std::unique_ptr<registry::PskStore> psk_store_;        ///< devices.state: generated PSKs (SPEC §6)
   std::unique_ptr<bootstrap::BootstrapService> bootstrap_;  ///< stopped after the shards, before their sockets close
   std::vector<std::unique_ptr<Shard>> shards_;
-  bool clean_ = true;  ///< false when shutdown had to abandon messages
+  bool clean_ = true;
+  ServiceNotifier notifier_;
+  ProgressWatch progress_;  ///< false when shutdown had to abandon messages
 };
 
 }  // namespace coapgate::engine

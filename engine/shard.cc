@@ -173,6 +173,7 @@ void Shard::Run() {
     io_->Flush();
     pending_.store(handoff_.in_use(), std::memory_order_release);
     if (draining) drain_seen_.store(true, std::memory_order_release);
+    turns_.fetch_add(1, std::memory_order_relaxed);
     const uint64_t failures = io_->send_failures();
     if (failures != send_failures_seen_) {
       counters_.Add(Counter::kSendFailed, failures - send_failures_seen_);

@@ -91,6 +91,9 @@ class Shard final : private dtls::Transport {
   [[nodiscard]] bool drain_seen() const noexcept {
     return drain_seen_.load(std::memory_order_acquire);
   }
+  // Loop turns completed: the control thread's proof of life (an idle shard still turns at
+  // least every kIdleWaitMs), read by the service watchdog.
+  [[nodiscard]] uint64_t turns() const noexcept { return turns_.load(std::memory_order_relaxed); }
   [[nodiscard]] const ShardCounters& counters() const noexcept { return counters_; }
   [[nodiscard]] sinks::Handoff& handoff() noexcept { return handoff_; }
   [[nodiscard]] const char* io_name() const noexcept { return io_->name(); }
@@ -213,6 +216,7 @@ class Shard final : private dtls::Transport {
   std::atomic<bool> drain_seen_{false};
   std::atomic<bool> stop_{false};
   std::atomic<uint32_t> pending_{0};
+  std::atomic<uint64_t> turns_{0};
   std::thread thread_;
 };
 
