@@ -415,6 +415,20 @@ bool ReadServer(TableReader& r, Config::Server* server) {
          CheckListenAddresses(*server, &r);
 }
 
+bool ReadAdmin(TableReader& r, Config::Admin* admin) {
+  std::string text = admin->listen.text;
+  if (!r.OnlyKeys({"listen"}) || !r.String("listen", /*non_empty=*/false, &text)) return false;
+  if (text.empty()) {
+    admin->enabled = false;
+    return true;
+  }
+  auto address = ParseListenAddress(text);
+  if (!address) return r.FailAt("admin.listen", address.error());
+  admin->enabled = true;
+  admin->listen = std::move(*address);
+  return true;
+}
+
 bool ReadDevices(TableReader& r, Config::Devices* devices) {
   return r.OnlyKeys({"file", "state"}) && r.String("file", /*non_empty=*/true, &devices->file) &&
          r.String("state", /*non_empty=*/true, &devices->state);
@@ -650,8 +664,10 @@ bool ReadSinks(TableReader& root, Errors* errors, std::vector<SinkConfig>* out) 
 
 bool ReadConfig(const toml::table& root, Errors* errors, Config* config) {
   TableReader r(root, "", errors);
-  return r.OnlyKeys({"server", "devices", "coap", "bootstrap", "dtls", "energy_saver", "sinks"}) &&
+  return r.OnlyKeys({"server", "admin", "devices", "coap", "bootstrap", "dtls", "energy_saver",
+                     "sinks"}) &&
          r.Section("server", [&](TableReader& t) { return ReadServer(t, &config->server); }) &&
+         r.Section("admin", [&](TableReader& t) { return ReadAdmin(t, &config->admin); }) &&
          r.Section("devices", [&](TableReader& t) { return ReadDevices(t, &config->devices); }) &&
          r.Section("coap", [&](TableReader& t) { return ReadCoap(t, &config->coap); }) &&
          r.Section("bootstrap",

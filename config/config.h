@@ -64,6 +64,15 @@ struct Config {
     bool operator==(const Server&) const = default;
   } server;
 
+  // The admin HTTP listener (/metrics, /healthz, /readyz); loopback by default, off when
+  // `listen` is "".
+  struct Admin {
+    bool enabled = true;
+    ListenAddress listen{"127.0.0.1", 9683, "127.0.0.1:9683"};
+
+    bool operator==(const Admin&) const = default;
+  } admin;
+
   struct Devices {
     std::string file = "devices.csv";         // the registry CSV (SPEC §3)
     std::string state = "coapgate-state.db";  // durable bootstrap state

@@ -15,6 +15,7 @@ packages=(
   libexpected-dev libcli11-dev libfmt-dev libspdlog-dev libtomlplusplus-dev nlohmann-json3-dev
   liburing-dev libsqlite3-dev libmosquitto-dev librdkafka-dev libxxhash-dev
   libsystemd-dev systemd            # sd_notify (Type=notify, watchdog); systemd-analyze verify
+  libcpp-httplib-dev prometheus-cpp-dev  # the admin listener: HTTP, Prometheus text format
   libboost-dev                      # Boost.Lockfree: the bounded SPSC queues between threads
   # tests and benchmarks
   googletest libgtest-dev libgmock-dev libbenchmark-dev
@@ -23,6 +24,7 @@ packages=(
   openssl                                    # `openssl s_client -dtls1_2 -psk` in the DTLS tests
   libcoap3-dev                               # libcoap parser: same-run yardstick in bench/
   gnuplot-nox                                # bench/compare draws its results.png
+  prometheus                                 # promtool and a real server scraping coapgate
 )
 
 missing=()
@@ -34,11 +36,13 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
-  # mosquitto's package starts a system broker on 1883; tests start their own on ephemeral
-  # ports, so the system one is stopped where a service manager runs it.
-  if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
-    systemctl disable --now mosquitto || true
-  fi
+  # mosquitto's and prometheus's packages start system services (1883, 9090); tests start
+  # their own on ephemeral ports, so the system ones are stopped where a service manager runs.
+  for service in mosquitto prometheus; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+      systemctl disable --now "$service" || true
+    fi
+  done
 fi
 
 # wolfSSL from Debian's source package (SPEC §7): Debian's libwolfssl lacks the static-PSK

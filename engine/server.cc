@@ -67,6 +67,7 @@ Result<std::shared_ptr<const sinks::TemplateSet>, std::string> LoadTemplates(
 Server::Server(const config::Config& config) : config_(config) {}
 
 Server::~Server() {
+  admin_.reset();
   for (auto& shard : shards_) shard->RequestStop();
   for (auto& shard : shards_) shard->Join();
   if (bootstrap_) bootstrap_->Stop();
@@ -87,6 +88,7 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const config::Config
   bool missing = false;
   auto devices = LoadDevices(config, &missing);
   if (!devices) return Fail(devices.error());
+  server->devices_missing_.store(missing, std::memory_order_relaxed);
   if (missing) {
     spdlog::warn("{}: no such file: every device gets 4.01 until it exists and SIGHUP is sent",
                  config.devices.file);
@@ -191,6 +193,18 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const config::Config
                              config.energy_saver.on_error == config::TranslationErrorPolicy::kReject);
   server->bootstrap_->Start();
   for (auto& shard : server->shards_) shard->Start();
+  if (config.admin.enabled) {
+    Server* raw = server.get();
+    auto admin = admin::AdminServer::Start(
+        config.admin.listen.host, config.admin.listen.port,
+        admin::Handlers{[raw] { return raw->MetricsText(); }, [raw] { return raw->Healthz(); },
+                        [raw] { return raw->Readyz(); }});
+    if (!admin) return Fail(admin.error());
+    server->admin_ = std::move(*admin);
+    const bool v6 = config.admin.listen.host.find(':') != std::string::npos;
+    spdlog::info("admin listening http://{}{}{}:{} (/metrics /healthz /readyz)", v6 ? "[" : "",
+                 config.admin.listen.host, v6 ? "]" : "", server->admin_->port());
+  }
   for (size_t i = 0; i < listen.size(); ++i) {
     const config::ListenAddress& address = listen[i];
     const bool v6 = address.host.find(':') != std::string::npos;
@@ -206,6 +220,7 @@ int Server::Run() {
   sigset_t set;
   sigemptyset(&set);
   for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&set, s);
+  serving_.store(true, std::memory_order_release);
   notifier_.Ready(StatusLine(0));
   // The watchdog is judged once per check interval: a quarter of WatchdogSec, so that one slow
   // turn of the control loop never misses a ping; at most 1 s, and at least 250 ms, longer
@@ -229,6 +244,7 @@ int Server::Run() {
     } else if (signal_number == SIGTERM || signal_number == SIGINT) {
       spdlog::info("{}: draining", strsignal(signal_number));
       notifier_.Stopping();
+      draining_.store(true, std::memory_order_release);
       Drain();
       LogCounters("final counters");
       return clean_ ? 0 : 1;
@@ -246,7 +262,9 @@ int Server::Run() {
     notifier_.Status(StatusLine(static_cast<double>(received - last_received) / seconds));
     last_received = received;
     last_check_ms = now_ms;
-    if (progress_.AllMoved(turns)) {
+    const bool moved = progress_.AllMoved(turns);
+    healthy_.store(moved, std::memory_order_release);
+    if (moved) {
       notifier_.Watchdog();
       stuck_reported = false;
     } else if (!stuck_reported) {
@@ -292,6 +310,8 @@ void Server::Reload() {
   }
   const size_t count = (*devices)->size();
   registry_->Replace(std::move(*devices));
+  devices_missing_.store(false, std::memory_order_release);
+  reloads_.fetch_add(1, std::memory_order_relaxed);
   spdlog::info("reloaded {}: {} devices", config_.devices.file, count);
 }
 
@@ -325,14 +345,26 @@ void Server::Drain() {
 
 std::string Server::SummarizeDtls() const {
   std::string out;
-  auto add = [&](const char* name, auto field) {
-    uint64_t total = 0;
-    for (const auto& shard : shards_) {
-      total += (shard->dtls_counters()->*field).load(std::memory_order_relaxed);
-    }
+  ForEachDtlsCounter([&](const char* name, uint64_t total) {
     if (total == 0) return;
     if (!out.empty()) out += ' ';
     out += std::string(name) + "=" + std::to_string(total);
+  });
+  size_t sessions = 0;
+  for (const auto& shard : shards_) sessions += shard->dtls_sessions();
+  if (!out.empty()) out += ' ';
+  return out + "sessions=" + std::to_string(sessions);
+}
+
+void Server::ForEachDtlsCounter(
+    const std::function<void(const char* name, uint64_t total)>& visit) const {
+  auto add = [&](const char* name, auto field) {
+    uint64_t total = 0;
+    for (const auto& shard : shards_) {
+      if (shard->dtls_counters() == nullptr) continue;
+      total += (shard->dtls_counters()->*field).load(std::memory_order_relaxed);
+    }
+    visit(name, total);
   };
   using C = dtls::EndpointCounters;
   add("hello_verify_sent", &C::hello_verify_sent);
@@ -357,10 +389,6 @@ std::string Server::SummarizeDtls() const {
   add("renegotiation_refused", &C::renegotiation_refused);
   add("sessions_failed", &C::sessions_failed);
   add("send_failed", &C::send_failed);
-  size_t sessions = 0;
-  for (const auto& shard : shards_) sessions += shard->dtls_sessions();
-  if (!out.empty()) out += ' ';
-  return out + "sessions=" + std::to_string(sessions);
 }
 
 void Server::LogCounters(const char* when) const {

@@ -7,10 +7,14 @@
 // sigtimedwait sees them.
 #pragma once
 
+#include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "admin/admin_server.h"
+#include "common/clock.h"
 #include "common/result.h"
 #include "bootstrap/bootstrap_service.h"
 #include "config/config.h"
@@ -51,6 +55,13 @@ class Server {
   void Reload();
   void LogCounters(const char* when) const;
   [[nodiscard]] std::string SummarizeDtls() const;
+  // Every DTLS endpoint counter by name, summed over the shards (the SIGUSR1 summary and
+  // /metrics read the same list).
+  void ForEachDtlsCounter(const std::function<void(const char* name, uint64_t total)>& visit) const;
+  // The admin listener's answers (engine/server_metrics.cc); called on its threads.
+  [[nodiscard]] std::string MetricsText() const;
+  [[nodiscard]] admin::Probe Healthz() const;
+  [[nodiscard]] admin::Probe Readyz() const;
   void Drain();
   // STATUS= for the service manager: rate, devices, sessions.
   [[nodiscard]] std::string StatusLine(double datagrams_per_s) const;
@@ -65,7 +76,15 @@ class Server {
   std::vector<std::unique_ptr<Shard>> shards_;
   bool clean_ = true;
   ServiceNotifier notifier_;
-  ProgressWatch progress_;  ///< false when shutdown had to abandon messages
+  ProgressWatch progress_;
+  // Published by the control thread for the admin listener's threads.
+  std::atomic<bool> serving_{false};
+  std::atomic<bool> draining_{false};
+  std::atomic<bool> healthy_{true};
+  std::atomic<bool> devices_missing_{false};
+  std::atomic<uint64_t> reloads_{0};
+  const uint64_t started_ms_ = WallMs();
+  std::unique_ptr<admin::AdminServer> admin_;  ///< stopped first: its handlers read the rest  ///< false when shutdown had to abandon messages
 };
 
 }  // namespace coapgate::engine

@@ -42,6 +42,9 @@ class Coapgate:
         config_path = os.path.join(directory, "coapgate.toml")
         with open(config_path, "w") as f:
             f.write(f"""
+[admin]
+listen = ""
+
 [server]
 coap_listen = ["127.0.0.1:0"]
 coaps_listen = {'["127.0.0.1:0"]' if coaps else '[]'}

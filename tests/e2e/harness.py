@@ -53,6 +53,8 @@ class Server:
         with open(self.devices_path, "w") as f:
             f.write(devices_csv(DEVICES if devices is None else devices))
         coaps_listen = coaps
+        # Tests run in parallel: each server's admin listener on a port of its own.
+        admin = "" if "[admin]" in extra_toml else '[admin]\nlisten = "127.0.0.1:0"\n'
         if sinks_toml is None:
             sinks = f'[[sinks]]\ntype = "file"\npath = "{self.sink_path}"\n'
         else:
@@ -66,6 +68,7 @@ shards = {shards}
 io = "{io}"
 drain_timeout_ms = {drain_timeout_ms}
 
+{admin}
 [devices]
 file = "{self.devices_path}"
 state = "{self.state_path}"
@@ -88,6 +91,10 @@ state = "{self.state_path}"
             m = self.wait_for_log(r"listening coaps://(\[?[0-9a-f:.]+\]?):(\d+)")
             self.coaps_address = (m.group(1).strip("[]"), int(m.group(2)))
         self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.admin_port = None
+        if admin:
+            m = self.wait_for_log(r"admin listening http://127\.0\.0\.1:(\d+)")
+            self.admin_port = int(m.group(1))
 
     def _read_stderr(self):
         for line in self.proc.stderr:
