@@ -285,6 +285,10 @@ std::string Server::StatusLine(double datagrams_per_s) const {
 }
 
 void Server::Reload() {
+  // Log rotation: the file sinks write to their path's current file from now on.
+  for (const std::string& error : publishers_->ReopenFiles()) {
+    spdlog::error("reload: {}; writing on to the old file", error);
+  }
   // Templates and devices reload independently: a bad template keeps the old templates
   // without holding back a good devices file, and the reverse.
   auto templates = LoadTemplates(config_);

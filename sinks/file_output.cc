@@ -31,6 +31,19 @@ FileOutput::FileOutput(int fd, bool owns_fd, std::string path)
   regular_file_ = fstat(fd_, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+Result<void, std::string> FileOutput::Reopen() {
+  if (!owns_fd_) return {};
+  const int fd = open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return Fail(path_ + ": cannot reopen for writing: " + std::strerror(errno));
+  std::lock_guard lock(mutex_);
+  close(fd_);
+  fd_ = fd;
+  struct stat st;
+  regular_file_ = fstat(fd_, &st) == 0 && S_ISREG(st.st_mode);
+  newline_first_ = false;  // a new file starts on a line boundary
+  return {};
+}
+
 FileOutput::~FileOutput() {
   if (owns_fd_) close(fd_);
 }

@@ -41,6 +41,11 @@ class FileOutput {
   // may have been written; the caller treats the whole batch as not delivered (at-least-once).
   [[nodiscard]] bool Write(std::span<const char> lines) noexcept;
 
+  // Opens the path again and writes there from the next batch on: SIGHUP after logrotate
+  // moved the file (no copytruncate needed). Stdout is kept. On failure the old file stays in
+  // use and the error names the path. Any thread; waits for a Write in progress.
+  [[nodiscard]] Result<void, std::string> Reopen();
+
   // From now on, Write stops waiting for a stalled reader and fails. Irreversible (shutdown).
   void GiveUp() noexcept { give_up_.store(true, std::memory_order_release); }
 

@@ -144,4 +144,13 @@ std::string PublisherPool::Describe() const {
   return out;
 }
 
+std::vector<std::string> PublisherPool::ReopenFiles() {
+  std::vector<std::string> errors;
+  for (const auto& file : files_) {
+    if (file == nullptr) continue;
+    if (auto ok = file->Reopen(); !ok) errors.push_back(ok.error());
+  }
+  return errors;
+}
+
 }  // namespace coapgate::sinks

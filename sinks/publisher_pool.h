@@ -54,6 +54,9 @@ class PublisherPool {
   // "file:- delivered=10 | mqtt://127.0.0.1:1883 delivered=8 refused=2 ..." summed over the
   // workers, non-zero counters only.
   [[nodiscard]] std::string Summary() const;
+  // SIGHUP: every file sink's output opens its path again (log rotation). Returns the errors,
+  // one per output that kept its old file.
+  [[nodiscard]] std::vector<std::string> ReopenFiles();
   // "file:-, mqtt://127.0.0.1:1883 (2 connections)" for the startup log.
   [[nodiscard]] std::string Describe() const;
 

@@ -145,5 +145,28 @@ class SinkFailureTests(unittest.TestCase):
             self.assertEqual(len(lines), 1, lines)
 
 
+class LogRotationTests(unittest.TestCase):
+
+    def test_sighup_reopens_the_file_sink_after_a_rename(self):
+        from harness import post
+        import json
+        import signal
+        with Server(coaps="") as s:
+            d = Device(s, "127.0.0.1")
+            self.assertEqual(parse(d.request(post(topic="before", mid=0x7000)))[1], code(2, 4))
+            rotated = s.sink_path + ".1"
+            os.rename(s.sink_path, rotated)  # what logrotate does, without copytruncate
+            start = s.log_count()
+            s.signal(signal.SIGHUP)
+            s.wait_for_log(r"reloaded .*devices", start=start)
+            self.assertEqual(parse(d.request(post(topic="after", mid=0x7001)))[1], code(2, 4))
+            d.close()
+            self.assertEqual(s.stop(), 0)
+            with open(rotated) as f:
+                old = [json.loads(l)["payload"]["topic"] for l in f if l.strip()]
+            new = [line["payload"]["topic"] for line in s.sink_lines()]
+            self.assertEqual((old, new), (["before"], ["after"]))
+
+
 if __name__ == "__main__":
     unittest.main()
