@@ -10,8 +10,8 @@
 #include <cstring>
 #include <initializer_list>
 
-#include <toml++/toml.h>
-
+#include "common/quote.h"
+#include "config/toml_reader.h"
 #include "sinks/mqtt_topic.h"
 
 namespace coapgate::config {
@@ -21,22 +21,11 @@ namespace {
 // from being read into memory whole.
 constexpr size_t kMaxConfigBytes = size_t{1} << 20;
 
-// Values quoted in messages are cut to this many bytes so that an error stays a readable line.
-constexpr size_t kMaxQuotedBytes = 80;
-
 // SPEC §6: the whole bootstrap datagram stays under 150 bytes, i.e. at most 149. The reply
 // spends 4 (header) + 8 (longest token) + 1 (Content-Format) + 1 (payload marker) + 20 (longest
 // ICCID) + 19 (longest PSK) + 2 (commas) = 55 of them before the URL.
 // Review: keep in step with the bootstrap reply encoder when it lands.
 constexpr size_t kMaxCoapsUrlBytes = 149 - 55;
-
-// A name the file uses, and the value it stands for. The tables below are the single spelling
-// of each enum, for parsing and for ToString().
-template <class T>
-struct Named {
-  std::string_view name;
-  T value;
-};
 
 constexpr Named<IoBackend> kIoBackends[] = {{"auto", IoBackend::kAuto},
                                             {"io_uring", IoBackend::kIoUring},
@@ -51,249 +40,10 @@ constexpr Named<MqttFormat> kMqttFormats[] = {{"envelope", MqttFormat::kEnvelope
                                               {"raw", MqttFormat::kRaw}};
 constexpr Named<int> kMqttProtocols[] = {{"5", 5}, {"3.1.1", 4}};
 
-// Appends `text` with control characters escaped, so that no input can split a message over
-// lines. With `quoted`, also escapes '"' and '\' (the text goes between double quotes).
-void AppendEscaped(std::string_view text, bool quoted, std::string* out) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (const char c : text) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (c == '\n') {
-      out->append("\\n");
-    } else if (c == '\t') {
-      out->append("\\t");
-    } else if (c == '\r') {
-      out->append("\\r");
-    } else if (byte < 0x20 || byte == 0x7f) {
-      out->append("\\x");
-      out->push_back(kHex[byte >> 4]);
-      out->push_back(kHex[byte & 0xf]);
-    } else {
-      if (quoted && (c == '"' || c == '\\')) out->push_back('\\');
-      out->push_back(c);
-    }
-  }
-}
-
-std::string OneLine(std::string_view text) {
-  std::string out;
-  AppendEscaped(text, /*quoted=*/false, &out);
-  return out;
-}
-
-// "text" with escapes, cut at kMaxQuotedBytes (on a UTF-8 character boundary).
-std::string Quote(std::string_view text) {
-  std::string out = "\"";
-  if (text.size() <= kMaxQuotedBytes) {
-    AppendEscaped(text, /*quoted=*/true, &out);
-    out.push_back('"');
-    return out;
-  }
-  size_t cut = kMaxQuotedBytes;
-  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xc0) == 0x80) --cut;
-  AppendEscaped(text.substr(0, cut), /*quoted=*/true, &out);
-  out.append("\"...");
-  return out;
-}
-
-bool IsBareKey(std::string_view key) {
-  if (key.empty()) return false;
-  return std::all_of(key.begin(), key.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '-';
-  });
-}
-
-// The dotted key of `key` inside the table at `path`, quoted the way TOML would need it
-// (sinks[0].properties."linger.ms"), so the user can search the file for it.
-std::string Child(std::string_view path, std::string_view key) {
-  std::string out(path);
-  if (!out.empty()) out.push_back('.');
-  out += IsBareKey(key) ? std::string(key) : Quote(key);
-  return out;
-}
-
-std::string Element(std::string_view path, size_t index) {
-  return std::string(path) + "[" + std::to_string(index) + "]";
-}
-
-// What a node holds, for "(got ...)": its type, and its value when that is short and useful.
-std::string Got(const toml::node& node) {
-  switch (node.type()) {
-    case toml::node_type::string:
-      return "string " + Quote(node.as_string()->get());
-    case toml::node_type::integer:
-      return "integer " + std::to_string(node.as_integer()->get());
-    case toml::node_type::floating_point: {
-      char text[32];
-      const auto end = std::to_chars(text, text + sizeof(text), node.as_floating_point()->get());
-      return "float " + std::string(text, end.ec == std::errc{} ? end.ptr : text);
-    }
-    case toml::node_type::boolean:
-      return node.as_boolean()->get() ? "boolean true" : "boolean false";
-    case toml::node_type::table:
-      return "a table";
-    case toml::node_type::array:
-      return "an array";
-    case toml::node_type::date:
-      return "a date";
-    case toml::node_type::time:
-      return "a time";
-    case toml::node_type::date_time:
-      return "a date-time";
-    case toml::node_type::none:
-      break;
-  }
-  return "nothing";
-}
-
-template <class T, size_t N>
-std::string ListNames(const Named<T> (&choices)[N]) {
-  std::string out;
-  for (size_t i = 0; i < N; ++i) {
-    if (i > 0) out.append(i + 1 == N ? " or " : ", ");
-    out += Quote(choices[i].name);
-  }
-  return out;
-}
-
-// The first validation error, formatted "<source>: <key>: <reason>". Reading stops at it.
-class Errors {
- public:
-  explicit Errors(std::string_view source) : source_(OneLine(source)) {}
-
-  // Always returns false, so that readers can `return errors->Fail(...)`.
-  bool Fail(std::string_view dotted_key, std::string_view reason) {
-    first_ = source_ + ": " + std::string(dotted_key) + ": " + std::string(reason);
-    return false;
-  }
-  std::string Take() { return std::move(first_); }
-
- private:
-  std::string source_;
-  std::string first_;
-};
-
-// Reads the keys of one TOML table into a struct. Every reader returns false after recording
-// an error that names the full dotted key; an absent key leaves the output (its default) as is.
-class TableReader {
- public:
-  TableReader(const toml::table& table, std::string path, Errors* errors)
-      : table_(table), path_(std::move(path)), errors_(errors) {}
-
-  [[nodiscard]] const toml::table& table() const { return table_; }
-  [[nodiscard]] std::string KeyPath(std::string_view key) const { return Child(path_, key); }
-  [[nodiscard]] const toml::node* Find(std::string_view key) const { return table_.get(key); }
-  bool Fail(std::string_view key, std::string_view reason) {
-    return errors_->Fail(KeyPath(key), reason);
-  }
-  // For errors below this table's own keys (array elements); `dotted_key` is complete.
-  bool FailAt(std::string_view dotted_key, std::string_view reason) {
-    return errors_->Fail(dotted_key, reason);
-  }
-
-  // Rejects any key outside `known`; when several are unknown, the first in the file.
-  // `what` qualifies the message ("for a file sink").
-  bool OnlyKeys(std::initializer_list<std::string_view> known, std::string_view what = {}) {
-    const toml::key* unknown = nullptr;
-    for (const auto& [key, node] : table_) {
-      if (std::find(known.begin(), known.end(), key.str()) != known.end()) continue;
-      const toml::source_position at = key.source().begin;
-      if (unknown == nullptr || at < unknown->source().begin) unknown = &key;
-    }
-    if (unknown == nullptr) return true;
-    std::string reason = "unknown key";
-    if (!what.empty()) reason.append(" ").append(what);
-    reason.append(" (expected one of: ");
-    for (auto it = known.begin(); it != known.end(); ++it) {
-      if (it != known.begin()) reason.append(", ");
-      reason.append(*it);
-    }
-    reason.append(")");
-    return Fail(unknown->str(), reason);
-  }
-
-  // REQUIRES: lo <= hi. T is the field's type, so the range always fits it: TOML integers are
-  // 64-bit and are range-checked before narrowing.
-  template <class T>
-  bool Integer(std::string_view key, T lo, T hi, T* out) {
-    const toml::node* node = Find(key);
-    if (node == nullptr) return true;
-    const std::string expected =
-        "must be an integer in " + std::to_string(lo) + ".." + std::to_string(hi);
-    const auto* value = node->as_integer();
-    if (value == nullptr) return Fail(key, expected + " (got " + Got(*node) + ")");
-    const int64_t v = value->get();
-    if (std::cmp_less(v, lo) || std::cmp_greater(v, hi)) {
-      return Fail(key, expected + " (got " + std::to_string(v) + ")");
-    }
-    *out = static_cast<T>(v);
-    return true;
-  }
-
-  // NUL is refused everywhere: every string ends up in a C API (open, libmosquitto,
-  // librdkafka) that would silently cut it there.
-  bool String(std::string_view key, bool non_empty, std::string* out) {
-    const toml::node* node = Find(key);
-    if (node == nullptr) return true;
-    const auto* value = node->as_string();
-    const char* expected = non_empty ? "must be a non-empty string" : "must be a string";
-    if (value == nullptr || (non_empty && value->get().empty())) {
-      return Fail(key, std::string(expected) + " (got " + Got(*node) + ")");
-    }
-    if (value->get().find('\0') != std::string::npos) {
-      return Fail(key, "must not contain NUL characters");
-    }
-    *out = value->get();
-    return true;
-  }
-
-  bool Boolean(std::string_view key, bool* out) {
-    const toml::node* node = Find(key);
-    if (node == nullptr) return true;
-    const auto* value = node->as_boolean();
-    if (value == nullptr) return Fail(key, "must be true or false (got " + Got(*node) + ")");
-    *out = value->get();
-    return true;
-  }
-
-  template <class T, size_t N>
-  bool Choice(std::string_view key, const Named<T> (&choices)[N], T* out) {
-    const toml::node* node = Find(key);
-    if (node == nullptr) return true;
-    if (const auto* value = node->as_string()) {
-      for (const Named<T>& choice : choices) {
-        if (choice.name == value->get()) {
-          *out = choice.value;
-          return true;
-        }
-      }
-    }
-    return Fail(key, "must be one of " + ListNames(choices) + " (got " + Got(*node) + ")");
-  }
-
-  // Reads the sub-table `key` with `read(TableReader&)`; an absent table keeps the defaults.
-  template <class Read>
-  bool Section(std::string_view key, Read read) {
-    const toml::node* node = Find(key);
-    if (node == nullptr) return true;
-    const toml::table* table = node->as_table();
-    if (table == nullptr) return Fail(key, "must be a table (got " + Got(*node) + ")");
-    TableReader reader(*table, KeyPath(key), errors_);
-    return read(reader);
-  }
-
-  bool ListenList(std::string_view key, std::vector<ListenAddress>* out);
-
- private:
-  const toml::table& table_;
-  std::string path_;  // dotted key of this table; empty for the root
-  Errors* errors_;
-};
-
 // "a.b.c.d:port" or "[v6]:port", both literals checked by inet_pton. Names are refused: a
 // listen address is bound at startup, and a resolver has no business there.
 Result<ListenAddress, std::string> ParseListenAddress(std::string_view text) {
-  const std::string bad = "invalid listen address " + Quote(text) + ": ";
+  const std::string bad = "invalid listen address " + QuoteForMessage(text) + ": ";
   std::string_view host;
   std::string_view port;
   int family = AF_INET;
@@ -335,22 +85,22 @@ Result<ListenAddress, std::string> ParseListenAddress(std::string_view text) {
   return ListenAddress{std::string(host), static_cast<uint16_t>(number), std::string(text)};
 }
 
-bool TableReader::ListenList(std::string_view key, std::vector<ListenAddress>* out) {
-  const toml::node* node = Find(key);
+bool ReadListenList(TableReader& r, std::string_view key, std::vector<ListenAddress>* out) {
+  const toml::node* node = r.Find(key);
   if (node == nullptr) return true;
   const toml::array* array = node->as_array();
   if (array == nullptr) {
-    return Fail(key,
+    return r.Fail(key,
                 "must be an array of strings, e.g. [\"0.0.0.0:5683\"] (got " + Got(*node) + ")");
   }
   std::vector<ListenAddress> list;
   for (size_t i = 0; i < array->size(); ++i) {
     const toml::node& element = *array->get(i);
-    const std::string path = Element(KeyPath(key), i);
+    const std::string path = Element(r.KeyPath(key), i);
     const auto* text = element.as_string();
-    if (text == nullptr) return FailAt(path, "must be a string (got " + Got(element) + ")");
+    if (text == nullptr) return r.FailAt(path, "must be a string (got " + Got(element) + ")");
     auto address = ParseListenAddress(text->get());
-    if (!address) return FailAt(path, address.error());
+    if (!address) return r.FailAt(path, address.error());
     list.push_back(std::move(*address));
   }
   *out = std::move(list);
@@ -393,7 +143,7 @@ bool CheckListenAddresses(const Config::Server& server, TableReader* reader) {
       for (const Seen& earlier : seen) {
         if (earlier.key == key) {
           return reader->FailAt(
-              path, "same address as " + earlier.path + " (" + Quote(earlier.text) + ")");
+              path, "same address as " + earlier.path + " (" + QuoteForMessage(earlier.text) + ")");
         }
       }
       seen.push_back({std::move(key), std::move(path), address.text});
@@ -405,8 +155,8 @@ bool CheckListenAddresses(const Config::Server& server, TableReader* reader) {
 bool ReadServer(TableReader& r, Config::Server* server) {
   return r.OnlyKeys({"coap_listen", "coaps_listen", "shards", "io", "receive_buffer_bytes",
                      "drain_timeout_ms"}) &&
-         r.ListenList("coap_listen", &server->coap_listen) &&
-         r.ListenList("coaps_listen", &server->coaps_listen) &&
+         ReadListenList(r, "coap_listen", &server->coap_listen) &&
+         ReadListenList(r, "coaps_listen", &server->coaps_listen) &&
          r.Integer("shards", 0, 1024, &server->shards) &&
          r.Choice("io", kIoBackends, &server->io) &&
          r.Integer<uint32_t>("receive_buffer_bytes", 65536, uint32_t{1} << 30,
@@ -460,7 +210,7 @@ bool ReadBootstrap(TableReader& r, Config::Bootstrap* bootstrap) {
   const std::string& url = bootstrap->coaps_url;
   constexpr std::string_view kScheme = "coaps://";
   if (!url.starts_with(kScheme)) {
-    return r.Fail("coaps_url", "must start with \"coaps://\" (got " + Quote(url) + ")");
+    return r.Fail("coaps_url", "must start with \"coaps://\" (got " + QuoteForMessage(url) + ")");
   }
   if (url.size() == kScheme.size())
     return r.Fail("coaps_url", "must name a host after \"coaps://\"");
@@ -654,7 +404,7 @@ bool ReadSinks(TableReader& root, Errors* errors, std::vector<SinkConfig>* out) 
       if (earlier != nullptr && earlier->path == file->path) {
         return errors->Fail(
             Element("sinks", i) + ".path",
-            "same file as sinks[" + std::to_string(j) + "] (" + Quote(file->path) + ")");
+            "same file as sinks[" + std::to_string(j) + "] (" + QuoteForMessage(file->path) + ")");
       }
     }
   }
@@ -678,75 +428,58 @@ bool ReadConfig(const toml::table& root, Errors* errors, Config* config) {
          ReadSinks(r, errors, &config->sinks);
 }
 
-std::string SyntaxError(std::string_view source, const toml::parse_error& error) {
-  const toml::source_position at = error.source().begin;
-  std::string out = OneLine(source);
-  if (at) out += ":" + std::to_string(at.line) + ":" + std::to_string(at.column);
-  return out + ": " + OneLine(error.description());
-}
-
-// Returns strerror() text, or a reason of ours, when `path` cannot be read whole.
-std::optional<std::string> ReadWholeFile(const std::string& path, std::string* out) {
+// The whole file, or why it cannot be read: the system's reason (kEnvironment) or, for a file
+// too large to be a configuration, ours (kBadInput). Messages are "PATH: cannot read: why".
+Result<std::string, Error> ReadWholeFile(const std::string& path) {
+  const auto failure = [&](ErrorKind kind, std::string_view why) {
+    return tl::unexpected<Error>(
+        Error{kind, OneLineForMessage(path) + ": cannot read: " + std::string(why)});
+  };
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::string(std::strerror(errno));
-  std::optional<std::string> error;
+  if (fd < 0) return failure(ErrorKind::kEnvironment, std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  std::string out;
   char buffer[16384];
   for (;;) {
     const ssize_t n = ::read(fd, buffer, sizeof(buffer));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      error = std::strerror(errno);
-      break;
+    if (n < 0) return failure(ErrorKind::kEnvironment, std::strerror(errno));
+    if (n == 0) return out;
+    if (out.size() + static_cast<size_t>(n) > kMaxConfigBytes) {
+      return failure(ErrorKind::kBadInput,
+                     "larger than " + std::to_string(kMaxConfigBytes) + " bytes");
     }
-    if (n == 0) break;
-    if (out->size() + static_cast<size_t>(n) > kMaxConfigBytes) {
-      error = "larger than " + std::to_string(kMaxConfigBytes) + " bytes";
-      break;
-    }
-    out->append(buffer, static_cast<size_t>(n));
+    out.append(buffer, static_cast<size_t>(n));
   }
-  ::close(fd);
-  return error;
-}
-
-template <class T, size_t N>
-std::string NameOf(const Named<T> (&choices)[N], T value) {
-  for (const Named<T>& choice : choices) {
-    if (choice.value == value) return std::string(choice.name);
-  }
-  return "unknown";
 }
 
 }  // namespace
 
-Result<Config, std::string> ParseConfig(std::string_view toml_text,
-                                        std::string_view source_name) noexcept {
-  toml::table root;
-  try {
-    root = toml::parse(toml_text, source_name);
-  } catch (const toml::parse_error& error) {
-    return Fail(SyntaxError(source_name, error));
-  }
+Result<Config, Error> ParseConfig(std::string_view toml_text,
+                                  std::string_view source_name) noexcept {
+  auto root = ParseToml(toml_text, source_name);
+  if (!root) return FailBadInput(std::move(root).error());
   Errors errors(source_name);
   Config config;
-  if (!ReadConfig(root, &errors, &config)) return Fail(errors.Take());
+  if (!ReadConfig(*root, &errors, &config)) return FailBadInput(errors.Take());
   // Rejecting an untranslatable payload means answering 4.00, which needs the answer to wait
   // for the publisher; with ack = "enqueue" the 2.04 has already left.
   if (config.energy_saver.on_error == TranslationErrorPolicy::kReject &&
       config.coap.ack == AckMode::kEnqueue) {
-    return Fail(OneLine(source_name) +
-                ": energy_saver.on_error: \"reject\" needs coap.ack = \"sink\" (with \"enqueue\" "
-                "the 2.04 leaves before translation)");
+    return FailBadInput(OneLineForMessage(source_name) +
+                        ": energy_saver.on_error: \"reject\" needs coap.ack = \"sink\" (with "
+                        "\"enqueue\" the 2.04 leaves before translation)");
   }
   return config;
 }
 
-Result<Config, std::string> LoadConfigFile(const std::string& path) noexcept {
-  std::string text;
-  if (std::optional<std::string> error = ReadWholeFile(path, &text)) {
-    return Fail(OneLine(path) + ": cannot read: " + *error);
-  }
-  return ParseConfig(text, path);
+Result<Config, Error> LoadConfigFile(const std::string& path) noexcept {
+  auto text = ReadWholeFile(path);
+  if (!text) return tl::unexpected<Error>(std::move(text).error());
+  return ParseConfig(*text, path);
 }
 
 std::string ToString(IoBackend io) { return NameOf(kIoBackends, io); }

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/error.h"
 #include "common/result.h"
 #include "sinks/sink_config.h"
 
@@ -133,13 +134,14 @@ struct Config {
 // "<embedded>"). The first problem found is the error: "<source>: <dotted.key>: <reason>", e.g.
 // "coapgate.toml: coap.max_payload: must be an integer in 1..65000 (got 0)"; a TOML syntax
 // error is "<source>:<line>:<column>: <toml++ description>". Keys and values quoted in messages
-// have control characters escaped, so an error never spans lines.
-[[nodiscard]] Result<Config, std::string> ParseConfig(std::string_view toml_text,
-                                                      std::string_view source_name) noexcept;
+// have control characters escaped, so an error never spans lines. Every error is kBadInput.
+[[nodiscard]] Result<Config, Error> ParseConfig(std::string_view toml_text,
+                                                std::string_view source_name) noexcept;
 
 // Reads `path` (at most 1 MiB) and parses it with the path as source name. A file that cannot
-// be read gives "<path>: cannot read: <strerror>".
-[[nodiscard]] Result<Config, std::string> LoadConfigFile(const std::string& path) noexcept;
+// be read gives "<path>: cannot read: <strerror>" (kEnvironment), one too large
+// "<path>: cannot read: larger than 1048576 bytes" (kBadInput).
+[[nodiscard]] Result<Config, Error> LoadConfigFile(const std::string& path) noexcept;
 
 // The spelling the configuration file uses: "auto", "io_uring", "recvmmsg"; "sink", "enqueue".
 [[nodiscard]] std::string ToString(IoBackend io);

@@ -8,9 +8,14 @@
 #include <initializer_list>
 #include <map>
 #include <unordered_set>
+#include <span>
 #include <utility>
 
 #include <nlohmann/json.hpp>
+
+#include "common/check.h"
+#include "common/hex.h"
+#include "common/quote.h"
 
 
 namespace coapgate::energysaver {
@@ -25,14 +30,6 @@ using internal::kNone;
 constexpr std::string_view kIgnorableKeys[] = {"comment", "name", "version"};
 
 constexpr std::string_view kTypeNames[] = {"int", "uint", "float", "boolean", "string", "hex"};
-
-std::string Quoted(std::string_view s) {
-  // Error messages are one line: control chars in user text are shown as '?'.
-  std::string out = "\"";
-  for (char c : s) out += static_cast<unsigned char>(c) < 0x20 ? '?' : c;
-  out += '"';
-  return out;
-}
 
 std::string Child(const std::string& path, std::string_view key) {
   return path.empty() ? std::string(key) : path + "." + std::string(key);
@@ -132,7 +129,6 @@ std::string ParseErrorText(std::string_view text, const Json::parse_error& e) {
 }
 
 bool IsLowerHex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
-uint8_t HexValue(char c) { return static_cast<uint8_t>(c <= '9' ? c - '0' : c - 'a' + 10); }
 
 // Value-size bounds for MaxOutputSize (JSON text chars).
 constexpr size_t kMaxIntegerText = 20;  // "-9223372036854775808", "18446744073709551615"
@@ -181,7 +177,7 @@ class ProgramBuilder {
           std::any_of(std::begin(kIgnorableKeys), std::end(kIgnorableKeys), known)) {
         continue;
       }
-      unknown += (count++ == 0 ? "" : ", ") + Quoted(key);
+      unknown += (count++ == 0 ? "" : ", ") + QuoteForMessage(key);
     }
     if (count == 0) return true;
     std::string expected;
@@ -288,7 +284,7 @@ class ProgramBuilder {
     while (true) {
       const size_t dot = std::min(asset.find('.', begin), asset.size());
       const std::string segment = asset.substr(begin, dot - begin);
-      if (segment.empty()) return Fail(path, "empty path segment in " + Quoted(asset));
+      if (segment.empty()) return Fail(path, "empty path segment in " + QuoteForMessage(asset));
       if (++segments > kMaxNestingDepth) {
         return Fail(path, "more than " + std::to_string(kMaxNestingDepth) + " path segments");
       }
@@ -419,7 +415,7 @@ class ProgramBuilder {
     const auto& type_name = type->get_ref<const std::string&>();
     const auto* name = std::find(std::begin(kTypeNames), std::end(kTypeNames), type_name);
     if (name == std::end(kTypeNames)) {
-      return Fail(Child(path, "type"), "unknown type " + Quoted(type_name) +
+      return Fail(Child(path, "type"), "unknown type " + QuoteForMessage(type_name) +
                                            " (expected int, uint, float, boolean, string, hex)");
     }
     sel.type = static_cast<ValueType>(name - std::begin(kTypeNames));
@@ -521,11 +517,13 @@ class ProgramBuilder {
         const auto& s = c.get_ref<const std::string&>();
         if (s.size() % 2 != 0 || !std::all_of(s.begin(), s.end(), IsLowerHex)) {
           return Fail(path, "a hex switch needs lowercase hex digits, two per byte (got " +
-                                Quoted(s) + ")");
+                                QuoteForMessage(s) + ")");
         }
-        std::string bytes;
-        for (size_t i = 0; i < s.size(); i += 2) {
-          bytes += static_cast<char>(HexValue(s[i]) << 4 | HexValue(s[i + 1]));
+        std::string bytes(s.size() / 2, '\0');
+        if (!s.empty()) {
+          const auto n =
+              DecodeHex(s, std::as_writable_bytes(std::span(bytes.data(), bytes.size())));
+          CHECK(n, "lowercase hex digits in pairs, checked above");
         }
         out->kind = Kind::kBytes;
         out->bytes = Text(bytes);
@@ -593,7 +591,7 @@ Result<std::shared_ptr<const Program>, std::string> CompileTemplate(
     return ProgramBuilder().Build(root);
   } catch (const DuplicateKey& e) {
     return tl::unexpected((e.path.empty() ? "<root>" : e.path) + ": duplicate key " +
-                          Quoted(e.key));
+                          QuoteForMessage(e.key));
   } catch (const Json::parse_error& e) {
     return tl::unexpected(ParseErrorText(template_json, e));
   } catch (const std::exception& e) {

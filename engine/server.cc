@@ -14,6 +14,7 @@
 
 #include "common/clock.h"
 #include "engine/instance_lock.h"
+#include "common/check.h"
 #include "net/udp_socket.h"
 
 namespace coapgate::engine {
@@ -45,20 +46,20 @@ void BlockServerSignals() {
   signal(SIGPIPE, SIG_IGN);  // a closed stdout must be a write error, not a kill
 }
 
-Result<std::shared_ptr<const registry::DeviceRegistry>, std::string> LoadDevices(const config::Config& config,
+Result<std::shared_ptr<const registry::DeviceRegistry>, Error> LoadDevices(const config::Config& config,
                                                                        bool* missing) {
   std::error_code ec;
   *missing = !std::filesystem::exists(config.devices.file, ec);
   if (*missing) {
     auto empty = registry::DeviceRegistry::ParseCsv("iccid,imsi,ip,status,psk,psk_format\n",
                                           config.devices.file);
-    if (!empty) return Fail(empty.error());
+    CHECK(empty, "the header-only registry always parses");
     return *empty;
   }
   return registry::DeviceRegistry::LoadCsvFile(config.devices.file);
 }
 
-Result<std::shared_ptr<const sinks::TemplateSet>, std::string> LoadTemplates(
+Result<std::shared_ptr<const sinks::TemplateSet>, Error> LoadTemplates(
     const config::Config& config) {
   return sinks::TemplateSet::Load(config.energy_saver.coap_template,
                                   config.energy_saver.device_templates);
@@ -74,7 +75,7 @@ Server::~Server() {
   if (publishers_) publishers_->Stop(config_.server.drain_timeout_ms);
 }
 
-Result<std::unique_ptr<Server>, std::string> Server::Create(const config::Config& config) {
+Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& config) {
   auto server = std::unique_ptr<Server>(new Server(config));
   // Before anything else is opened: a second coapgate stops here, not after it joined the
   // first one's reuseport groups.
@@ -83,11 +84,11 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const config::Config
     for (const config::ListenAddress& address : *addresses) ports.push_back(address.port);
   }
   auto lock = InstanceLock::Acquire(ports);
-  if (!lock) return Fail(lock.error());
+  if (!lock) return FailEnvironment(std::move(lock).error());
   server->instance_lock_ = std::move(*lock);
   bool missing = false;
   auto devices = LoadDevices(config, &missing);
-  if (!devices) return Fail(devices.error());
+  if (!devices) return tl::unexpected<Error>(std::move(devices).error());
   server->devices_missing_.store(missing, std::memory_order_relaxed);
   if (missing) {
     spdlog::warn("{}: no such file: every device gets 4.01 until it exists and SIGHUP is sent",
@@ -98,7 +99,7 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const config::Config
   server->registry_ = std::make_unique<registry::RegistryHolder>(*devices);
 
   auto templates = LoadTemplates(config);
-  if (!templates) return Fail(templates.error());
+  if (!templates) return tl::unexpected<Error>(std::move(templates).error());
   if (!(*templates)->empty()) {
     spdlog::info("energy saver: {}{} per-device templates",
                  config.energy_saver.coap_template.empty()
@@ -110,14 +111,20 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const config::Config
       std::make_unique<SnapshotHolder<sinks::TemplateSet>>(std::move(*templates));
 
   auto store = registry::PskStore::Open(config.devices.state, config.bootstrap.regenerate_after_s);
-  if (!store) return Fail(store.error());
+  if (!store) return FailEnvironment(std::move(store).error());
   server->psk_store_ = std::move(*store);
   server->bootstrap_ = std::make_unique<bootstrap::BootstrapService>(server->psk_store_.get(),
                                                           config.bootstrap.coaps_url,
                                                           kBootstrapQueueCapacity);
 
   auto publishers = sinks::PublisherPool::Create(config.sinks);
-  if (!publishers) return Fail(publishers.error());
+  // PublisherPool's errors are still text: those naming a sink ("sinks[i]...") are settings.
+  if (!publishers) {
+    return tl::unexpected<Error>(Error{publishers.error().starts_with("sinks[")
+                                           ? ErrorKind::kBadInput
+                                           : ErrorKind::kEnvironment,
+                                       std::move(publishers).error()});
+  }
   server->publishers_ = std::move(*publishers);
 
   const std::vector<int> cpus = AllowedCpus();
@@ -139,14 +146,14 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const config::Config
       auto fd = net::OpenUdpSocket(address.host, address.port, config.server.receive_buffer_bytes);
       if (!fd) {
         for (int open_fd : o.sockets) close(open_fd);
-        return Fail(fd.error());
+        return FailEnvironment(std::move(fd).error());
       }
       if (address.port == 0) {
         address.port = net::LocalPort(*fd);
         if (auto taken = server->instance_lock_->Take(address.port); !taken) {
           close(*fd);
           for (int open_fd : o.sockets) close(open_fd);
-          return Fail(taken.error());
+          return FailEnvironment(std::move(taken).error());
         }
       }
       o.sockets.push_back(*fd);
@@ -182,7 +189,7 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const config::Config
     }
     if (!shard) {
       for (int fd : sockets) close(fd);
-      return Fail("shard " + std::to_string(i) + ": " + shard.error());
+      return FailEnvironment("shard " + std::to_string(i) + ": " + shard.error());
     }
     server->shards_.push_back(std::move(*shard));
   }
@@ -199,7 +206,7 @@ Result<std::unique_ptr<Server>, std::string> Server::Create(const config::Config
         config.admin.listen.host, config.admin.listen.port,
         admin::Handlers{[raw] { return raw->MetricsText(); }, [raw] { return raw->Healthz(); },
                         [raw] { return raw->Readyz(); }});
-    if (!admin) return Fail(admin.error());
+    if (!admin) return FailEnvironment(std::move(admin).error());
     server->admin_ = std::move(*admin);
     const bool v6 = config.admin.listen.host.find(':') != std::string::npos;
     spdlog::info("admin listening http://{}{}{}:{} (/metrics /healthz /readyz)", v6 ? "[" : "",
@@ -293,7 +300,7 @@ void Server::Reload() {
   // without holding back a good devices file, and the reverse.
   auto templates = LoadTemplates(config_);
   if (!templates) {
-    spdlog::error("reload failed, keeping the previous templates: {}", templates.error());
+    spdlog::error("reload failed, keeping the previous templates: {}", templates.error().message);
   } else {
     templates_->Replace(std::move(*templates));
     if (!config_.energy_saver.coap_template.empty() ||
@@ -304,7 +311,7 @@ void Server::Reload() {
   bool missing = false;
   auto devices = LoadDevices(config_, &missing);
   if (!devices) {
-    spdlog::error("reload failed, keeping the previous devices: {}", devices.error());
+    spdlog::error("reload failed, keeping the previous devices: {}", devices.error().message);
     return;
   }
   if (missing) {

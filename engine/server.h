@@ -15,6 +15,7 @@
 
 #include "admin/admin_server.h"
 #include "common/clock.h"
+#include "common/error.h"
 #include "common/result.h"
 #include "bootstrap/bootstrap_service.h"
 #include "config/config.h"
@@ -33,15 +34,17 @@ void BlockServerSignals();
 
 // Loads the devices file of `config`. A missing file is not an error (an empty registry:
 // every device gets 4.01 until the file exists and SIGHUP is sent); an invalid one is.
-Result<std::shared_ptr<const registry::DeviceRegistry>, std::string> LoadDevices(const config::Config& config,
+Result<std::shared_ptr<const registry::DeviceRegistry>, Error> LoadDevices(const config::Config& config,
                                                                        bool* missing);
 
 // Compiles the Energy Saver templates of `config` (global and per-device).
-Result<std::shared_ptr<const sinks::TemplateSet>, std::string> LoadTemplates(const config::Config& config);
+Result<std::shared_ptr<const sinks::TemplateSet>, Error> LoadTemplates(const config::Config& config);
 
 class Server {
  public:
-  static Result<std::unique_ptr<Server>, std::string> Create(const config::Config& config);
+  // The error's kind says whose fault a failed start is: kBadInput for the devices file, the
+  // templates and sink settings, kEnvironment for sockets, the state file, files refused.
+  static Result<std::unique_ptr<Server>, Error> Create(const config::Config& config);
   ~Server();
 
   // Serves until SIGTERM/SIGINT, then drains; returns the process exit code: 0, or 1 when the

@@ -4,10 +4,11 @@
 #include <netinet/in.h>
 
 #include <array>
-#include <cassert>
 #include <cerrno>
 #include <cstring>
 #include <span>
+
+#include "common/check.h"
 
 namespace coapgate::net {
 namespace {
@@ -95,7 +96,7 @@ class ProgramBuilder {
   }
   void JumpAlways(Label label) noexcept {
     const size_t at = Push(BPF_JMP | BPF_JA, 0);
-    assert(count_fixups_ < kMaxFixups);
+    CHECK(count_fixups_ < kMaxFixups, "more jumps than the steering program is sized for");
     fixups_[count_fixups_++] = {at, label, Fixup::kAlways};
   }
 
@@ -108,7 +109,7 @@ class ProgramBuilder {
       if (f.kind == Fixup::kAlways) {
         insn.k = static_cast<uint32_t>(distance);
       } else {
-        assert(distance <= UINT8_MAX);  // the program is far shorter than 255 instructions
+        CHECK(distance <= UINT8_MAX, "the program is far shorter than 255 instructions");
         (f.kind == Fixup::kTrue ? insn.jt : insn.jf) = static_cast<uint8_t>(distance);
       }
       f.done = true;
@@ -143,13 +144,13 @@ class ProgramBuilder {
   static constexpr size_t kMaxFixups = 16;
 
   size_t Push(int code, uint32_t k) noexcept {
-    assert(size_ < kCapacity);
+    CHECK(size_ < kCapacity, "more instructions than the steering program is sized for");
     program_[size_] = sock_filter{static_cast<uint16_t>(code), 0, 0, k};
     return size_++;
   }
   void Refer(int label, size_t at, bool true_branch) noexcept {
     if (label == kNone) return;
-    assert(count_fixups_ < kMaxFixups);
+    CHECK(count_fixups_ < kMaxFixups, "more jumps than the steering program is sized for");
     fixups_[count_fixups_++] = {at, label, true_branch ? Fixup::kTrue : Fixup::kFalse};
   }
   void EmitXorShift(uint32_t shift) noexcept {  // A ^= A >> shift

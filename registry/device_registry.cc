@@ -12,7 +12,9 @@
 #include <limits>
 #include <system_error>
 
+#include "common/csv_reader.h"
 #include "common/hash.h"
+#include "common/hex.h"
 
 namespace coapgate::registry {
 namespace {
@@ -34,9 +36,6 @@ constexpr size_t kMinIndexSlots = 8;
 // What error messages show of a bad value: enough for any valid one, short enough to keep the
 // message one readable log line.
 constexpr size_t kMaxShownValue = 48;
-
-// Spreadsheet exports often start with a UTF-8 byte order mark; it is not part of "iccid".
-constexpr std::string_view kUtf8Bom = "\xEF\xBB\xBF";
 
 enum Column : uint8_t { kIccid, kImsi, kIp, kStatus, kPsk, kPskFormat, kColumnCount };
 constexpr std::array<std::string_view, kColumnCount> kColumnNames = {
@@ -81,12 +80,6 @@ bool IsDigits(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
-bool IsHexDigits(std::string_view s) {
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-  });
-}
-
 // `lower` is lower-case ASCII.
 bool EqualsIgnoreCase(std::string_view s, std::string_view lower) {
   return s.size() == lower.size() &&
@@ -129,132 +122,6 @@ size_t CountLines(std::string_view text) {
   return lines;
 }
 
-// Splits RFC 4180 text into records, one per Next(), without copying unless a field holds an
-// escaped quote (""), which is unescaped into a scratch buffer reused for every record.
-// Accepted: LF or CRLF line ends, a last record without one, blank lines between records
-// (skipped), quoted fields that span lines. Refused: a quote inside an unquoted field, text
-// after a closing quote, an unterminated quoted field.
-// Views from field() are valid until the next Next() and while the text is.
-class CsvReader {
- public:
-  enum class Status : uint8_t { kRecord, kEnd, kError };
-
-  explicit CsvReader(std::string_view text) : text_(text) {}
-
-  Status Next() {
-    const size_t n = text_.size();
-    while (pos_ < n) {
-      if (text_[pos_] == '\n') {
-        ++pos_;
-      } else if (text_[pos_] == '\r' && pos_ + 1 < n && text_[pos_ + 1] == '\n') {
-        pos_ += 2;
-      } else {
-        break;
-      }
-      ++line_;
-    }
-    if (pos_ == n) return Status::kEnd;
-    record_line_ = line_;
-    fields_.clear();
-    scratch_.clear();
-    for (;;) {
-      const bool ok = pos_ < n && text_[pos_] == '"' ? ReadQuoted() : ReadPlain();
-      if (!ok) return Status::kError;
-      if (pos_ == n) return Status::kRecord;
-      if (text_[pos_] == ',') {
-        ++pos_;
-        continue;
-      }
-      // Both readers stop only at ',', "\n", "\r\n" or the end.
-      pos_ += text_[pos_] == '\r' ? 2 : 1;
-      ++line_;
-      return Status::kRecord;
-    }
-  }
-
-  // 1-based line on which the current record starts.
-  [[nodiscard]] size_t line() const { return record_line_; }
-  [[nodiscard]] size_t field_count() const { return fields_.size(); }
-  [[nodiscard]] std::string_view field(size_t i) const {
-    const Field& f = fields_[i];
-    return {(f.unescaped ? scratch_.data() : text_.data()) + f.begin, f.size};
-  }
-  // After kError: why, and on which line.
-  [[nodiscard]] std::string_view error() const { return error_; }
-  [[nodiscard]] size_t error_line() const { return error_line_; }
-
- private:
-  struct Field {
-    size_t begin;  // in text_, or in scratch_ if unescaped
-    size_t size;
-    bool unescaped;
-  };
-
-  bool ReadPlain() {
-    const char* const begin = text_.data() + pos_;
-    const char* const end = text_.data() + text_.size();
-    const char* p = begin;
-    while (p != end && *p != ',' && *p != '\n' && *p != '"') ++p;
-    if (p != end && *p == '"') {
-      return Failed("'\"' inside an unquoted field (quote the whole field, doubling the '\"')",
-                    line_);
-    }
-    auto size = static_cast<size_t>(p - begin);
-    if (p != end && *p == '\n' && size > 0 && p[-1] == '\r') --size;  // CRLF ends the line
-    fields_.push_back({pos_, size, false});
-    pos_ += size;
-    return true;
-  }
-
-  bool ReadQuoted() {
-    const size_t n = text_.size();
-    const size_t field_line = line_;
-    const size_t scratch_begin = scratch_.size();
-    bool unescaped = false;
-    size_t segment = pos_ + 1;  // start of the text not yet consumed
-    for (;;) {
-      const void* found = std::memchr(text_.data() + segment, '"', n - segment);
-      if (found == nullptr) return Failed("unterminated quoted field", field_line);
-      const auto quote = static_cast<size_t>(static_cast<const char*>(found) - text_.data());
-      line_ += static_cast<size_t>(std::count(text_.begin() + static_cast<ptrdiff_t>(segment),
-                                              text_.begin() + static_cast<ptrdiff_t>(quote), '\n'));
-      if (quote + 1 < n && text_[quote + 1] == '"') {
-        scratch_.append(text_.data() + segment, quote + 1 - segment);  // keeps one quote
-        unescaped = true;
-        segment = quote + 2;
-        continue;
-      }
-      if (unescaped) {
-        scratch_.append(text_.data() + segment, quote - segment);
-        fields_.push_back({scratch_begin, scratch_.size() - scratch_begin, true});
-      } else {
-        fields_.push_back({pos_ + 1, quote - pos_ - 1, false});
-      }
-      pos_ = quote + 1;
-      if (pos_ == n || text_[pos_] == ',' || text_[pos_] == '\n' ||
-          (text_[pos_] == '\r' && pos_ + 1 < n && text_[pos_ + 1] == '\n')) {
-        return true;
-      }
-      return Failed("unexpected text after a closing quote", line_);
-    }
-  }
-
-  bool Failed(std::string_view why, size_t line) {
-    error_ = why;
-    error_line_ = line;
-    return false;
-  }
-
-  std::string_view text_;
-  size_t pos_ = 0;
-  size_t line_ = 1;
-  size_t record_line_ = 1;
-  std::vector<Field> fields_;
-  std::string scratch_;
-  std::string_view error_;
-  size_t error_line_ = 0;
-};
-
 }  // namespace
 
 // Parses and validates the text row by row, filling a fresh snapshot; the first problem, in
@@ -262,19 +129,18 @@ class CsvReader {
 // sized up front for one device per line and shrunk at the end if that was generous.
 class DeviceRegistry::Loader {
  public:
-  using LoadResult = Result<std::shared_ptr<const DeviceRegistry>, std::string>;
+  using LoadResult = Result<std::shared_ptr<const DeviceRegistry>, Error>;
 
   Loader(std::string_view text, std::string_view name)
       : text_(text), name_(name), registry_(new DeviceRegistry()) {}
 
   LoadResult Run() {
     if (text_.size() > kMaxTextBytes) {
-      return Fail(std::string(name_) + ": file too large (" + std::to_string(text_.size()) +
+      return FailBadInput(std::string(name_) + ": file too large (" + std::to_string(text_.size()) +
                   " bytes; at most 4 GiB)");
     }
-    if (text_.starts_with(kUtf8Bom)) text_.remove_prefix(kUtf8Bom.size());
     CsvReader reader(text_);
-    if (auto header = ReadHeader(reader); !header) return Fail(std::move(header).error());
+    if (auto header = ReadHeader(reader); !header) return FailBadInput(std::move(header).error());
 
     const size_t max_records = CountLines(text_);
     DeviceRegistry& r = *registry_;
@@ -288,9 +154,9 @@ class DeviceRegistry::Loader {
       const CsvReader::Status status = reader.Next();
       if (status == CsvReader::Status::kEnd) break;
       if (status == CsvReader::Status::kError) {
-        return Fail(LineError(reader.error_line(), reader.error()));
+        return FailBadInput(LineError(reader.error_line(), reader.error()));
       }
-      if (auto added = AddRow(reader); !added) return Fail(std::move(added).error());
+      if (auto added = AddRow(reader); !added) return FailBadInput(std::move(added).error());
     }
 
     // Right-size what was reserved for the worst case (one device per line, every device
@@ -379,7 +245,7 @@ class DeviceRegistry::Loader {
       return Fail(
           LineError(line, "psk: longer than 64 bytes (" + std::to_string(psk.size()) + " bytes)"));
     }
-    if (format == PskFormat::kHex && (psk.empty() || psk.size() % 2 != 0 || !IsHexDigits(psk))) {
+    if (format == PskFormat::kHex && !IsStrictHex(psk)) {
       return Fail(LineError(line,
                             "psk: psk_format is hex but psk is not a non-empty, "
                             "even-length run of hex digits (" +
@@ -455,12 +321,7 @@ class DeviceRegistry::Loader {
   }
 
   std::string LineError(size_t line, std::string_view reason) const {
-    std::string out(name_);
-    out += ':';
-    out += std::to_string(line);
-    out += ": ";
-    out += reason;
-    return out;
+    return FileLineMessage(name_, line, reason);
   }
 
   std::string FieldError(size_t line, Column column, std::string_view reason,
@@ -481,12 +342,12 @@ class DeviceRegistry::Loader {
   std::vector<uint32_t> lines_;  // record index -> line, only to name both lines of a duplicate
 };
 
-Result<std::shared_ptr<const DeviceRegistry>, std::string> DeviceRegistry::ParseCsv(
+Result<std::shared_ptr<const DeviceRegistry>, Error> DeviceRegistry::ParseCsv(
     std::string_view text, std::string_view name) {
   return Loader(text, name).Run();
 }
 
-Result<std::shared_ptr<const DeviceRegistry>, std::string> DeviceRegistry::LoadCsvFile(
+Result<std::shared_ptr<const DeviceRegistry>, Error> DeviceRegistry::LoadCsvFile(
     const std::string& path) {
   const auto failure = [&](std::string_view what, int error) {
     std::string out = path + ": " + std::string(what);
@@ -494,27 +355,27 @@ Result<std::shared_ptr<const DeviceRegistry>, std::string> DeviceRegistry::LoadC
     return out;
   };
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Fail(failure("cannot open", errno));
+  if (fd < 0) return FailEnvironment(failure("cannot open", errno));
   // One read of the whole file into one buffer: parsing then works on views into it.
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
   } closer{fd};
   struct stat st;
-  if (::fstat(fd, &st) != 0) return Fail(failure("cannot stat", errno));
+  if (::fstat(fd, &st) != 0) return FailEnvironment(failure("cannot stat", errno));
   // Sizing the buffer from st_size needs a regular file (a FIFO or directory would read as
   // empty or fail late with a less helpful message).
-  if (!S_ISREG(st.st_mode)) return Fail(failure("not a regular file", 0));
+  if (!S_ISREG(st.st_mode)) return FailBadInput(failure("not a regular file", 0));
   const auto size = static_cast<size_t>(st.st_size);
   if (size > kMaxTextBytes) {
-    return Fail(failure("file too large (" + std::to_string(size) + " bytes; at most 4 GiB)", 0));
+    return FailBadInput(failure("file too large (" + std::to_string(size) + " bytes; at most 4 GiB)", 0));
   }
   auto buffer = std::make_unique_for_overwrite<char[]>(size == 0 ? 1 : size);
   size_t done = 0;
   while (done < size) {
     const ssize_t n = ::read(fd, buffer.get() + done, size - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Fail(failure("cannot read", errno));
+    if (n < 0) return FailEnvironment(failure("cannot read", errno));
     if (n == 0) break;  // truncated while we read: parse what is there
     done += static_cast<size_t>(n);
   }

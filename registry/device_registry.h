@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/error.h"
 #include "common/limits.h"
 #include "common/result.h"
 #include "net/ip_address.h"
@@ -41,12 +42,13 @@ struct DeviceView {
 class DeviceRegistry {
  public:
   // Loads and validates the whole file; returns the snapshot or ONE line "PATH:LINE: reason"
-  // (LINE 1-based; for file-level errors just "PATH: reason"). Control plane: allocates.
-  [[nodiscard]] static Result<std::shared_ptr<const DeviceRegistry>, std::string> LoadCsvFile(
+  // (LINE 1-based; for file-level errors just "PATH: reason"). The kind is kEnvironment when
+  // the system refuses the file (cannot open, stat or read), else kBadInput. Control plane.
+  [[nodiscard]] static Result<std::shared_ptr<const DeviceRegistry>, Error> LoadCsvFile(
       const std::string& path);
   // Same from text in memory; `name` replaces PATH in errors. Nothing in the snapshot refers
   // to `text` afterwards.
-  [[nodiscard]] static Result<std::shared_ptr<const DeviceRegistry>, std::string> ParseCsv(
+  [[nodiscard]] static Result<std::shared_ptr<const DeviceRegistry>, Error> ParseCsv(
       std::string_view text, std::string_view name);
 
   DeviceRegistry(const DeviceRegistry&) = delete;

@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "energy_saver/template_program.h"
+#include "common/error.h"
 #include "common/result.h"
 
 namespace coapgate::sinks {
@@ -24,7 +25,7 @@ class TemplateSet {
   // file is compiled once however many devices name it. Errors are one line naming the file
   // (and, for the map, the line) and the template's own error, e.g.
   //   "t.json: sense[0].value.type: unknown type \"integer\" (...)".
-  static Result<std::shared_ptr<const TemplateSet>, std::string> Load(
+  static Result<std::shared_ptr<const TemplateSet>, Error> Load(
       const std::string& coap_template, const std::string& device_templates);
 
   // The program a device's message is translated with; null when it is forwarded raw.
@@ -38,6 +39,6 @@ class TemplateSet {
 };
 
 // Reads and compiles one template file; errors start with the path.
-Result<TemplateSet::ProgramPtr, std::string> LoadTemplateFile(const std::string& path);
+Result<TemplateSet::ProgramPtr, Error> LoadTemplateFile(const std::string& path);
 
 }  // namespace coapgate::sinks

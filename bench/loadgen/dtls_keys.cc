@@ -8,8 +8,12 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <span>
+#include <sstream>
 
 #include "bench/loadgen/udp_batch.h"
+#include "common/csv_reader.h"
+#include "common/hex.h"
 #include "codec/code.h"
 #include "codec/message.h"
 
@@ -41,71 +45,63 @@ void WriteBootstrapRequest(std::span<std::byte> out, uint32_t device, uint16_t m
 
 }  // namespace
 
-std::vector<std::string> SplitCsv(std::string line) {
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  std::vector<std::string> fields;
-  size_t start = 0;
+Result<std::vector<KeyRow>, std::string> ReadKeyCsv(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Fail("cannot open " + path);
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  const std::string text = buffer.str();
+  CsvReader reader(text);
+  const auto bad = [&](size_t line, std::string_view why) {
+    return Fail(FileLineMessage(path, line, why));
+  };
+  if (CsvReader::Status s = reader.Next(); s != CsvReader::Status::kRecord) {
+    if (s == CsvReader::Status::kError) return bad(reader.error_line(), reader.error());
+    return Fail(path + " is empty");
+  }
+  const size_t iccid = reader.FindField("iccid"), ip = reader.FindField("ip"),
+               psk = reader.FindField("psk"), format = reader.FindField("psk_format");
+  if (iccid == CsvReader::kNoField || psk == CsvReader::kNoField) {
+    return Fail(path + " needs the columns iccid and psk");
+  }
+  std::vector<KeyRow> rows;
   for (;;) {
-    const size_t comma = line.find(',', start);
-    fields.push_back(line.substr(start, comma == std::string::npos ? comma : comma - start));
-    if (comma == std::string::npos) return fields;
-    start = comma + 1;
-  }
-}
-
-bool HexDecode(const std::string& hex, std::string* out) {
-  if (hex.size() % 2 != 0) return false;
-  out->clear();
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    unsigned value = 0;
-    for (size_t j = i; j < i + 2; ++j) {
-      const char c = hex[j];
-      const int v = c >= '0' && c <= '9'   ? c - '0'
-                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                           : -1;
-      if (v < 0) return false;
-      value = value * 16 + static_cast<unsigned>(v);
+    const CsvReader::Status status = reader.Next();
+    if (status == CsvReader::Status::kEnd) return rows;
+    if (status == CsvReader::Status::kError) return bad(reader.error_line(), reader.error());
+    const auto at = [&](size_t i) {
+      return i < reader.field_count() ? reader.field(i) : std::string_view();
+    };
+    KeyRow row{reader.line(), std::string(at(iccid)), std::string(at(ip)), {}};
+    const std::string_view key = at(psk);
+    const std::string_view key_format = at(format);
+    if (!key.empty() && (key_format == "hex" || key_format == "HEX" || key_format == "Hex")) {
+      row.key.resize(key.size() / 2);
+      if (!DecodeHex(key, std::as_writable_bytes(std::span(row.key.data(), row.key.size())))) {
+        return bad(row.line, "psk: psk_format is hex but psk is not hex digits");
+      }
+    } else {
+      row.key = key;
     }
-    out->push_back(static_cast<char>(value));
+    rows.push_back(std::move(row));
   }
-  return true;
 }
 
 Result<std::vector<DtlsCredential>, std::string> LoadCsvKeys(const std::string& path,
                                                              const AddressPlan& plan) {
-  std::ifstream in(path);
-  if (!in) return Fail("--keys csv: cannot open " + path);
-  std::string line;
-  if (!std::getline(in, line)) return Fail("--keys csv: " + path + " is empty");
-  const std::vector<std::string> header = SplitCsv(line);
-  const auto column = [&](const char* name) {
-    const auto it = std::find(header.begin(), header.end(), name);
-    return it == header.end() ? -1 : static_cast<int>(it - header.begin());
-  };
-  const int iccid = column("iccid"), ip = column("ip"), psk = column("psk"),
-            format = column("psk_format");
-  if (iccid < 0 || ip < 0 || psk < 0) {
-    return Fail("--keys csv: " + path + " needs the columns iccid, ip and psk");
-  }
+  auto rows = ReadKeyCsv(path);
+  if (!rows) return Fail("--keys csv: " + rows.error());
   std::vector<DtlsCredential> keys(plan.devices());
   uint32_t found = 0;
-  while (std::getline(in, line)) {
-    if (line.empty() || line == "\r") continue;
-    const std::vector<std::string> f = SplitCsv(line);
-    const auto at = [&](int i) { return i >= 0 && static_cast<size_t>(i) < f.size() ? f[i] : ""; };
+  for (KeyRow& row : *rows) {
     in_addr address{};
-    if (inet_pton(AF_INET, at(ip).c_str(), &address) != 1) continue;
+    if (inet_pton(AF_INET, row.ip.c_str(), &address) != 1) continue;
     const auto device = plan.DeviceOf(ntohl(address.s_addr));
-    if (!device || at(psk).empty()) continue;
+    if (!device || row.key.empty()) continue;
     DtlsCredential& c = keys[*device];
     if (c.key.empty()) ++found;
-    c.identity = at(iccid);
-    if (at(format) == "hex") {
-      if (!HexDecode(at(psk), &c.key)) return Fail("--keys csv: bad hex psk for " + at(iccid));
-    } else {
-      c.key = at(psk);
-    }
+    c.identity = std::move(row.iccid);
+    c.key = std::move(row.key);
   }
   if (found != plan.devices()) {
     for (uint32_t i = 0; i < plan.devices(); ++i) {

@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -29,11 +30,18 @@ struct DtlsCredential {
   std::string key;       // raw key bytes
 };
 
-// The fields of one devices-CSV line (no quoting: the fleet CSVs have none); a trailing CR is
-// dropped. Shared with bench/tools/dtls_blast.cc.
-[[nodiscard]] std::vector<std::string> SplitCsv(std::string line);
-// Hex digits (either case) to bytes; false for an odd length or a non-hex digit.
-[[nodiscard]] bool HexDecode(const std::string& hex, std::string* out);
+// One device row of a registry CSV, as the load tools need it. Shared with
+// bench/tools/dtls_blast.cc.
+struct KeyRow {
+  size_t line;        // where the record starts, for messages
+  std::string iccid;
+  std::string ip;     // as written; may be empty
+  std::string key;    // raw key bytes (hex-decoded when psk_format is hex); may be empty
+};
+// Every row of a registry CSV, read as coapgate reads it (common/csv_reader.h: quoting, CRLF,
+// any column order, extra columns); needs the columns iccid and psk. Errors are
+// "PATH:LINE: reason" or "PATH ...".
+[[nodiscard]] Result<std::vector<KeyRow>, std::string> ReadKeyCsv(const std::string& path);
 
 [[nodiscard]] Result<std::vector<DtlsCredential>, std::string> LoadCsvKeys(
     const std::string& path, const AddressPlan& plan);

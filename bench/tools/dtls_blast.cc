@@ -955,8 +955,6 @@ int MakeDevices(const Options& options) {
   return 0;
 }
 
-using coapgate::loadgen::HexDecode;  // bench/loadgen/dtls_keys.h
-
 // The first `count` devices' credentials; exits with a message on a bad file.
 std::vector<Credential> LoadCredentials(const Options& options, unsigned count) {
   std::vector<Credential> out;
@@ -970,46 +968,17 @@ std::vector<Credential> LoadCredentials(const Options& options, unsigned count) 
     }
     return out;
   }
-  std::ifstream in(options.devices_csv);
-  std::string line;
-  if (!in || !std::getline(in, line)) {
-    std::fprintf(stderr, "dtls_blast: cannot read %s\n", options.devices_csv.c_str());
+  auto rows = coapgate::loadgen::ReadKeyCsv(options.devices_csv);  // bench/loadgen/dtls_keys.h
+  if (!rows) {
+    std::fprintf(stderr, "dtls_blast: %s\n", rows.error().c_str());
     std::exit(2);
   }
-  const std::vector<std::string> header = coapgate::loadgen::SplitCsv(line);
-  auto column = [&](std::string_view name) -> int {
-    for (size_t i = 0; i < header.size(); ++i) {
-      if (header[i] == name) return static_cast<int>(i);
-    }
-    return -1;
-  };
-  const int iccid = column("iccid"), psk = column("psk"), format = column("psk_format");
-  if (iccid < 0 || (psk < 0 && options.psk.empty())) {
-    std::fprintf(stderr, "dtls_blast: %s: needs iccid and psk columns\n",
-                 options.devices_csv.c_str());
-    std::exit(2);
-  }
-  for (unsigned row = 2; out.size() < count && std::getline(in, line); ++row) {
-    if (line.empty() || line == "\r") continue;
-    const std::vector<std::string> f = coapgate::loadgen::SplitCsv(line);
-    auto field = [&](int i) { return i >= 0 && static_cast<size_t>(i) < f.size() ? f[i] : ""; };
-    Credential c{field(iccid), options.psk};
-    if (c.key.empty()) {
-      const std::string text = field(psk);
-      const std::string fmt = field(format);
-      if (fmt == "hex" || fmt == "HEX") {
-        if (!HexDecode(text, &c.key)) {
-          std::fprintf(stderr, "dtls_blast: %s:%u: bad hex psk\n", options.devices_csv.c_str(),
-                       row);
-          std::exit(2);
-        }
-      } else {
-        c.key = text;
-      }
-    }
+  for (coapgate::loadgen::KeyRow& row : *rows) {
+    if (out.size() == count) break;
+    Credential c{std::move(row.iccid), options.psk.empty() ? std::move(row.key) : options.psk};
     if (c.identity.empty() || c.key.empty() || c.key.size() > 64) {
-      std::fprintf(stderr, "dtls_blast: %s:%u: no iccid, or no psk (1..64 bytes)\n",
-                   options.devices_csv.c_str(), row);
+      std::fprintf(stderr, "dtls_blast: %s:%zu: no iccid, or no psk (1..64 bytes)\n",
+                   options.devices_csv.c_str(), row.line);
       std::exit(2);
     }
     out.push_back(std::move(c));

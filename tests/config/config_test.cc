@@ -20,7 +20,7 @@ std::string ErrorOf(std::string_view text) {
     ADD_FAILURE() << "accepted:\n" << text;
     return {};
   }
-  const std::string& error = config.error();
+  const std::string& error = config.error().message;
   EXPECT_TRUE(error.starts_with(std::string(kSource) + ":")) << error;
   EXPECT_EQ(error.find('\n'), std::string::npos) << error;
   return error;
@@ -36,7 +36,7 @@ void ExpectError(std::string_view text, std::string_view key, std::string_view r
 
 Config Parse(std::string_view text) {
   auto config = ParseConfig(text, kSource);
-  EXPECT_TRUE(config) << config.error();
+  EXPECT_TRUE(config) << config.error().message;
   if (!config) return Config{};
   return std::move(*config);
 }
@@ -431,8 +431,8 @@ TEST(ConfigError, SyntaxErrorsGiveLineAndColumn) {
 TEST(ConfigError, SourceNameIsKeptOnOneLine) {
   auto config = ParseConfig("[server]\nshardz = 1\n", "odd\nname.toml");
   ASSERT_FALSE(config);
-  EXPECT_EQ(config.error().find('\n'), std::string::npos) << config.error();
-  EXPECT_TRUE(config.error().starts_with("odd\\nname.toml: server.shardz: ")) << config.error();
+  EXPECT_EQ(config.error().message.find('\n'), std::string::npos) << config.error().message;
+  EXPECT_TRUE(config.error().message.starts_with("odd\\nname.toml: server.shardz: ")) << config.error().message;
 }
 
 TEST(Config, DtlsLimits) {
@@ -480,14 +480,15 @@ TEST(LoadConfigFile, MissingFileCannotBeRead) {
   const std::string path = testing::TempDir() + "/coapgate-no-such-config.toml";
   auto config = LoadConfigFile(path);
   ASSERT_FALSE(config);
-  EXPECT_EQ(config.error(), path + ": cannot read: No such file or directory");
+  EXPECT_EQ(config.error().message, path + ": cannot read: No such file or directory");
+  EXPECT_EQ(config.error().kind, coapgate::ErrorKind::kEnvironment);
 }
 
 TEST(LoadConfigFile, DirectoryCannotBeRead) {
   auto config = LoadConfigFile(testing::TempDir());
   ASSERT_FALSE(config);
-  EXPECT_NE(config.error().find(": cannot read: Is a directory"), std::string::npos)
-      << config.error();
+  EXPECT_NE(config.error().message.find(": cannot read: Is a directory"), std::string::npos)
+      << config.error().message;
 }
 
 TEST(LoadConfigFile, ReadsAFileAndNamesItInErrors) {
@@ -500,18 +501,20 @@ TEST(LoadConfigFile, ReadsAFileAndNamesItInErrors) {
   };
   write("[coap]\nmax_payload = 100\n");
   auto config = LoadConfigFile(path);
-  ASSERT_TRUE(config) << config.error();
+  ASSERT_TRUE(config) << config.error().message;
   EXPECT_EQ(config->coap.max_payload, 100u);
 
   write("[coap]\nmax_payload = 0\n");
   auto bad = LoadConfigFile(path);
   ASSERT_FALSE(bad);
-  EXPECT_EQ(bad.error(), path + ": coap.max_payload: must be an integer in 1..65000 (got 0)");
+  EXPECT_EQ(bad.error().message, path + ": coap.max_payload: must be an integer in 1..65000 (got 0)");
+  EXPECT_EQ(bad.error().kind, coapgate::ErrorKind::kBadInput);
 
   write(std::string((1 << 20) + 1, '#'));
   auto large = LoadConfigFile(path);
   ASSERT_FALSE(large);
-  EXPECT_EQ(large.error(), path + ": cannot read: larger than 1048576 bytes");
+  EXPECT_EQ(large.error().message, path + ": cannot read: larger than 1048576 bytes");
+  EXPECT_EQ(large.error().kind, coapgate::ErrorKind::kBadInput);
   std::remove(path.c_str());
 }
 
@@ -528,18 +531,18 @@ TEST(Config, EnergySaverKeys) {
       "[energy_saver]\ncoap_template = \"t.json\"\ndevice_templates = \"d.csv\"\n"
       "on_error = \"reject\"\n",
       "test.toml");
-  ASSERT_TRUE(config) << config.error();
+  ASSERT_TRUE(config) << config.error().message;
   EXPECT_EQ(config->energy_saver.coap_template, "t.json");
   EXPECT_EQ(config->energy_saver.device_templates, "d.csv");
   EXPECT_EQ(config->energy_saver.on_error, TranslationErrorPolicy::kReject);
   EXPECT_EQ(Config{}.energy_saver.on_error, TranslationErrorPolicy::kAccept);
   auto bad = ParseConfig("[energy_saver]\non_error = \"drop\"\n", "test.toml");
   ASSERT_FALSE(bad);
-  EXPECT_NE(bad.error().find("energy_saver.on_error"), std::string::npos) << bad.error();
+  EXPECT_NE(bad.error().message.find("energy_saver.on_error"), std::string::npos) << bad.error().message;
   auto conflict = ParseConfig("[coap]\nack = \"enqueue\"\n[energy_saver]\non_error = \"reject\"\n",
                               "test.toml");
   ASSERT_FALSE(conflict);
-  EXPECT_NE(conflict.error().find("energy_saver.on_error"), std::string::npos) << conflict.error();
+  EXPECT_NE(conflict.error().message.find("energy_saver.on_error"), std::string::npos) << conflict.error().message;
 }
 
 }  // namespace

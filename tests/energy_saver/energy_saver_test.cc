@@ -592,7 +592,8 @@ TEST(EnergySaverCompile, ErrorsAreOneLine) {
   const std::string e = CompileError("{\"sense\":[{\"asset\":\"a\nb\",\"value\":1}]}");
   EXPECT_EQ(e.find('\n'), std::string::npos) << e;
   const std::string f = CompileError(R"({"sense":[{"asset":"a\nb..","value":"v"}]})");
-  EXPECT_EQ(f, R"(sense[0].asset: empty path segment in "a?b..")");
+  // Quoted as every control-plane message quotes user text (common/quote.h): escaped.
+  EXPECT_EQ(f, R"(sense[0].asset: empty path segment in "a\nb..")");
 }
 TEST(EnergySaverCompile, Limits) {
   std::string big = R"({"sense":[],"comment":")" + std::string(kMaxTemplateSize, 'x') + "\"}";

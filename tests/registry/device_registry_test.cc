@@ -18,14 +18,14 @@ constexpr std::string_view kName = "devices.csv";
 // Parses `text` and fails the test with the loader's message if it is refused.
 std::shared_ptr<const DeviceRegistry> MustParse(std::string_view text) {
   auto registry = DeviceRegistry::ParseCsv(text, kName);
-  EXPECT_TRUE(registry) << registry.error();
+  EXPECT_TRUE(registry) << registry.error().message;
   return registry ? *registry : nullptr;
 }
 
 std::string ParseError(std::string_view text) {
   auto registry = DeviceRegistry::ParseCsv(text, kName);
   EXPECT_FALSE(registry) << "accepted:\n" << text;
-  return registry ? std::string() : registry.error();
+  return registry ? std::string() : registry.error().message;
 }
 
 net::IpAddress Ip(std::string_view text) {
@@ -387,7 +387,7 @@ TEST(DeviceRegistry, LoadCsvFileReadsAFile) {
   const std::string path =
       WriteTempFile("device_registry_test_ok.csv", std::string(kHeader) + kGood1 + kGood2);
   auto registry = DeviceRegistry::LoadCsvFile(path);
-  ASSERT_TRUE(registry) << registry.error();
+  ASSERT_TRUE(registry) << registry.error().message;
   EXPECT_EQ((*registry)->size(), 2u);
   std::remove(path.c_str());
 }
@@ -397,7 +397,8 @@ TEST(DeviceRegistry, LoadCsvFileNamesThePathInErrors) {
       WriteTempFile("device_registry_test_bad.csv", std::string(kHeader) + kGood1 + kGood1);
   auto registry = DeviceRegistry::LoadCsvFile(path);
   ASSERT_FALSE(registry);
-  EXPECT_EQ(registry.error(), path + ":3: iccid: duplicate: 89882806660000000001, first on line 2");
+  EXPECT_EQ(registry.error().message, path + ":3: iccid: duplicate: 89882806660000000001, first on line 2");
+  EXPECT_EQ(registry.error().kind, coapgate::ErrorKind::kBadInput);
   std::remove(path.c_str());
 }
 
@@ -405,20 +406,21 @@ TEST(DeviceRegistry, LoadCsvFileReportsAMissingFile) {
   const std::string path = testing::TempDir() + "device_registry_test_does_not_exist.csv";
   auto registry = DeviceRegistry::LoadCsvFile(path);
   ASSERT_FALSE(registry);
-  EXPECT_EQ(registry.error(), path + ": cannot open: No such file or directory");
+  EXPECT_EQ(registry.error().message, path + ": cannot open: No such file or directory");
+  EXPECT_EQ(registry.error().kind, coapgate::ErrorKind::kEnvironment);
 }
 
 TEST(DeviceRegistry, LoadCsvFileRefusesADirectory) {
   auto registry = DeviceRegistry::LoadCsvFile(testing::TempDir());
   ASSERT_FALSE(registry);
-  EXPECT_EQ(registry.error(), testing::TempDir() + ": not a regular file");
+  EXPECT_EQ(registry.error().message, testing::TempDir() + ": not a regular file");
 }
 
 TEST(DeviceRegistry, LoadCsvFileOfAnEmptyFile) {
   const std::string path = WriteTempFile("device_registry_test_empty.csv", "");
   auto registry = DeviceRegistry::LoadCsvFile(path);
   ASSERT_FALSE(registry);
-  EXPECT_EQ(registry.error(), path + ": empty file: no header row");
+  EXPECT_EQ(registry.error().message, path + ": empty file: no header row");
   std::remove(path.c_str());
 }
 
@@ -492,8 +494,8 @@ TEST(DeviceRegistry, SpinMutatedFiles) {
         }
       }
     } else {
-      ASSERT_EQ(registry.error().rfind("devices.csv", 0), 0u) << registry.error();
-      ASSERT_EQ(registry.error().find('\n'), std::string::npos) << registry.error();
+      ASSERT_EQ(registry.error().message.rfind("devices.csv", 0), 0u) << registry.error().message;
+      ASSERT_EQ(registry.error().message.find('\n'), std::string::npos) << registry.error().message;
     }
   }
   EXPECT_GT(accepted, 0u);  // some mutations land in ignored or free-form text

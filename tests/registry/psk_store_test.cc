@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <set>
@@ -266,8 +267,15 @@ TEST(PskStore, ConcurrentReadersWhileBootstrapWrites) {
       EXPECT_EQ(Generated(*store, iccid), key);
     }
   }
+  // Every key exists now, so each reader's next pass sees some: wait (bounded) for one, so the
+  // test proves the readers actually read while the writer ran rather than passing vacuously.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (seen.load(std::memory_order_relaxed) == 0 && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::yield();
+  }
   done.store(true, std::memory_order_release);
   for (auto& t : readers) t.join();
+  EXPECT_GT(seen.load(), 0u) << "no reader saw a generated key within 30 s";
   EXPECT_EQ(bad.load(), 0u);
   EXPECT_EQ(store->size(), iccids.size());
 }

@@ -207,7 +207,7 @@ TEST_F(PublisherWorkerTest, UntranslatablePayloadIsAnErrorEventAndBadPayloadWhen
   std::fputs(R"({"sense":[{"asset":"t","value":{"byte":0,"bytelength":2,"type":"uint"}}]})", f);
   std::fclose(f);
   auto templates = TemplateSet::Load(path, "");
-  ASSERT_TRUE(templates) << templates.error();
+  ASSERT_TRUE(templates) << templates.error().message;
   SnapshotHolder<TemplateSet> holder(*templates);
 
   PublisherWorker& w = AddWorker(0);
