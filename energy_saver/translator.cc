@@ -19,55 +19,18 @@ constexpr std::string_view kReplacementUtf8 = "\xef\xbf\xbd";  // U+FFFD
 
 }  // namespace
 
-// Appends to a fixed buffer; remembers overflow instead of writing past the end, so the
-// emitter runs straight through and the caller checks once.
-class internal::JsonWriter {
- public:
-  explicit JsonWriter(std::span<char> out) noexcept : out_(out) {}
-
-  void Char(char c) noexcept {
-    if (size_ < out_.size()) {
-      out_[size_++] = c;
-    } else {
-      overflow_ = true;
-    }
-  }
-  void Literal(std::string_view s) noexcept {
-    if (s.size() > out_.size() - size_) {
-      overflow_ = true;
-      return;
-    }
-    std::memcpy(out_.data() + size_, s.data(), s.size());
-    size_ += s.size();
-  }
-  void Escaped(std::string_view s) noexcept {
-    if (s.empty()) return;
-    const size_t n = internal::JsonEscape(s, out_.subspan(size_));
-    if (n == 0) overflow_ = true;
-    size_ += n;
-  }
-  void Hex(std::span<const std::byte> bytes) noexcept {
-    if (2 * bytes.size() > out_.size() - size_) {
-      overflow_ = true;
-      return;
-    }
-    for (std::byte b : bytes) {
-      out_[size_++] = kHexDigits[static_cast<uint8_t>(b) >> 4];
-      out_[size_++] = kHexDigits[static_cast<uint8_t>(b) & 0xf];
-    }
-  }
-  [[nodiscard]] bool overflow() const noexcept { return overflow_; }
-  [[nodiscard]] size_t size() const noexcept { return size_; }
-
- private:
-  std::span<char> out_;
-  size_t size_ = 0;  // Invariant: size_ <= out_.size()
-  bool overflow_ = false;
-};
-
 namespace {
 
-using Writer = internal::JsonWriter;
+// Lowercase hex of `bytes`, without quotes (the `hex` value type).
+void WriteHex(JsonWriter& w, std::span<const std::byte> bytes) noexcept {
+  const std::span<char> room = w.Reserve(2 * bytes.size());
+  if (room.empty()) return;
+  size_t i = 0;
+  for (std::byte b : bytes) {
+    room[i++] = kHexDigits[static_cast<uint8_t>(b) >> 4];
+    room[i++] = kHexDigits[static_cast<uint8_t>(b) & 0xf];
+  }
+}
 
 // ---- Decoding ----------------------------------------------------------------------------
 
@@ -158,21 +121,16 @@ size_t FormatShortest(F v, char* out) noexcept {
 // ---- Values ------------------------------------------------------------------------------
 
 void WriteValue(const internal::Selector& s, std::span<const std::byte> bytes,
-                Writer& w) noexcept {
+                JsonWriter& w) noexcept {
   std::array<char, kMaxNumberText> text;
   char* const first = text.data();
-  char* const last = text.data() + text.size();
   switch (s.type) {
-    case ValueType::kInt: {
-      const auto r = std::to_chars(first, last, ReadSigned(bytes, s.order));
-      w.Literal({first, static_cast<size_t>(r.ptr - first)});
+    case ValueType::kInt:
+      w.SignedDecimal(ReadSigned(bytes, s.order));
       return;
-    }
-    case ValueType::kUint: {
-      const auto r = std::to_chars(first, last, ReadUnsigned(bytes, s.order));
-      w.Literal({first, static_cast<size_t>(r.ptr - first)});
+    case ValueType::kUint:
+      w.Decimal(ReadUnsigned(bytes, s.order));
       return;
-    }
     case ValueType::kFloat: {
       const uint64_t raw = ReadUnsigned(bytes, s.order);
       size_t n = 0;
@@ -198,7 +156,7 @@ void WriteValue(const internal::Selector& s, std::span<const std::byte> bytes,
       return;
     case ValueType::kHex:
       w.Char('"');
-      w.Hex(bytes);
+      WriteHex(w, bytes);
       w.Char('"');
       return;
   }
@@ -260,23 +218,18 @@ bool Matches(const internal::Selector& s, std::span<const std::byte> bytes,
 }  // namespace
 
 size_t FormatError(const TranslateError& error, std::span<char> out) noexcept {
-  Writer w(out);
+  JsonWriter w(out);
   if (error.code == TranslateErrc::kOutputTooSmall) {
     w.Literal("Error: translated JSON does not fit the output buffer");
   } else {
-    std::array<char, 24> number;
-    const auto decimal = [&](auto v) {
-      const auto r = std::to_chars(number.data(), number.data() + number.size(), v);
-      w.Literal({number.data(), static_cast<size_t>(r.ptr - number.data())});
-    };
     w.Literal("Asset path:");
     w.Literal(error.asset);
     w.Literal(", Error: can't extract [");
-    decimal(error.start);
+    w.SignedDecimal(error.start);
     w.Char(':');
-    decimal(error.end);
+    w.SignedDecimal(error.end);
     w.Literal("] from ");
-    decimal(error.payload_size);
+    w.Decimal(error.payload_size);
     w.Literal(" bytes");
   }
   return w.overflow() ? 0 : w.size();
@@ -404,7 +357,7 @@ Result<size_t, TranslateError> Translator::Translate(std::span<const std::byte> 
     }
   }
 
-  Writer w(out);
+  JsonWriter w(out);
   EmitObject(root.first_child, payload, w);
   if (w.overflow()) {
     return tl::unexpected(TranslateError{TranslateErrc::kOutputTooSmall, {}, 0, 0, payload.size()});
@@ -413,7 +366,7 @@ Result<size_t, TranslateError> Translator::Translate(std::span<const std::byte> 
 }
 
 void Translator::EmitObject(uint32_t first_child, std::span<const std::byte> payload,
-                            internal::JsonWriter& w) const noexcept {
+                            JsonWriter& w) const noexcept {
   const Program& p = *program_;
   w.Char('{');
   for (uint32_t c = first_child; c != kNone; c = nodes_[c].next_sibling) {

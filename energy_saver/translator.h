@@ -14,14 +14,11 @@
 #include <string_view>
 #include <vector>
 
+#include "common/json_writer.h"
 #include "energy_saver/template_program.h"
 #include "common/result.h"
 
 namespace coapgate::energysaver {
-
-namespace internal {
-class JsonWriter;  // translator.cc
-}  // namespace internal
 
 enum class TranslateErrc : uint8_t {
   kCannotExtract,   ///< a selector's byte range is outside the payload (§5.5 UserPayloadError)
@@ -89,7 +86,7 @@ class Translator {
   // Emits the live children starting at `first_child` as one JSON object. Recursion depth
   // is bounded by kMaxNestingDepth (asset path segments).
   void EmitObject(uint32_t first_child, std::span<const std::byte> payload,
-                  internal::JsonWriter& w) const noexcept;
+                  JsonWriter& w) const noexcept;
 
   std::shared_ptr<const Program> program_;
   std::vector<NodeState> nodes_;
