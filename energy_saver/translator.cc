@@ -306,6 +306,8 @@ Result<size_t, TranslateError> Translator::Translate(std::span<const std::byte> 
     for (NodeState& s : nodes_) s.epoch = 0;
     current_epoch_ = 1;
   }
+  location_mapping_ = {kNone, kNone};
+  location_size_ = {0, 0};
   NodeState& root = nodes_[0];
   root = NodeState{};
   root.epoch = current_epoch_;
@@ -330,6 +332,7 @@ Result<size_t, TranslateError> Translator::Translate(std::span<const std::byte> 
           return fail(p.Text(m.asset), start, end);
         }
         WriteScalar(m.node, op.arg, static_cast<size_t>(start), static_cast<size_t>(end));
+        if (m.location) location_mapping_[static_cast<size_t>(m.axis)] = op.arg;
         ++pc;
         break;
       }
@@ -362,7 +365,35 @@ Result<size_t, TranslateError> Translator::Translate(std::span<const std::byte> 
   if (w.overflow()) {
     return tl::unexpected(TranslateError{TranslateErrc::kOutputTooSmall, {}, 0, 0, payload.size()});
   }
+  CaptureLocation(payload);
   return w.size();
+}
+
+void Translator::CaptureLocation(std::span<const std::byte> payload) noexcept {
+  static_assert(kNumberTextRoom >= kMaxNumberText);
+  const Program& p = *program_;
+  for (size_t axis = 0; axis < location_mapping_.size(); ++axis) {
+    const uint32_t mapping = location_mapping_[axis];
+    if (mapping == kNone) continue;
+    const internal::Mapping& m = p.mappings_[mapping];
+    const NodeState& s = nodes_[m.node];
+    // Replaced by a later write (another field, or an object built over the path): the
+    // output no longer carries this value.
+    if (s.epoch != current_epoch_ || s.kind != Kind::kScalar || s.mapping != mapping) continue;
+    const internal::Selector& sel = p.selectors_[m.selector];  // a float64, by compilation
+    const auto d = std::bit_cast<double>(ReadUnsigned(payload.subspan(s.start, s.end - s.start),
+                                                      sel.order));
+    if (!std::isfinite(d)) continue;
+    location_size_[axis] = FormatShortest(d, location_text_[axis].data());
+  }
+}
+
+std::optional<Translator::Location> Translator::location() const noexcept {
+  const auto lat = static_cast<size_t>(LocationAxis::kLatitude);
+  const auto lon = static_cast<size_t>(LocationAxis::kLongitude);
+  if (location_size_[lat] == 0 || location_size_[lon] == 0) return std::nullopt;
+  return Location{{location_text_[lon].data(), location_size_[lon]},
+                  {location_text_[lat].data(), location_size_[lat]}};
 }
 
 void Translator::EmitObject(uint32_t first_child, std::span<const std::byte> payload,
