@@ -20,6 +20,7 @@ namespace {
 // Prepended to the hashed encoding: names the format, so a future v2 can never collide with
 // v1 ids by accident.
 constexpr std::string_view kMessageIdDomain = "coapgate.MessageId.v1";
+constexpr std::string_view kLocationIdDomain = "coapgate.LocationId.v1";
 
 // Feeds the encoding to XXH3 without building it in memory.
 class IdHasher {
@@ -89,6 +90,15 @@ MessageId MakeMessageId(std::string_view iccid, uint16_t message_id,
   h.Field(token.data(), token.size());
   h.Field(topic.data(), topic.size());
   h.Field(payload.data(), payload.size());
+  return h.Digest();
+}
+
+MessageId MakeLocationId(const MessageId& telemetry) noexcept {
+  // Encoding v1: domain | hi | lo, each half 8 bytes little-endian.
+  IdHasher h;
+  h.Raw(kLocationIdDomain.data(), kLocationIdDomain.size());
+  h.Length(telemetry.hi);
+  h.Length(telemetry.lo);
   return h.Digest();
 }
 
@@ -215,6 +225,37 @@ size_t MaxErrorEnvelopeSize(const EnvelopeFields& f, std::string_view descriptio
              kRawPayloadOpen.size() + Base64Length(f.payload.size()) +
              kStringPayloadClose.size() + TailSize(f);
   return n;
+}
+
+namespace {
+
+// The LOCATION event (reference §6.2): the common head, then what the reference's LOCATION
+// carries, a source and the coordinates as strings, longitude first.
+constexpr std::string_view kAfterLocationId =
+    "\",\"type\":\"LOCATION\",\"source\":\"COAP\",\"version\":\"1.0.0\",\"received\":\"";
+constexpr std::string_view kLocationOpen =
+    "\"},\"location\":{\"source\":\"GPS\",\"coordinates\":[\"";
+constexpr std::string_view kCoordinateSeparator = "\",\"";
+constexpr std::string_view kLocationClose = "\"]}}";
+
+}  // namespace
+
+size_t FormatLocationEnvelope(const EnvelopeFields& f, std::string_view longitude,
+                              std::string_view latitude, std::span<char> out) noexcept {
+  JsonWriter w(out);
+  WriteHead(w, f, kAfterLocationId);
+  w.Literal(kLocationOpen);
+  w.Escaped(longitude);
+  w.Literal(kCoordinateSeparator);
+  w.Escaped(latitude);
+  w.Literal(kLocationClose);
+  return w.overflow() ? 0 : w.size();
+}
+
+size_t MaxLocationEnvelopeSize(const EnvelopeFields& f, std::string_view longitude,
+                               std::string_view latitude) noexcept {
+  return HeadSize(f, kAfterLocationId) + kLocationOpen.size() + JsonEscapedLength(longitude) +
+         kCoordinateSeparator.size() + JsonEscapedLength(latitude) + kLocationClose.size();
 }
 
 }  // namespace coapgate::sinks
