@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <utility>
 
@@ -23,6 +24,11 @@ struct Error {
   ErrorKind kind;
   std::string message;  ///< one line, naming the file and the key or line
 };
+
+// The message, for logs and test diagnostics.
+inline std::ostream& operator<<(std::ostream& out, const Error& error) {
+  return out << error.message;
+}
 
 [[nodiscard]] inline tl::unexpected<Error> FailBadInput(std::string message) {
   return tl::unexpected<Error>(Error{ErrorKind::kBadInput, std::move(message)});

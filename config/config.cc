@@ -268,7 +268,7 @@ bool TopicTemplate(TableReader& r, std::string_view key, std::string* out) {
 bool ReadMqttSink(TableReader& r, MqttSinkConfig* mqtt) {
   if (!(r.OnlyKeys({"type", "host", "port", "qos", "protocol", "client_id", "username",
                     "password", "tls", "ca_file", "cert_file", "key_file", "topic_template",
-                    "error_topic", "format", "connections", "max_inflight", "keepalive_s"},
+                    "error_topic", "location_topic", "format", "connections", "max_inflight", "keepalive_s"},
                    "for an mqtt sink") &&
         r.String("host", /*non_empty=*/true, &mqtt->host) &&
         r.Integer<uint16_t>("port", 1, 65535, &mqtt->port) &&
@@ -282,6 +282,7 @@ bool ReadMqttSink(TableReader& r, MqttSinkConfig* mqtt) {
         r.String("key_file", /*non_empty=*/false, &mqtt->key_file) &&
         TopicTemplate(r, "topic_template", &mqtt->topic_template) &&
         TopicTemplate(r, "error_topic", &mqtt->error_topic) &&
+        TopicTemplate(r, "location_topic", &mqtt->location_topic) &&
         r.Choice("format", kMqttFormats, &mqtt->format) &&
         r.Integer("connections", 1, 64, &mqtt->connections) &&
         r.Integer("max_inflight", 1, 65535, &mqtt->max_inflight) &&
@@ -330,7 +331,7 @@ bool ReadKafkaProperties(TableReader& r, KafkaSinkConfig* kafka) {
 }
 
 bool ReadKafkaSink(TableReader& r, KafkaSinkConfig* kafka) {
-  if (!r.OnlyKeys({"type", "brokers", "topic", "error_topic", "properties"}, "for a kafka sink")) {
+  if (!r.OnlyKeys({"type", "brokers", "topic", "error_topic", "location_topic", "properties"}, "for a kafka sink")) {
     return false;
   }
   for (const std::string_view key : {"brokers", "topic"}) {
@@ -339,6 +340,7 @@ bool ReadKafkaSink(TableReader& r, KafkaSinkConfig* kafka) {
   return r.String("brokers", /*non_empty=*/true, &kafka->brokers) &&
          r.String("topic", /*non_empty=*/true, &kafka->topic) &&
          r.String("error_topic", /*non_empty=*/true, &kafka->error_topic) &&
+         r.String("location_topic", /*non_empty=*/true, &kafka->location_topic) &&
          r.Section("properties",
                    [&](TableReader& properties) { return ReadKafkaProperties(properties, kafka); });
 }

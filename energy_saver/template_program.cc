@@ -262,7 +262,9 @@ class ProgramBuilder {
         return Fail(custom_path, custom->get<std::string>() +
                                      " needs a float value with bytelength 8");
       }
-      locations_.push_back({m.asset, lat ? LocationAxis::kLatitude : LocationAxis::kLongitude});
+      m.location = true;
+      m.axis = lat ? LocationAxis::kLatitude : LocationAxis::kLongitude;
+      locations_.push_back({m.asset, m.axis});
     }
 
     node_fixed_[node] = std::max(node_fixed_[node], fixed);

@@ -34,9 +34,10 @@ inline constexpr int64_t kMaxByteOffset = 1 << 20;
 enum class ValueType : uint8_t { kInt, kUint, kFloat, kBoolean, kString, kHex };
 enum class ByteOrder : uint8_t { kBig, kLittle };
 
-// A Mapping marked "custom_type": "location_lat"/"location_long" (§5.3): the Device
-// Locator's input. Always a float with bytelength 8; the translated JSON carries the value
-// like any other field.
+// A Mapping marked "custom_type": "location_lat"/"location_long" (§5.3): the device
+// location. Always a float with bytelength 8; the translated JSON carries the value like any
+// other field, and the translator also reports it (Translator::location) for the LOCATION
+// event.
 enum class LocationAxis : uint8_t { kLatitude, kLongitude };
 struct LocationField {
   std::string_view asset;  ///< dotted path as written; lives as long as the Program
@@ -73,6 +74,10 @@ struct Mapping {
   uint32_t selector = kNone;
   TextRef constant;
   TextRef asset;  ///< the dotted path as written, for error messages
+  // A custom_type field (then a float64 selector): the translator reports its value as the
+  // device location too.
+  bool location = false;
+  LocationAxis axis = LocationAxis::kLatitude;
 };
 
 // A case label, already checked against its switch's type. Numbers keep both an exact

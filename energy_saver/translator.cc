@@ -19,55 +19,18 @@ constexpr std::string_view kReplacementUtf8 = "\xef\xbf\xbd";  // U+FFFD
 
 }  // namespace
 
-// Appends to a fixed buffer; remembers overflow instead of writing past the end, so the
-// emitter runs straight through and the caller checks once.
-class internal::JsonWriter {
- public:
-  explicit JsonWriter(std::span<char> out) noexcept : out_(out) {}
-
-  void Char(char c) noexcept {
-    if (size_ < out_.size()) {
-      out_[size_++] = c;
-    } else {
-      overflow_ = true;
-    }
-  }
-  void Literal(std::string_view s) noexcept {
-    if (s.size() > out_.size() - size_) {
-      overflow_ = true;
-      return;
-    }
-    std::memcpy(out_.data() + size_, s.data(), s.size());
-    size_ += s.size();
-  }
-  void Escaped(std::string_view s) noexcept {
-    if (s.empty()) return;
-    const size_t n = internal::JsonEscape(s, out_.subspan(size_));
-    if (n == 0) overflow_ = true;
-    size_ += n;
-  }
-  void Hex(std::span<const std::byte> bytes) noexcept {
-    if (2 * bytes.size() > out_.size() - size_) {
-      overflow_ = true;
-      return;
-    }
-    for (std::byte b : bytes) {
-      out_[size_++] = kHexDigits[static_cast<uint8_t>(b) >> 4];
-      out_[size_++] = kHexDigits[static_cast<uint8_t>(b) & 0xf];
-    }
-  }
-  [[nodiscard]] bool overflow() const noexcept { return overflow_; }
-  [[nodiscard]] size_t size() const noexcept { return size_; }
-
- private:
-  std::span<char> out_;
-  size_t size_ = 0;  // Invariant: size_ <= out_.size()
-  bool overflow_ = false;
-};
-
 namespace {
 
-using Writer = internal::JsonWriter;
+// Lowercase hex of `bytes`, without quotes (the `hex` value type).
+void WriteHex(JsonWriter& w, std::span<const std::byte> bytes) noexcept {
+  const std::span<char> room = w.Reserve(2 * bytes.size());
+  if (room.empty()) return;
+  size_t i = 0;
+  for (std::byte b : bytes) {
+    room[i++] = kHexDigits[static_cast<uint8_t>(b) >> 4];
+    room[i++] = kHexDigits[static_cast<uint8_t>(b) & 0xf];
+  }
+}
 
 // ---- Decoding ----------------------------------------------------------------------------
 
@@ -158,21 +121,16 @@ size_t FormatShortest(F v, char* out) noexcept {
 // ---- Values ------------------------------------------------------------------------------
 
 void WriteValue(const internal::Selector& s, std::span<const std::byte> bytes,
-                Writer& w) noexcept {
+                JsonWriter& w) noexcept {
   std::array<char, kMaxNumberText> text;
   char* const first = text.data();
-  char* const last = text.data() + text.size();
   switch (s.type) {
-    case ValueType::kInt: {
-      const auto r = std::to_chars(first, last, ReadSigned(bytes, s.order));
-      w.Literal({first, static_cast<size_t>(r.ptr - first)});
+    case ValueType::kInt:
+      w.SignedDecimal(ReadSigned(bytes, s.order));
       return;
-    }
-    case ValueType::kUint: {
-      const auto r = std::to_chars(first, last, ReadUnsigned(bytes, s.order));
-      w.Literal({first, static_cast<size_t>(r.ptr - first)});
+    case ValueType::kUint:
+      w.Decimal(ReadUnsigned(bytes, s.order));
       return;
-    }
     case ValueType::kFloat: {
       const uint64_t raw = ReadUnsigned(bytes, s.order);
       size_t n = 0;
@@ -198,7 +156,7 @@ void WriteValue(const internal::Selector& s, std::span<const std::byte> bytes,
       return;
     case ValueType::kHex:
       w.Char('"');
-      w.Hex(bytes);
+      WriteHex(w, bytes);
       w.Char('"');
       return;
   }
@@ -260,23 +218,18 @@ bool Matches(const internal::Selector& s, std::span<const std::byte> bytes,
 }  // namespace
 
 size_t FormatError(const TranslateError& error, std::span<char> out) noexcept {
-  Writer w(out);
+  JsonWriter w(out);
   if (error.code == TranslateErrc::kOutputTooSmall) {
     w.Literal("Error: translated JSON does not fit the output buffer");
   } else {
-    std::array<char, 24> number;
-    const auto decimal = [&](auto v) {
-      const auto r = std::to_chars(number.data(), number.data() + number.size(), v);
-      w.Literal({number.data(), static_cast<size_t>(r.ptr - number.data())});
-    };
     w.Literal("Asset path:");
     w.Literal(error.asset);
     w.Literal(", Error: can't extract [");
-    decimal(error.start);
+    w.SignedDecimal(error.start);
     w.Char(':');
-    decimal(error.end);
+    w.SignedDecimal(error.end);
     w.Literal("] from ");
-    decimal(error.payload_size);
+    w.Decimal(error.payload_size);
     w.Literal(" bytes");
   }
   return w.overflow() ? 0 : w.size();
@@ -353,6 +306,8 @@ Result<size_t, TranslateError> Translator::Translate(std::span<const std::byte> 
     for (NodeState& s : nodes_) s.epoch = 0;
     current_epoch_ = 1;
   }
+  location_mapping_ = {kNone, kNone};
+  location_size_ = {0, 0};
   NodeState& root = nodes_[0];
   root = NodeState{};
   root.epoch = current_epoch_;
@@ -377,6 +332,7 @@ Result<size_t, TranslateError> Translator::Translate(std::span<const std::byte> 
           return fail(p.Text(m.asset), start, end);
         }
         WriteScalar(m.node, op.arg, static_cast<size_t>(start), static_cast<size_t>(end));
+        if (m.location) location_mapping_[static_cast<size_t>(m.axis)] = op.arg;
         ++pc;
         break;
       }
@@ -404,16 +360,44 @@ Result<size_t, TranslateError> Translator::Translate(std::span<const std::byte> 
     }
   }
 
-  Writer w(out);
+  JsonWriter w(out);
   EmitObject(root.first_child, payload, w);
   if (w.overflow()) {
     return tl::unexpected(TranslateError{TranslateErrc::kOutputTooSmall, {}, 0, 0, payload.size()});
   }
+  CaptureLocation(payload);
   return w.size();
 }
 
+void Translator::CaptureLocation(std::span<const std::byte> payload) noexcept {
+  static_assert(kNumberTextRoom >= kMaxNumberText);
+  const Program& p = *program_;
+  for (size_t axis = 0; axis < location_mapping_.size(); ++axis) {
+    const uint32_t mapping = location_mapping_[axis];
+    if (mapping == kNone) continue;
+    const internal::Mapping& m = p.mappings_[mapping];
+    const NodeState& s = nodes_[m.node];
+    // Replaced by a later write (another field, or an object built over the path): the
+    // output no longer carries this value.
+    if (s.epoch != current_epoch_ || s.kind != Kind::kScalar || s.mapping != mapping) continue;
+    const internal::Selector& sel = p.selectors_[m.selector];  // a float64, by compilation
+    const auto d = std::bit_cast<double>(ReadUnsigned(payload.subspan(s.start, s.end - s.start),
+                                                      sel.order));
+    if (!std::isfinite(d)) continue;
+    location_size_[axis] = FormatShortest(d, location_text_[axis].data());
+  }
+}
+
+std::optional<Translator::Location> Translator::location() const noexcept {
+  const auto lat = static_cast<size_t>(LocationAxis::kLatitude);
+  const auto lon = static_cast<size_t>(LocationAxis::kLongitude);
+  if (location_size_[lat] == 0 || location_size_[lon] == 0) return std::nullopt;
+  return Location{{location_text_[lon].data(), location_size_[lon]},
+                  {location_text_[lat].data(), location_size_[lat]}};
+}
+
 void Translator::EmitObject(uint32_t first_child, std::span<const std::byte> payload,
-                            internal::JsonWriter& w) const noexcept {
+                            JsonWriter& w) const noexcept {
   const Program& p = *program_;
   w.Char('{');
   for (uint32_t c = first_child; c != kNone; c = nodes_[c].next_sibling) {

@@ -7,21 +7,20 @@
 // (sized by the Program); Translate never allocates and never throws.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
 
+#include "common/json_writer.h"
 #include "energy_saver/template_program.h"
 #include "common/result.h"
 
 namespace coapgate::energysaver {
-
-namespace internal {
-class JsonWriter;  // translator.cc
-}  // namespace internal
 
 enum class TranslateErrc : uint8_t {
   kCannotExtract,   ///< a selector's byte range is outside the payload (§5.5 UserPayloadError)
@@ -64,6 +63,19 @@ class Translator {
 
   [[nodiscard]] const Program& program() const noexcept { return *program_; }
 
+  // The device location the last successful Translate carried, as the number text the
+  // translated JSON prints for it (views into this Translator, valid until the next
+  // Translate); nullopt unless it carried both axes. An axis is carried when a location_lat
+  // (location_long) field ran in that translation, the value it wrote is still the one at
+  // its path in the output (no later write replaced it), and that value is a finite number
+  // (a NaN or infinity prints as null: no location). When several fields of one axis ran,
+  // the last one counts.
+  struct Location {
+    std::string_view longitude;
+    std::string_view latitude;
+  };
+  [[nodiscard]] std::optional<Location> location() const noexcept;
+
  private:
   enum class Kind : uint8_t { kAbsent, kScalar, kObject };
 
@@ -89,11 +101,20 @@ class Translator {
   // Emits the live children starting at `first_child` as one JSON object. Recursion depth
   // is bounded by kMaxNestingDepth (asset path segments).
   void EmitObject(uint32_t first_child, std::span<const std::byte> payload,
-                  internal::JsonWriter& w) const noexcept;
+                  JsonWriter& w) const noexcept;
+
+  // Fills location_text_ from the last location writes of this translation.
+  void CaptureLocation(std::span<const std::byte> payload) noexcept;
 
   std::shared_ptr<const Program> program_;
   std::vector<NodeState> nodes_;
   uint32_t current_epoch_ = 0;
+  // Per LocationAxis: the mapping of the last location write of the current translation
+  // (kNone: none ran), and its value's number text once Translate succeeded (empty: none).
+  static constexpr size_t kNumberTextRoom = 32;
+  std::array<uint32_t, 2> location_mapping_{internal::kNone, internal::kNone};
+  std::array<std::array<char, kNumberTextRoom>, 2> location_text_{};
+  std::array<size_t, 2> location_size_{};
 };
 
 }  // namespace coapgate::energysaver

@@ -10,6 +10,8 @@
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
+#include "common/json_writer.h"
+
 namespace coapgate::sinks {
 namespace {
 
@@ -18,6 +20,7 @@ namespace {
 // Prepended to the hashed encoding: names the format, so a future v2 can never collide with
 // v1 ids by accident.
 constexpr std::string_view kMessageIdDomain = "coapgate.MessageId.v1";
+constexpr std::string_view kLocationIdDomain = "coapgate.LocationId.v1";
 
 // Feeds the encoding to XXH3 without building it in memory.
 class IdHasher {
@@ -50,17 +53,7 @@ class IdHasher {
   XXH3_state_t state_;
 };
 
-// ---- JSON escaping ----------------------------------------------------------------------
-
 constexpr char kHexDigits[] = "0123456789abcdef";
-
-// Copies `text` to out+pos if it fits in `cap`; returns false otherwise.
-[[nodiscard]] bool Put(std::string_view text, char* out, size_t cap, size_t& pos) noexcept {
-  if (text.size() > cap - pos) return false;
-  std::memcpy(out + pos, text.data(), text.size());
-  pos += text.size();
-  return true;
-}
 
 // ---- Envelope ---------------------------------------------------------------------------
 
@@ -79,62 +72,6 @@ constexpr std::string_view kJsonPayloadOpen = "\"},\"payload\":{\"type\":\"JSON\
 constexpr std::string_view kTopicOpen = ",\"topic\":\"";
 constexpr std::string_view kTopicClose = "\"";
 constexpr std::string_view kClose = "}}";
-
-constexpr size_t kMaxDecimalDigits = 20;  // UINT64_MAX = 18446744073709551615
-
-[[nodiscard]] size_t DecimalLength(uint64_t v) noexcept {
-  size_t n = 1;
-  while (v >= 10) {
-    v /= 10;
-    ++n;
-  }
-  return n;
-}
-
-// Appends to a fixed buffer; remembers overflow instead of writing past the end, so the
-// formatter reads straight through and checks once.
-class Writer {
- public:
-  explicit Writer(std::span<char> out) noexcept : out_(out) {}
-
-  void Literal(std::string_view text) noexcept {
-    if (overflow_ || !Put(text, out_.data(), out_.size(), size_)) overflow_ = true;
-  }
-  void Escaped(std::string_view text) noexcept {
-    if (overflow_ || text.empty()) return;
-    const size_t n = JsonEscape(text, out_.subspan(size_));
-    if (n == 0) overflow_ = true;
-    size_ += n;
-  }
-  void Base64(std::span<const std::byte> bytes) noexcept {
-    if (overflow_) return;
-    if (Base64Length(bytes.size()) > out_.size() - size_) {
-      overflow_ = true;
-      return;
-    }
-    size_ += Base64Encode(bytes, out_.data() + size_);
-  }
-  void Decimal(uint64_t v) noexcept {
-    std::array<char, kMaxDecimalDigits> digits;
-    size_t n = 0;
-    do {
-      digits[digits.size() - ++n] = static_cast<char>('0' + v % 10);
-      v /= 10;
-    } while (v != 0);
-    Literal({digits.data() + digits.size() - n, n});
-  }
-  void Id(const MessageId& id) noexcept {
-    std::array<char, kMessageIdTextLength> text;
-    Literal({text.data(), FormatMessageId(id, text.data())});
-  }
-  [[nodiscard]] bool overflow() const noexcept { return overflow_; }
-  [[nodiscard]] size_t size() const noexcept { return size_; }
-
- private:
-  std::span<char> out_;
-  size_t size_ = 0;  // Invariant: size_ <= out_.size()
-  bool overflow_ = false;
-};
 
 }  // namespace
 
@@ -156,6 +93,15 @@ MessageId MakeMessageId(std::string_view iccid, uint16_t message_id,
   return h.Digest();
 }
 
+MessageId MakeLocationId(const MessageId& telemetry) noexcept {
+  // Encoding v1: domain | hi | lo, each half 8 bytes little-endian.
+  IdHasher h;
+  h.Raw(kLocationIdDomain.data(), kLocationIdDomain.size());
+  h.Length(telemetry.hi);
+  h.Length(telemetry.lo);
+  return h.Digest();
+}
+
 size_t FormatMessageId(const MessageId& id, char* out) noexcept {
   size_t pos = 0;
   for (int i = 0; i < 32; ++i) {
@@ -167,14 +113,18 @@ size_t FormatMessageId(const MessageId& id, char* out) noexcept {
   return pos;
 }
 
-
 namespace {
+
+void WriteId(JsonWriter& w, const MessageId& id) noexcept {
+  const std::span<char> room = w.Reserve(kMessageIdTextLength);
+  if (!room.empty()) (void)FormatMessageId(id, room.data());
+}
 
 // id, type, source, version, received and the device object up to its last value: the part
 // every event shares; `after_id` carries the event's type.
-void WriteHead(Writer& w, const EnvelopeFields& f, std::string_view after_id) noexcept {
+void WriteHead(JsonWriter& w, const EnvelopeFields& f, std::string_view after_id) noexcept {
   w.Literal(kIdOpen);
-  w.Id(f.id);
+  WriteId(w, f.id);
   w.Literal(after_id);
   w.Decimal(f.received_ms);
   w.Literal(kIccidOpen);
@@ -188,7 +138,7 @@ void WriteHead(Writer& w, const EnvelopeFields& f, std::string_view after_id) no
 }
 
 // The optional topic and the closing braces: how every event ends.
-void WriteTail(Writer& w, const EnvelopeFields& f) noexcept {
+void WriteTail(JsonWriter& w, const EnvelopeFields& f) noexcept {
   if (!f.topic.empty()) {
     w.Literal(kTopicOpen);
     w.Escaped(f.topic);
@@ -213,7 +163,7 @@ size_t HeadSize(const EnvelopeFields& f, std::string_view after_id) noexcept {
 }  // namespace
 
 size_t FormatTelemetryEnvelope(const EnvelopeFields& f, std::span<char> out) noexcept {
-  Writer w(out);
+  JsonWriter w(out);
   WriteHead(w, f, kAfterId);
   if (f.json_payload.empty()) {
     w.Literal(kStringPayloadOpen);
@@ -255,10 +205,10 @@ constexpr std::string_view kRawPayloadOpen =
 
 size_t FormatErrorEnvelope(const EnvelopeFields& f, std::string_view description,
                            std::span<char> out) noexcept {
-  Writer w(out);
+  JsonWriter w(out);
   WriteHead(w, f, kAfterErrorId);
   w.Literal(kErrorOpen);
-  w.Id(f.id);
+  WriteId(w, f.id);
   w.Literal(kErrorMessage);
   w.Escaped(description);
   w.Literal(kErrorClose);
@@ -275,6 +225,37 @@ size_t MaxErrorEnvelopeSize(const EnvelopeFields& f, std::string_view descriptio
              kRawPayloadOpen.size() + Base64Length(f.payload.size()) +
              kStringPayloadClose.size() + TailSize(f);
   return n;
+}
+
+namespace {
+
+// The LOCATION event (reference §6.2): the common head, then what the reference's LOCATION
+// carries, a source and the coordinates as strings, longitude first.
+constexpr std::string_view kAfterLocationId =
+    "\",\"type\":\"LOCATION\",\"source\":\"COAP\",\"version\":\"1.0.0\",\"received\":\"";
+constexpr std::string_view kLocationOpen =
+    "\"},\"location\":{\"source\":\"GPS\",\"coordinates\":[\"";
+constexpr std::string_view kCoordinateSeparator = "\",\"";
+constexpr std::string_view kLocationClose = "\"]}}";
+
+}  // namespace
+
+size_t FormatLocationEnvelope(const EnvelopeFields& f, std::string_view longitude,
+                              std::string_view latitude, std::span<char> out) noexcept {
+  JsonWriter w(out);
+  WriteHead(w, f, kAfterLocationId);
+  w.Literal(kLocationOpen);
+  w.Escaped(longitude);
+  w.Literal(kCoordinateSeparator);
+  w.Escaped(latitude);
+  w.Literal(kLocationClose);
+  return w.overflow() ? 0 : w.size();
+}
+
+size_t MaxLocationEnvelopeSize(const EnvelopeFields& f, std::string_view longitude,
+                               std::string_view latitude) noexcept {
+  return HeadSize(f, kAfterLocationId) + kLocationOpen.size() + JsonEscapedLength(longitude) +
+         kCoordinateSeparator.size() + JsonEscapedLength(latitude) + kLocationClose.size();
 }
 
 }  // namespace coapgate::sinks

@@ -1,6 +1,6 @@
 // The downstream message format (SPEC §5): the TELEMETRY_DATA envelope of the reference
-// system (reference 1nce-coap-endpoint.md §6.1) and the message id that makes it idempotent
-// (SPEC §4, reliability reference I6).
+// system (reference 1nce-coap-endpoint.md §6.1), its ERROR and LOCATION events (§5.5, §6.2),
+// and the message id that makes them idempotent (SPEC §4, reliability reference I6).
 //
 // Thread contract: pure functions; any thread. The formatters write into caller buffers,
 // never past them, never allocate and never throw: they run once per message on the
@@ -87,6 +87,27 @@ struct EnvelopeFields {
 // Exact size FormatErrorEnvelope needs.
 [[nodiscard]] size_t MaxErrorEnvelopeSize(const EnvelopeFields& f,
                                           std::string_view description) noexcept;
+
+// The id of the LOCATION event derived from message `telemetry`: stable like the message id
+// (same request, same id, across restarts), distinct from it and from every other message's
+// ids, so a consumer that keys events by id keeps both. XXH3-128 over a domain string and
+// the 16 bytes of `telemetry`; a persisted format like MakeMessageId's.
+[[nodiscard]] MessageId MakeLocationId(const MessageId& telemetry) noexcept;
+
+// The LOCATION event of a translated message whose template marks a longitude and a latitude
+// field (custom_type), one line:
+//   {"id":…,"type":"LOCATION","source":"COAP","version":"1.0.0","received":…,
+//    "device":{…},"location":{"source":"GPS","coordinates":["<lon>","<lat>"]}}
+// `longitude` and `latitude` are the numbers as the translated JSON prints them; they are
+// written as JSON strings (escaped, though number text needs none). f.id is printed as
+// given: pass MakeLocationId(message id). f.topic, f.payload and f.json_payload are ignored.
+// Returns the bytes written, or 0 if `out` is too small.
+[[nodiscard]] size_t FormatLocationEnvelope(const EnvelopeFields& f, std::string_view longitude,
+                                            std::string_view latitude,
+                                            std::span<char> out) noexcept;
+// Exact size FormatLocationEnvelope needs.
+[[nodiscard]] size_t MaxLocationEnvelopeSize(const EnvelopeFields& f, std::string_view longitude,
+                                             std::string_view latitude) noexcept;
 
 // JSON string escaping, shared with every other JSON writer of coapgate.
 using ::coapgate::JsonEscape;

@@ -122,7 +122,8 @@ Result<void, std::string> KafkaSink::Init(const KafkaSinkConfig& config, int wor
   rd_kafka_set_log_queue(rk_, nullptr);  // null: the main queue
 
   for (auto [handle, name] :
-       {std::pair{&topic_, &config.topic}, std::pair{&error_topic_, &config.error_topic}}) {
+       {std::pair{&topic_, &config.topic}, std::pair{&error_topic_, &config.error_topic},
+        std::pair{&location_topic_, &config.location_topic}}) {
     *handle = rd_kafka_topic_new(rk_, name->c_str(), nullptr);
     if (*handle == nullptr) {
       return Fail("topic " + *name + ": " + rd_kafka_err2str(rd_kafka_last_error()));
@@ -155,6 +156,7 @@ KafkaSink::~KafkaSink() {
     }
     if (topic_ != nullptr) rd_kafka_topic_destroy(topic_);
     if (error_topic_ != nullptr) rd_kafka_topic_destroy(error_topic_);
+    if (location_topic_ != nullptr) rd_kafka_topic_destroy(location_topic_);
     rd_kafka_destroy(rk_);
   }
   if (wake_read_ >= 0) close(wake_read_);
@@ -193,7 +195,9 @@ bool KafkaSink::Publish(const Event& event, uint64_t ticket) noexcept {
     h.val = value.data();
     h.size = static_cast<ssize_t>(value.size());
   };
-  add(RD_KAFKA_VTYPE_RKT).u.rkt = event.kind == EventKind::kError ? error_topic_ : topic_;
+  add(RD_KAFKA_VTYPE_RKT).u.rkt = event.kind == EventKind::kError      ? error_topic_
+                                  : event.kind == EventKind::kLocation ? location_topic_
+                                                                       : topic_;
   add(RD_KAFKA_VTYPE_PARTITION).u.i32 = RD_KAFKA_PARTITION_UA;
   add(RD_KAFKA_VTYPE_MSGFLAGS).u.i = RD_KAFKA_MSG_F_COPY;
   add(RD_KAFKA_VTYPE_KEY).u.mem = {const_cast<char*>(event.iccid.data()), event.iccid.size()};
@@ -201,7 +205,7 @@ bool KafkaSink::Publish(const Event& event, uint64_t ticket) noexcept {
                                      event.envelope.size()};
   header("id", event.id);
   header("iccid", event.iccid);
-  header("type", event.kind == EventKind::kError ? "ERROR" : "TELEMETRY_DATA");
+  header("type", EventTypeName(event.kind));
   if (!event.topic.empty()) header("topic", event.topic);
   add(RD_KAFKA_VTYPE_OPAQUE).u.ptr = reinterpret_cast<void*>(static_cast<uintptr_t>(slot));
   rd_kafka_error_t* error = rd_kafka_produceva(rk_, vus, n);

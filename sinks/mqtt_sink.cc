@@ -124,6 +124,9 @@ std::optional<std::string> Validate(const MqttSinkConfig& config, int connection
   if (connection < 0) return "connection: must be 0 or more, not " + std::to_string(connection);
   if (auto error = CheckTopicTemplate(config.topic_template)) return "topic_template: " + *error;
   if (auto error = CheckTopicTemplate(config.error_topic)) return "error_topic: " + *error;
+  if (auto error = CheckTopicTemplate(config.location_topic)) {
+    return "location_topic: " + *error;
+  }
   if (config.username.empty() && !config.password.empty()) return "password: needs a username";
   if (config.cert_file.empty() != config.key_file.empty()) {
     return std::string(config.cert_file.empty() ? "cert_file" : "key_file") +
@@ -244,12 +247,14 @@ MqttSink::MqttSink(const MqttSinkConfig& config, std::string label, std::string 
       format_(config.format),
       topic_template_(config.topic_template),
       error_topic_(config.error_topic),
+      location_topic_(config.location_topic),
       max_inflight_(static_cast<size_t>(config.max_inflight)),
       backoff_ms_(kFirstBackoffMs),
       rng_(MonotonicNs() ^ reinterpret_cast<uintptr_t>(this) ^
            (static_cast<uint64_t>(getpid()) << 32)),
       tickets_(new uint64_t[kPacketIds]),
-      topic_(std::max(TopicRoom(config.topic_template), TopicRoom(config.error_topic))),
+      topic_(std::max({TopicRoom(config.topic_template), TopicRoom(config.error_topic),
+                       TopicRoom(config.location_topic)})),
       scratch_(1024) {
   std::fill_n(tickets_.get(), kPacketIds, kNoTicket);
 }
@@ -272,13 +277,19 @@ bool MqttSink::Publish(const Event& event, uint64_t ticket) noexcept {
     counters_.Add(counters_.refused);
     return false;
   }
-  const bool error = event.kind == EventKind::kError;
+  const bool telemetry = event.kind == EventKind::kTelemetry;
+  const std::string& topic_template = event.kind == EventKind::kError      ? error_topic_
+                                      : event.kind == EventKind::kLocation ? location_topic_
+                                                                           : topic_template_;
   const size_t topic_size =
-      RenderTopic(error ? error_topic_ : topic_template_, event.iccid, event.imsi,
-                  error ? std::string_view() : event.topic,
+      RenderTopic(topic_template, event.iccid, event.imsi,
+                  telemetry ? event.topic : std::string_view(),
                   std::span<char>(topic_.data(), topic_.size() - 1));
+  // A LOCATION event has no device bytes of its own: it goes as its JSON in either format.
   const std::span<const std::byte> payload =
-      format_ == MqttFormat::kRaw ? event.payload : std::as_bytes(std::span(event.envelope));
+      format_ == MqttFormat::kRaw && event.kind != EventKind::kLocation
+          ? event.payload
+          : std::as_bytes(std::span(event.envelope));
   mqtt5__property* properties = nullptr;
   int rc = payload.size() <= MQTT_MAX_PAYLOAD ? MOSQ_ERR_SUCCESS : MOSQ_ERR_PAYLOAD_SIZE;
   int mid = 0;
@@ -343,7 +354,7 @@ int MqttSink::AddProperties(const Event& event, mqtt5__property** properties) no
   pairs[count++] = {"id", event.id};
   if (format_ == MqttFormat::kRaw) {
     const bool error = event.kind == EventKind::kError;
-    pairs[count++] = {"type", error ? "ERROR" : "TELEMETRY_DATA"};
+    pairs[count++] = {"type", EventTypeName(event.kind)};
     pairs[count++] = {"source", "COAP"};
     pairs[count++] = {"version", "1.0.0"};
     pairs[count++] = {"received",

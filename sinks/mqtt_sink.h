@@ -120,6 +120,7 @@ class MqttSink final : public Sink {
   MqttFormat format_;
   std::string topic_template_;
   std::string error_topic_;
+  std::string location_topic_;
   size_t max_inflight_;
 
   State state_ = State::kIdle;

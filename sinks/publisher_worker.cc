@@ -163,6 +163,7 @@ size_t PublisherWorker::TakeBatch() {
 bool PublisherWorker::Translate(const InflightMessage& m) {
   json_size_ = 0;
   error_size_ = 0;
+  location_.reset();
   if (templates_ == nullptr) return true;
   const TemplateSet::ProgramPtr& program = templates_->For(m.Iccid());
   if (program == nullptr) return true;
@@ -174,6 +175,7 @@ bool PublisherWorker::Translate(const InflightMessage& m) {
   auto json = it->second.Translate(m.Payload(), json_);
   if (json) {
     json_size_ = *json;
+    location_ = it->second.location();
     return true;
   }
   error_size_ = energysaver::FormatError(json.error(), error_);
@@ -214,10 +216,31 @@ void PublisherWorker::Publish(uint32_t shard_index, uint32_t slot) {
   event.error = error;
   event.envelope = std::string_view(envelope_.data(), length);
 
-  // One settlement more than there are sinks, released below: a sink may settle inside
-  // Publish, and the message must not complete before every sink has seen it.
+  // The LOCATION event: its own id (derived, so consumers keying by id keep both events),
+  // the same device and time.
+  Event location;
+  char location_id[kMessageIdTextLength];
+  if (location_) {
+    EnvelopeFields lf = f;
+    lf.id = MakeLocationId(f.id);
+    FormatMessageId(lf.id, location_id);
+    const size_t location_need =
+        MaxLocationEnvelopeSize(lf, location_->longitude, location_->latitude);
+    if (location_envelope_.size() < location_need) location_envelope_.resize(location_need);
+    location = event;
+    location.kind = EventKind::kLocation;
+    location.id = std::string_view(location_id, sizeof(location_id));
+    location.envelope = std::string_view(
+        location_envelope_.data(),
+        FormatLocationEnvelope(lf, location_->longitude, location_->latitude,
+                               location_envelope_));
+  }
+  const size_t events = location_ ? 2 : 1;
+
+  // One settlement per sink and event, plus one released below: a sink may settle inside
+  // Publish, and the message must not complete before every sink has seen every event.
   Pending& p = pending_[shard_index][slot];
-  p = Pending{static_cast<uint16_t>(sinks_.size() + 1), false,
+  p = Pending{static_cast<uint16_t>(sinks_.size() * events + 1), false,
               !translated && reject_untranslatable_};
   const uint64_t ticket = Ticket(shard_index, slot);
   // A sink known down (the shards' flag lags by a loop turn) would refuse: then the others
@@ -227,7 +250,11 @@ void PublisherWorker::Publish(uint32_t shard_index, uint32_t slot) {
     return sink->available() || sink->probe_due();
   });
   for (auto& sink : sinks_) {
-    if (!all_up || !sink->Publish(event, ticket)) Settle(ticket, false);
+    const bool took = all_up && sink->Publish(event, ticket);
+    if (!took) Settle(ticket, false);
+    // After its TELEMETRY_DATA on each sink, so a consumer of one stream sees the message
+    // first; not offered where that was refused (the device retries the whole message).
+    if (location_ && (!took || !sink->Publish(location, ticket))) Settle(ticket, false);
   }
   Settle(ticket, true);
 }

@@ -2,7 +2,9 @@
 // accepted message, translates it with the Energy Saver if a template applies (on this thread,
 // so the shards never pay for it), formats its event once (SPEC §5), offers it to every sink
 // the worker owns, and completes the message back to its shard when all sinks have settled it:
-// accepted only if every sink delivered (SPEC §4; reliability I1, worst status wins).
+// accepted only if every sink delivered (SPEC §4; reliability I1, worst status wins). A
+// translated message whose template marks a location also becomes a LOCATION event, offered
+// to every sink after the TELEMETRY_DATA under the same ticket: its 2.04 waits for both.
 //
 // It also publishes, for the shards of its lane, whether all its sinks are available, so that
 // they answer 5.03 at once while a sink is known down instead of queueing (circuit breaking).
@@ -16,6 +18,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -62,7 +65,7 @@ class PublisherWorker final : private Settlement {
  private:
   // Per (shard, slot): how many settlements are still due, and what they said so far.
   struct Pending {
-    uint16_t remaining = 0;
+    uint16_t remaining = 0;  ///< sinks x events (1, or 2 with a LOCATION), plus the worker's own
     bool failed = false;       ///< a sink refused or failed it: 5.03
     bool bad_payload = false;  ///< untranslatable and rejected: 4.00 if all sinks took the ERROR
   };
@@ -100,6 +103,8 @@ class PublisherWorker final : private Settlement {
   std::array<char, 512> error_{};  ///< the current message's translation error text
   size_t error_size_ = 0;
   std::vector<char> envelope_;  ///< the current event's JSON
+  std::vector<char> location_envelope_;  ///< the current message's LOCATION event, if any
+  std::optional<energysaver::Translator::Location> location_;  ///< of the current message
 
   bool started_ = false;  ///< control thread only
   std::atomic<bool> stop_{false};

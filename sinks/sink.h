@@ -11,7 +11,10 @@
 // once, later (from Flush, Service or Abandon, or from inside Publish itself: the worker copes),
 // with delivered = true only when the destination acknowledged the message (write(2) took it,
 // MQTT PUBACK, Kafka delivery report without error). Publish returning false means refused now
-// (down, in-flight cap, queue full): no Settle follows and the device gets 5.03.
+// (down, in-flight cap, queue full): no Settle follows and the device gets 5.03. One message
+// may be offered as two events under the same ticket (TELEMETRY_DATA, then its LOCATION):
+// each accepted Publish is settled once, so such a ticket settles twice, and the worker
+// completes the message when all of them are in (worst status wins).
 #pragma once
 
 #include <poll.h>
@@ -28,7 +31,22 @@ namespace coapgate::sinks {
 enum class EventKind : uint8_t {
   kTelemetry,  ///< TELEMETRY_DATA: the device's message (translated or not)
   kError,      ///< ERROR: the Energy Saver could not translate it; the raw payload rides along
+  kLocation,   ///< LOCATION: the device location a translated message carried (after its
+               ///< TELEMETRY_DATA, same ticket); payload and translated are those of the message
 };
+
+// The envelope's "type" of each kind.
+[[nodiscard]] constexpr const char* EventTypeName(EventKind kind) noexcept {
+  switch (kind) {
+    case EventKind::kTelemetry:
+      return "TELEMETRY_DATA";
+    case EventKind::kError:
+      return "ERROR";
+    case EventKind::kLocation:
+      return "LOCATION";
+  }
+  return "TELEMETRY_DATA";
+}
 
 // One message as every sink sees it. Views only, valid during the Publish call: a sink that
 // needs any of it later copies it (libmosquitto and librdkafka copy on publish).

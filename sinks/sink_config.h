@@ -36,6 +36,7 @@ struct MqttSinkConfig {
   // Placeholders {iccid}, {imsi}, {t}; without a topic, "{t}" and the '/' before it vanish.
   std::string topic_template = "{iccid}/{t}";
   std::string error_topic = "error";  // where ERROR events go (reference §6.2)
+  std::string location_topic = "location";  // where LOCATION events go (same placeholders)
   MqttFormat format = MqttFormat::kEnvelope;
   int connections = 1;          // 1..64 broker connections = publisher workers
   int max_inflight = 1000;      // unacknowledged publishes per connection; past it, 5.03
@@ -48,6 +49,7 @@ struct KafkaSinkConfig {
   std::string brokers;               // non-empty: librdkafka's bootstrap.servers
   std::string topic;                 // non-empty
   std::string error_topic = "error"; // where ERROR events go
+  std::string location_topic = "location";  // where LOCATION events go
   // [sinks.properties], handed to librdkafka as is after coapgate's defaults, ordered by name.
   std::vector<std::pair<std::string, std::string>> properties;
 

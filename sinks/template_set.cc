@@ -98,10 +98,9 @@ Result<std::shared_ptr<const TemplateSet>, Error> TemplateSet::Load(
   return std::shared_ptr<const TemplateSet>(std::move(set));
 }
 
-const TemplateSet::ProgramPtr& TemplateSet::For(std::string_view iccid) const {
+const TemplateSet::ProgramPtr& TemplateSet::For(std::string_view iccid) const noexcept {
   if (!by_iccid_.empty()) {
-    // ICCIDs are at most 22 characters: the key fits the small-string buffer, no allocation.
-    const auto it = by_iccid_.find(std::string(iccid));
+    const auto it = by_iccid_.find(iccid);
     if (it != by_iccid_.end()) return it->second;
   }
   return global_;

@@ -6,6 +6,7 @@
 // SnapshotHolder.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -29,13 +30,23 @@ class TemplateSet {
       const std::string& coap_template, const std::string& device_templates);
 
   // The program a device's message is translated with; null when it is forwarded raw.
-  [[nodiscard]] const ProgramPtr& For(std::string_view iccid) const;
+  // Never allocates (the publisher threads call it per message).
+  [[nodiscard]] const ProgramPtr& For(std::string_view iccid) const noexcept;
   [[nodiscard]] bool empty() const noexcept { return global_ == nullptr && by_iccid_.empty(); }
   [[nodiscard]] size_t device_count() const noexcept { return by_iccid_.size(); }
 
  private:
+  // Heterogeneous lookup: For() probes with the caller's string_view, so a message never
+  // builds a std::string key (a 19- or 20-digit ICCID is past libstdc++'s 15-char
+  // small-string buffer and would allocate).
+  struct IccidHash {
+    using is_transparent = void;
+    [[nodiscard]] size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
   ProgramPtr global_;
-  std::unordered_map<std::string, ProgramPtr> by_iccid_;
+  std::unordered_map<std::string, ProgramPtr, IccidHash, std::equal_to<>> by_iccid_;
 };
 
 // Reads and compiles one template file; errors start with the path.

@@ -62,7 +62,7 @@ const BenchFile& File1M() {
 std::shared_ptr<const DeviceRegistry> Load1M() {
   auto registry = DeviceRegistry::LoadCsvFile(File1M().path());
   if (!registry) {
-    std::fprintf(stderr, "%s\n", registry.error().c_str());
+    std::fprintf(stderr, "%s\n", registry.error().message.c_str());
     std::abort();
   }
   return *std::move(registry);

@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import signal
+import struct
 import subprocess
 import threading
 import time
@@ -314,6 +315,73 @@ class MqttSinkTests(unittest.TestCase):
             r = subprocess.run([COAPGATE, *args], capture_output=True, text=True, timeout=20)
             self.assertNotEqual(r.returncode, 0, args)
             self.assertIn("sinks[0]: ca_file", r.stdout + r.stderr, args)
+
+
+# A reference location template (little-endian float64 longitude, then latitude) and a
+# payload for it: 6.956068, 50.934544.
+T_LOCATION = {"sense": [
+    {"asset": "longitude", "custom_type": "location_long",
+     "value": {"byte": 0, "bytelength": 8, "type": "float", "byteorder": "little"}},
+    {"asset": "latitude", "custom_type": "location_lat",
+     "value": {"byte": 8, "bytelength": 8, "type": "float", "byteorder": "little"}}]}
+LOCATION_PAYLOAD = struct.pack("<dd", 6.956068, 50.934544)
+
+
+def location_toml(directory):
+    template = os.path.join(directory, "location.json")
+    with open(template, "w") as f:
+        json.dump(T_LOCATION, f)
+    return f'[energy_saver]\ncoap_template = "{template}"\n'
+
+
+class LocationEventTests(unittest.TestCase):
+    """A template with location fields: the LOCATION event next to TELEMETRY_DATA."""
+
+    def expect_location(self, event, iccid):
+        self.assertEqual(list(event), ["id", "type", "source", "version", "received", "device",
+                                       "location"])
+        self.assertEqual(event["type"], "LOCATION")
+        self.assertEqual(event["source"], "COAP")
+        self.assertEqual(event["device"]["iccid"], iccid)
+        self.assertEqual(event["location"], {"source": "GPS",
+                                             "coordinates": ["6.956068", "50.934544"]})
+
+    def test_file_sink_gets_a_location_line_after_the_telemetry(self):
+        import tempfile
+        d = tempfile.mkdtemp(prefix="coapgate-loc-")
+        with Server(extra_toml=location_toml(d)) as s:
+            dev = Device(s, "127.0.0.1")
+            self.assertEqual(parse(dev.request(post("gps", LOCATION_PAYLOAD, mid=1)))[1], CHANGED)
+            # Only one axis a number: no LOCATION, the telemetry alone.
+            half = struct.pack("<dd", 1.5, float("nan"))
+            self.assertEqual(parse(dev.request(post("gps", half, mid=2)))[1], CHANGED)
+            dev.close()
+            lines = s.wait_for_sink(3)
+            self.assertEqual(s.stop(), 0)
+        lines = s.sink_lines()
+        self.assertEqual([line["type"] for line in lines],
+                         ["TELEMETRY_DATA", "LOCATION", "TELEMETRY_DATA"])
+        telemetry, location, second = lines
+        self.assertEqual(telemetry["payload"]["value"], {"longitude": 6.956068,
+                                                         "latitude": 50.934544})
+        self.expect_location(location, ICCID["127.0.0.1"])
+        self.assertNotEqual(location["id"], telemetry["id"])
+        self.assertEqual(location["received"], telemetry["received"])
+        self.assertEqual(second["payload"]["value"], {"longitude": 1.5, "latitude": None})
+
+    def test_mqtt_sends_it_to_the_location_topic(self):
+        with Mosquitto().start() as broker, Subscriber(broker) as sub:
+            sinks = mqtt_sink(broker, location_topic="fleet/{iccid}/location")
+            with mqtt_ready(Server(extra_toml=location_toml(broker.dir), sinks_toml=sinks)) as s:
+                d = Device(s, "127.0.0.1")
+                self.assertEqual(parse(d.request(post("gps", LOCATION_PAYLOAD)))[1], CHANGED)
+                d.close()
+                iccid = ICCID["127.0.0.1"]
+                [m] = sub.wait_for(lambda m: m["topic"] == f"{iccid}/gps", 1)
+                self.assertEqual(payload_json(m)["type"], "TELEMETRY_DATA")
+                [loc] = sub.wait_for(lambda m: m["topic"] == f"fleet/{iccid}/location", 1)
+                self.expect_location(payload_json(loc), iccid)
+                self.assertEqual(s.stop(), 0)
 
 
 @unittest.skipIf(os.environ.get("E2E_KAFKA", "1") == "0",

@@ -170,6 +170,73 @@ TEST(EnergySaverVectors, LocationFieldsRecorded) {
   EXPECT_EQ(Translate(kTLoc, payload), R"({"longitude":6.956068,"latitude":50.934544})");
 }
 
+// The little-endian float64 payload T-loc reads: longitude at 0, latitude at 8.
+std::vector<std::byte> LocPayload(double lon, double lat) {
+  std::vector<std::byte> payload(16);
+  const auto lon_bits = std::bit_cast<uint64_t>(lon);
+  const auto lat_bits = std::bit_cast<uint64_t>(lat);
+  for (int i = 0; i < 8; ++i) {
+    payload[static_cast<size_t>(i)] = static_cast<std::byte>(lon_bits >> (8 * i));
+    payload[static_cast<size_t>(8 + i)] = static_cast<std::byte>(lat_bits >> (8 * i));
+  }
+  return payload;
+}
+
+// Runs `templ` over `payload`; the location text as "lon,lat", or "none".
+std::string LocationOf(std::string_view templ, const std::vector<std::byte>& payload) {
+  Translator tr(MustCompile(templ));
+  std::vector<char> out(tr.program().MaxOutputSize(payload.size()));
+  if (!tr.Translate(payload, out)) return "error";
+  const auto loc = tr.location();
+  if (!loc) return "none";
+  return std::string(loc->longitude) + "," + std::string(loc->latitude);
+}
+
+TEST(EnergySaverLocation, BothAxesGiveTheLocationAsTheJsonPrintsIt) {
+  EXPECT_EQ(LocationOf(kTLoc, LocPayload(6.956068, 50.934544)), "6.956068,50.934544");
+  EXPECT_EQ(LocationOf(kTLoc, LocPayload(-0.0, 7.490929188596135e+247)),
+            "0,7.490929188596135e+247");
+}
+TEST(EnergySaverLocation, NoLocationWithoutBothFiniteAxes) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  EXPECT_EQ(LocationOf(kTLoc, LocPayload(nan, 50.5)), "none");
+  EXPECT_EQ(LocationOf(kTLoc, LocPayload(6.5, inf)), "none");
+  // TV-3 is a longitude without custom_type: no location at all.
+  EXPECT_EQ(LocationOf(kTLon, Bytes({0x42, 0x4b, 0xbc, 0xf9})), "none");
+  // Only a longitude field.
+  EXPECT_EQ(LocationOf(R"({"sense":[{"asset":"lon","custom_type":"location_long","value":{"byte":0,"bytelength":8,"type":"float","byteorder":"little"}}]})",
+                       LocPayload(6.5, 1.0)),
+            "none");
+  // TV-9: the extraction fails, and so there is no location either.
+  EXPECT_EQ(LocationOf(kTLoc, Bytes({0x01})), "error");
+}
+TEST(EnergySaverLocation, AValueReplacedAfterwardsIsNotTheLocation) {
+  constexpr std::string_view kReplaced =
+      R"({"sense":[{"asset":"p.lon","custom_type":"location_long","value":{"byte":0,"bytelength":8,"type":"float","byteorder":"little"}},)"
+      R"({"asset":"p.lat","custom_type":"location_lat","value":{"byte":8,"bytelength":8,"type":"float","byteorder":"little"}},)"
+      R"({"asset":"p.lat","value":"unknown"}]})";
+  EXPECT_EQ(LocationOf(kReplaced, LocPayload(6.5, 50.25)), "none");
+  constexpr std::string_view kInSwitch =
+      R"({"sense":[{"switch":{"byte":16,"type":"uint"},"on":[)"
+      R"({"case":1,"do":[{"asset":"lon","custom_type":"location_long","value":{"byte":0,"bytelength":8,"type":"float","byteorder":"little"}},)"
+      R"({"asset":"lat","custom_type":"location_lat","value":{"byte":8,"bytelength":8,"type":"float","byteorder":"little"}}]},)"
+      R"({"default":true,"do":[{"asset":"kind","value":"no fix"}]}]}]})";
+  auto payload = LocPayload(6.5, 50.25);
+  payload.push_back(std::byte{1});
+  EXPECT_EQ(LocationOf(kInSwitch, payload), "6.5,50.25");
+  payload.back() = std::byte{2};
+  EXPECT_EQ(LocationOf(kInSwitch, payload), "none");
+}
+TEST(EnergySaverLocation, ALaterTranslationForgetsTheEarlierLocation) {
+  Translator tr(MustCompile(kTLoc));
+  std::vector<char> out(tr.program().MaxOutputSize(16));
+  ASSERT_TRUE(tr.Translate(LocPayload(1.5, 2.5), out));
+  ASSERT_TRUE(tr.location());
+  ASSERT_FALSE(tr.Translate(Bytes({0x01}), out));
+  EXPECT_FALSE(tr.location());
+}
+
 // ---- Byte ranges and extraction errors ---------------------------------------------------
 
 TEST(EnergySaverRanges, EndbyteOnlyAndByteWithEndbyte) {
@@ -687,6 +754,7 @@ TEST(EnergySaverAllocation, TranslateAllocatesNothing) {
       {kTFull, Bytes({0x01, 0x01, 0x00, 0x00, 0x05, 0x8c, 0x6f, 0x6c, 0x65, 0x67})},
       {kTSwitch, Bytes({0x00, 0x42, 0x4b, 0xbc, 0xf9, 0x40, 0xde, 0x98, 0x1c, 0x00, 0x78})},
       {kTLoc, Bytes({0x01})},  // the error path too
+      {kTLoc, LocPayload(6.956068, 50.934544)},  // a location
       {R"({"sense":[{"asset":"a.b","value":"1"},{"asset":"a","value":"2"},{"asset":"a.c","value":{"byte":0,"endbyte":0,"type":"string"}}]})",
        Bytes({'x', 0xff})},
   };
@@ -701,6 +769,7 @@ TEST(EnergySaverAllocation, TranslateAllocatesNothing) {
     for (int i = 0; i < 1000; ++i) {
       auto r = tr.Translate(payload, out);
       sink += r ? *r : FormatError(r.error(), out);
+      if (const auto loc = tr.location()) sink += loc->longitude.size();
       auto t = tr.Translate(payload, tiny);
       sink += t ? 1 : 0;
     }

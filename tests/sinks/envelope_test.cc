@@ -537,5 +537,60 @@ TEST(ErrorEnvelope, CarriesTheErrorAndTheRawPayload) {
   }
 }
 
+// ---- LOCATION ---------------------------------------------------------------------------
+
+// Formats into a buffer of exactly MaxLocationEnvelopeSize chars, guarded on both sides.
+std::string FormatLocation(const EnvelopeFields& f, std::string_view lon, std::string_view lat) {
+  const size_t size = MaxLocationEnvelopeSize(f, lon, lat);
+  std::vector<char> buffer(size + 2 * kGuardSize, kGuard);
+  const size_t n =
+      FormatLocationEnvelope(f, lon, lat, std::span<char>(buffer).subspan(kGuardSize, size));
+  EXPECT_EQ(n, size) << "MaxLocationEnvelopeSize is documented as exact";
+  for (size_t i = 0; i < kGuardSize; ++i) {
+    EXPECT_EQ(buffer[i], kGuard);
+    EXPECT_EQ(buffer[kGuardSize + size + i], kGuard);
+  }
+  for (size_t short_size = 0; short_size < size; ++short_size) {
+    std::vector<char> small(short_size + kGuardSize, kGuard);
+    EXPECT_EQ(FormatLocationEnvelope(f, lon, lat, std::span<char>(small).first(short_size)), 0u);
+    for (size_t i = 0; i < kGuardSize; ++i) EXPECT_EQ(small[short_size + i], kGuard);
+  }
+  return std::string(buffer.data() + kGuardSize, n);
+}
+
+TEST(FormatLocationEnvelope, ExactBytes) {
+  EnvelopeFields f = ExampleFields();
+  f.id = MakeLocationId(f.id);
+  f.json_payload = R"({"longitude":6.956068,"latitude":50.934544})";  // ignored
+  EXPECT_EQ(FormatLocation(f, "6.956068", "50.934544"),
+            "{\"id\":\"" + IdText(f.id) +
+                "\",\"type\":\"LOCATION\",\"source\":\"COAP\",\"version\":\"1.0.0\","
+                "\"received\":\"1670598749915\",\"device\":{\"iccid\":\"8988280666000002864\","
+                "\"imsi\":\"901405100002864\",\"ip\":\"100.91.200.24\"},\"location\":{\"source\":"
+                "\"GPS\",\"coordinates\":[\"6.956068\",\"50.934544\"]}}");
+  f.imsi = {};
+  EXPECT_EQ(FormatLocation(f, "-0.5", "7.490929188596135e+247"),
+            "{\"id\":\"" + IdText(f.id) +
+                "\",\"type\":\"LOCATION\",\"source\":\"COAP\",\"version\":\"1.0.0\","
+                "\"received\":\"1670598749915\",\"device\":{\"iccid\":\"8988280666000002864\","
+                "\"ip\":\"100.91.200.24\"},\"location\":{\"source\":\"GPS\",\"coordinates\":"
+                "[\"-0.5\",\"7.490929188596135e+247\"]}}");
+}
+
+TEST(MakeLocationId, StableDistinctAndDocumented) {
+  const MessageId telemetry = ExampleFields().id;
+  const MessageId location = MakeLocationId(telemetry);
+  EXPECT_NE(location, telemetry);
+  EXPECT_EQ(location, MakeLocationId(telemetry));
+  EXPECT_NE(location, MakeLocationId({telemetry.hi, telemetry.lo ^ 1}));
+  std::string encoding = "coapgate.LocationId.v1";
+  for (const uint64_t half : {telemetry.hi, telemetry.lo}) {
+    for (int i = 0; i < 8; ++i) encoding.push_back(static_cast<char>(half >> (8 * i)));
+  }
+  const XXH128_hash_t h = XXH3_128bits(encoding.data(), encoding.size());
+  EXPECT_EQ(location, (MessageId{h.high64, h.low64}));
+  EXPECT_EQ(IdText(location), IdText(MakeLocationId(ExampleFields().id)));
+}
+
 }  // namespace
 }  // namespace coapgate::sinks

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <limits>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -224,6 +225,83 @@ TEST_F(PublisherWorkerTest, UntranslatablePayloadIsAnErrorEventAndBadPayloadWhen
   ASSERT_EQ(sink.kinds(), (std::vector<EventKind>{EventKind::kError, EventKind::kTelemetry}));
   EXPECT_NE(sink.seen()[0].find(R"("type":"ERROR")"), std::string::npos);
   EXPECT_NE(sink.seen()[1].find(R"("value":{"t":42})"), std::string::npos);
+}
+
+// T-loc: little-endian float64 longitude at 0, latitude at 8 (reference template).
+constexpr std::string_view kLocationTemplate =
+    R"({"sense":[{"asset":"longitude","custom_type":"location_long","value":{"byte":0,"bytelength":8,"type":"float","byteorder":"little"}},)"
+    R"({"asset":"latitude","custom_type":"location_lat","value":{"byte":8,"bytelength":8,"type":"float","byteorder":"little"}}]})";
+
+std::string LocationPayload(double lon, double lat) {
+  std::string payload(16, '\0');
+  std::memcpy(payload.data(), &lon, 8);  // the host is little endian (x86-64)
+  std::memcpy(payload.data() + 8, &lat, 8);
+  return payload;
+}
+
+TEST_F(PublisherWorkerTest, ALocationIsASecondEventAndTheMessageWaitsForBoth) {
+  const std::string path = testing::TempDir() + "/worker-location.json";
+  FILE* f = std::fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs(std::string(kLocationTemplate).c_str(), f);
+  std::fclose(f);
+  auto templates = TemplateSet::Load(path, "");
+  ASSERT_TRUE(templates) << templates.error();
+  SnapshotHolder<TemplateSet> holder(*templates);
+
+  PublisherWorker& w = AddWorker(0);
+  ScriptedSink& at_once = AddSink(w, Mode::kDeliverAtOnce);
+  ScriptedSink& later = AddSink(w, Mode::kDeliverLater);
+  StartAll(&holder);
+  Send(LocationPayload(6.956068, 50.934544));
+  uint32_t slot;
+  Outcome outcome;
+  EXPECT_FALSE(NextCompletion(&slot, &outcome, 200ms)) << "completed before sink b settled";
+  later.Release();
+  ASSERT_TRUE(NextCompletion(&slot, &outcome));
+  EXPECT_EQ(outcome, Outcome::kAccepted);
+  const std::vector<EventKind> both = {EventKind::kTelemetry, EventKind::kLocation};
+  EXPECT_EQ(at_once.kinds(), both);
+  EXPECT_EQ(later.kinds(), both);
+  EXPECT_EQ(at_once.seen(), later.seen());
+  ASSERT_EQ(at_once.seen().size(), 2u);
+  EXPECT_NE(at_once.seen()[0].find(R"("value":{"longitude":6.956068,"latitude":50.934544})"),
+            std::string::npos);
+  const std::string& location = at_once.seen()[1];
+  EXPECT_NE(location.find(R"("type":"LOCATION")"), std::string::npos);
+  EXPECT_NE(location.find(R"("location":{"source":"GPS","coordinates":["6.956068","50.934544"]}})"),
+            std::string::npos);
+  EXPECT_NE(location.substr(0, 44), at_once.seen()[0].substr(0, 44)) << "the ids must differ";
+
+  // Only one axis a number (NaN latitude): the TELEMETRY_DATA alone, accepted.
+  Send(LocationPayload(6.5, std::numeric_limits<double>::quiet_NaN()));
+  ASSERT_TRUE(NextCompletion(&slot, &outcome));
+  EXPECT_EQ(outcome, Outcome::kAccepted);
+  EXPECT_EQ(at_once.kinds().size(), 3u);
+  EXPECT_EQ(at_once.kinds().back(), EventKind::kTelemetry);
+}
+
+TEST_F(PublisherWorkerTest, ALocationSinkFailureMakesTheMessageUnavailable) {
+  const std::string path = testing::TempDir() + "/worker-location-fail.json";
+  FILE* f = std::fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs(std::string(kLocationTemplate).c_str(), f);
+  std::fclose(f);
+  auto templates = TemplateSet::Load(path, "");
+  ASSERT_TRUE(templates) << templates.error();
+  SnapshotHolder<TemplateSet> holder(*templates);
+
+  PublisherWorker& w = AddWorker(0);
+  ScriptedSink& failing = AddSink(w, Mode::kFailLater);
+  failing.Release();
+  StartAll(&holder);
+  Send(LocationPayload(1.5, 2.5));
+  uint32_t slot;
+  Outcome outcome;
+  ASSERT_TRUE(NextCompletion(&slot, &outcome));
+  EXPECT_EQ(outcome, Outcome::kUnavailable);
+  EXPECT_EQ(failing.kinds(), (std::vector<EventKind>{EventKind::kTelemetry, EventKind::kLocation}));
+  EXPECT_FALSE(NextCompletion(&slot, &outcome, 100ms)) << "completed twice";
 }
 
 TEST_F(PublisherWorkerTest, LanesAreServedByTheirOwnWorkers) {
