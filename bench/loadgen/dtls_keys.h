@@ -30,7 +30,7 @@ struct DtlsCredential {
 };
 
 // The fields of one devices-CSV line (no quoting: the fleet CSVs have none); a trailing CR is
-// dropped. Shared with bench/tools/dtls_blast.cc.
+// dropped.
 [[nodiscard]] std::vector<std::string> SplitCsv(std::string line);
 // Hex digits (either case) to bytes; false for an odd length or a non-hex digit.
 [[nodiscard]] bool HexDecode(const std::string& hex, std::string* out);
