@@ -562,6 +562,7 @@ TEST_F(EndpointTest, BadMacRecordsAreDroppedAndTheSessionSurvives) {  // D11
   ASSERT_TRUE(Connect(c));
   ASSERT_TRUE(c.Write("genuine"));
   Bytes forged = Copy(c.outbox.front());
+  ASSERT_FALSE(forged.empty());
   forged.back() ^= std::byte{1};
   for (int i = 0; i < 100; ++i) endpoint_->OnDatagram(c.route, forged, now_);
   EXPECT_EQ(counters().records_dropped, 100u);
