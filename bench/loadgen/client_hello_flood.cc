@@ -10,16 +10,11 @@
 #include <random>
 #include <thread>
 
+#include "bench/loadgen/monotonic_ns.h"
 #include "common/check.h"
 
 namespace coapgate::loadgen {
 namespace {
-
-uint64_t NowNs() noexcept {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch())
-                                   .count());
-}
 
 // Big-endian writer over a fixed buffer; the hello's layout is fixed, so overflowing it is a
 // bug of BuildHello.
@@ -100,12 +95,12 @@ FloodResult ClientHelloFlood::Run(uint64_t deadline_ns, const std::atomic<bool>&
   std::array<int, kSockets> ring;
   ring.fill(-1);
   std::array<uint8_t, kMaxHello> hello;
-  const uint64_t start = NowNs();
+  const uint64_t start = MonotonicNs();
   const double interval_ns = 1e9 / options_.rate;
   for (uint64_t i = 0; i < options_.count; ++i) {
     if (stop.load(std::memory_order_relaxed)) break;
     if (i % 32 == 0) {  // paced: never ahead of the schedule
-      const uint64_t now = NowNs();
+      const uint64_t now = MonotonicNs();
       if (now >= deadline_ns) break;
       const auto due = start + static_cast<uint64_t>(static_cast<double>(i) * interval_ns);
       if (due > now) std::this_thread::sleep_for(std::chrono::nanoseconds(due - now));
@@ -141,7 +136,7 @@ FloodResult ClientHelloFlood::Run(uint64_t deadline_ns, const std::atomic<bool>&
     if (fd >= 0) CollectAndClose(fd, &r);
     fd = -1;
   }
-  r.seconds = static_cast<double>(NowNs() - start) / 1e9;
+  r.seconds = static_cast<double>(MonotonicNs() - start) / 1e9;
   return r;
 }
 

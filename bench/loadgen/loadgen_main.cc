@@ -52,6 +52,7 @@
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 
+#include "bench/loadgen/monotonic_ns.h"
 #include "bench/loadgen/address_plan.h"
 #include "bench/loadgen/client_hello_flood.h"
 #include "bench/loadgen/dtls_keys.h"
@@ -96,12 +97,6 @@ void* CountingRealloc(void* p, size_t size) {
 }
 
 void OnStopSignal(int) { g_stop.store(true, std::memory_order_relaxed); }
-
-uint64_t NowNs() noexcept {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch())
-                                   .count());
-}
 
 struct Options {
   std::string target;
@@ -310,7 +305,7 @@ int Main(int argc, char** argv) {
     sockaddr_in target{};
     std::memcpy(&target, &config.target, sizeof target);
     ClientHelloFlood flood(target, o.flood_options);
-    const FloodResult r = flood.Run(NowNs() + uint64_t{o.duration_s} * 1'000'000'000, g_stop);
+    const FloodResult r = flood.Run(MonotonicNs() + uint64_t{o.duration_s} * 1'000'000'000, g_stop);
     rusage usage{};
     getrusage(RUSAGE_SELF, &usage);
     std::printf(
@@ -479,7 +474,7 @@ int Main(int argc, char** argv) {
     uint64_t last = 0;
     for (unsigned second = 1; done.load(std::memory_order_acquire) < threads;) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      if (NowNs() < next_line) continue;
+      if (MonotonicNs() < next_line) continue;
       uint64_t sent = 0, answered = 0, retransmissions = 0, timeouts = 0, in_flight = 0;
       uint64_t handshake_count = 0, failures = 0;
       for (auto& w : workers) {
@@ -514,10 +509,10 @@ int Main(int argc, char** argv) {
   int64_t session_heap_bytes = 0;
   if (o.dtls && !o.dtls_handshakes_only) {
     const int64_t heap_before = g_wolfssl_heap.load();  // the contexts
-    const uint64_t t0 = NowNs();
+    const uint64_t t0 = MonotonicNs();
     const uint64_t deadline = t0 + uint64_t{o.setup_timeout_s} * 1'000'000'000;
     run_workers([&](FleetWorker* w) { w->Handshake(deadline); }, true, t0);
-    handshake_phase_s = static_cast<double>(NowNs() - t0) / 1e9;
+    handshake_phase_s = static_cast<double>(MonotonicNs() - t0) / 1e9;
     session_heap_bytes = g_wolfssl_heap.load() - heap_before;
     uint64_t established = 0;
     for (const auto& w : workers) established += w->dtls().established;
@@ -526,7 +521,7 @@ int Main(int argc, char** argv) {
   }
 
   const int64_t rcvbuf_errors_before = UdpReceiveBufferErrors();
-  const uint64_t start_ns = NowNs();
+  const uint64_t start_ns = MonotonicNs();
   const uint64_t end_ns = start_ns + uint64_t{o.duration_s} * 1'000'000'000;
   if (o.dtls_handshakes_only) {
     run_workers([&](FleetWorker* w) { w->Churn(end_ns); }, true, start_ns);
