@@ -41,6 +41,7 @@
 
 #include "dtls/dtls_endpoint.h"
 #include "tests/support/allocation_counter.h"
+#include "tests/support/dtls_test_client.h"
 
 namespace coapgate::dtls {
 namespace {
@@ -89,111 +90,14 @@ Route MakeRoute(uint32_t ip, uint16_t port) {
   return r;
 }
 
-// A fixed ring of datagrams: moving one costs a copy and no allocation, so that the counts of
-// allocations measure the endpoint (and wolfSSL), not the harness.
-class DatagramQueue {
+// The endpoint test's in-memory client (tests/support/dtls_test_client.h), full handshakes
+// only: its queues copy into storage reserved at construction, so the allocation counts
+// measure the endpoint (and wolfSSL), not the harness.
+class Client : public test::DtlsTestClient {
  public:
-  [[nodiscard]] bool empty() const { return size_ == 0; }
-  void push(std::span<const std::byte> d) {
-    if (size_ == kCapacity || d.size() > kMaxDatagram) std::abort();  // flights are small
-    Entry& e = entries_[(head_ + size_++) % kCapacity];
-    std::memcpy(e.bytes.data(), d.data(), d.size());
-    e.size = d.size();
-  }
-  [[nodiscard]] std::span<const std::byte> front() const {
-    const Entry& e = entries_[head_];
-    return std::span(e.bytes).first(e.size);
-  }
-  void pop() {
-    head_ = (head_ + 1) % kCapacity;
-    --size_;
-  }
-
- private:
-  static constexpr size_t kCapacity = 16;
-  static constexpr size_t kMaxDatagram = 1536;
-  struct Entry {
-    std::array<std::byte, kMaxDatagram> bytes;
-    size_t size = 0;
-  };
-  std::array<Entry, kCapacity> entries_;
-  size_t head_ = 0;
-  size_t size_ = 0;
-};
-
-// A wolfSSL DTLS 1.2 PSK client over in-memory datagrams (the endpoint test's client).
-class Client {
- public:
-  Client(const Route& r, const char* suite) : route(r) {
-    ctx_ = wolfSSL_CTX_new(wolfDTLSv1_2_client_method());
-    if (ctx_ == nullptr || wolfSSL_CTX_set_cipher_list(ctx_, suite) != WOLFSSL_SUCCESS) {
-      std::abort();
-    }
-    wolfSSL_CTX_set_psk_client_callback(ctx_, &Client::Psk);
-    wolfSSL_CTX_SetIORecv(ctx_, &Client::Receive);
-    wolfSSL_CTX_SetIOSend(ctx_, &Client::Transmit);
-    wolfSSL_CTX_set_session_cache_mode(ctx_, WOLFSSL_SESS_CACHE_OFF);
-    ssl_ = wolfSSL_new(ctx_);
-    wolfSSL_SetIOReadCtx(ssl_, this);
-    wolfSSL_SetIOWriteCtx(ssl_, this);
-    wolfSSL_dtls_set_using_nonblock(ssl_, 1);
-  }
-  ~Client() {
-    wolfSSL_free(ssl_);
-    wolfSSL_CTX_free(ctx_);
-  }
-  Client(const Client&) = delete;
-  Client& operator=(const Client&) = delete;
-
-  void Step() {
-    if (connected_ || failed_) return;
-    const int r = wolfSSL_connect(ssl_);
-    if (r == WOLFSSL_SUCCESS) {
-      connected_ = true;
-      return;
-    }
-    const int e = wolfSSL_get_error(ssl_, r);
-    if (e != WOLFSSL_ERROR_WANT_READ && e != WOLFSSL_ERROR_WANT_WRITE) failed_ = true;
-  }
-  bool Write(const std::string& text) {
-    return wolfSSL_write(ssl_, text.data(), static_cast<int>(text.size())) ==
-           static_cast<int>(text.size());
-  }
-  void Shutdown() { wolfSSL_shutdown(ssl_); }
-  [[nodiscard]] bool connected() const { return connected_; }
-  [[nodiscard]] bool failed() const { return failed_; }
-
-  Route route;
-  DatagramQueue inbox;   // from the server
-  DatagramQueue outbox;  // to the server
-
- private:
-  static int Receive(WOLFSSL*, char* buffer, int size, void* context) {
-    auto* c = static_cast<Client*>(context);
-    if (c->inbox.empty()) return WOLFSSL_CBIO_ERR_WANT_READ;
-    const std::span<const std::byte> d = c->inbox.front();
-    const size_t n = std::min(d.size(), static_cast<size_t>(size));
-    std::memcpy(buffer, d.data(), n);
-    c->inbox.pop();
-    return static_cast<int>(n);
-  }
-  static int Transmit(WOLFSSL*, char* buffer, int size, void* context) {
-    auto* c = static_cast<Client*>(context);
-    c->outbox.push({reinterpret_cast<const std::byte*>(buffer), static_cast<size_t>(size)});
-    return size;
-  }
-  static unsigned int Psk(WOLFSSL*, const char*, char* identity, unsigned int identity_max,
-                          unsigned char* key, unsigned int key_max) {
-    if (kIdentity.size() + 1 > identity_max || kKey.size() > key_max) return 0;
-    std::memcpy(identity, kIdentity.c_str(), kIdentity.size() + 1);
-    std::memcpy(key, kKey.data(), kKey.size());
-    return static_cast<unsigned int>(kKey.size());
-  }
-
-  WOLFSSL_CTX* ctx_ = nullptr;
-  WOLFSSL* ssl_ = nullptr;
-  bool connected_ = false;
-  bool failed_ = false;
+  Client(const Route& r, const char* suite)
+      : DtlsTestClient(r, {.identity = kIdentity, .key = kKey, .suite = suite,
+                           .session_cache = false, .queue_capacity = 16}) {}
 };
 
 // The shard's side: server datagrams go to `to` (or nowhere), plaintext is counted.
@@ -201,7 +105,7 @@ class MemoryNet final : public Transport {
  public:
   void Send(const Route&, std::span<const std::byte> datagram) noexcept override {
     ++sends;
-    if (to != nullptr) to->inbox.push(datagram);
+    if (to != nullptr) to->inbox.push_back(datagram);
   }
   void Deliver(SessionId session, std::string_view, const Route&,
                std::span<const std::byte> plaintext) noexcept override {
@@ -256,7 +160,7 @@ class Bench {
         if (server_ns != nullptr) *server_ns += std::chrono::steady_clock::now() - t0;
         server_allocations += test::AllocationCount() - a0;
         server_wolfssl_allocations += g_wolfssl_allocations.load(std::memory_order_relaxed) - w0;
-        c.outbox.pop();
+        c.outbox.pop_front();
       }
     }
     net.to = nullptr;
@@ -268,7 +172,7 @@ class Bench {
     if (!c.Write(std::string(kPayload, 'p'))) return false;
     while (!c.outbox.empty()) {
       endpoint->OnDatagram(c.route, c.outbox.front(), now_ms);
-      c.outbox.pop();
+      c.outbox.pop_front();
     }
     return net.delivered == before + 1;
   }
@@ -276,7 +180,7 @@ class Bench {
     c.Shutdown();
     while (!c.outbox.empty()) {
       endpoint->OnDatagram(c.route, c.outbox.front(), now_ms);
-      c.outbox.pop();
+      c.outbox.pop_front();
     }
   }
 
@@ -338,7 +242,7 @@ void BM_EndpointReceive(benchmark::State& state) {
     for (size_t i = 0; i < kRecords; ++i) {
       if (!c.Write(payload)) std::abort();
       records.emplace_back(c.outbox.front().begin(), c.outbox.front().end());
-      c.outbox.pop();
+      c.outbox.pop_front();
     }
   };
   encrypt_batch();

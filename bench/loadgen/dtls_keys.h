@@ -30,8 +30,7 @@ struct DtlsCredential {
   std::string key;       // raw key bytes
 };
 
-// One device row of a registry CSV, as the load tools need it. Shared with
-// bench/tools/dtls_blast.cc.
+// One device row of a registry CSV, as the load tools need it.
 struct KeyRow {
   size_t line;        // where the record starts, for messages
   std::string iccid;

@@ -1,5 +1,6 @@
 #include "bench/loadgen/fleet.h"
 
+#include "bench/loadgen/monotonic_ns.h"
 #include "common/hash.h"
 
 #include <sys/epoll.h>
@@ -37,12 +38,6 @@ constexpr int kDeviceSocketBuffer = 1 << 20;
 constexpr size_t kMaxRecord = 1500;
 // A handshake flight unanswered this long is resent (RFC 6347 §4.2.4.1: 1 s initially).
 constexpr uint32_t kFlightTimeoutMs = 1000;
-
-uint64_t NowNs() noexcept {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch())
-                                   .count());
-}
 
 // A device's MID base and token salt from (seed, device index), so they need no per-device
 // storage.
@@ -184,7 +179,7 @@ void FleetWorker::Run(uint64_t start_ns, uint64_t end_ns) noexcept {
   start_ns_ = start_ns;
   end_ns_ = end_ns;
   std::array<epoll_event, 256> events;
-  uint64_t now = std::max(NowNs(), start_ns);
+  uint64_t now = std::max(MonotonicNs(), start_ns);
   for (;;) {
     if (config_.stop->load(std::memory_order_relaxed)) break;
     if (loading_ && (now >= end_ns_ || counters_.sent >= config_.max_requests)) {
@@ -205,14 +200,14 @@ void FleetWorker::Run(uint64_t start_ns, uint64_t end_ns) noexcept {
     if (!received) {
       // Nothing queued: sleep until a reply comes or the next millisecond (timers, pacing).
       const int n = epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), 1);
-      now = NowNs();
+      now = MonotonicNs();
       for (int i = 0; i < n; ++i) {
         const uint32_t tag = events[static_cast<size_t>(i)].data.u32;
         DrainSocket(tag == kWorkerSocket ? fd_ : device_fds_[tag], tag, &now);
       }
     }
     send_.Flush();  // empty ACKs for separate responses
-    now = NowNs();
+    now = MonotonicNs();
   }
   if (loading_) {  // stopped by a signal
     load_end_ns_ = now;
@@ -226,7 +221,7 @@ void FleetWorker::Run(uint64_t start_ns, uint64_t end_ns) noexcept {
   FlushLog();
   counters_.unfinished = in_flight_;
   counters_.send_errors = send_.send_errors();
-  stop_ns_ = NowNs();
+  stop_ns_ = MonotonicNs();
   Publish();
 }
 
@@ -359,7 +354,7 @@ bool FleetWorker::DrainSocket(int fd, uint32_t local, uint64_t* now) noexcept {
     const unsigned n = receive_.Receive(fd);
     if (n == 0) break;
     any = true;
-    *now = NowNs();
+    *now = MonotonicNs();
     for (unsigned i = 0; i < n; ++i) {
       const ReceiveBatch::Datagram d = receive_.Get(i);
       if (!SameEndpoint(*d.source, config_.target)) {
@@ -510,7 +505,7 @@ void FleetWorker::Publish() noexcept {
 // ---- DTLS ----------------------------------------------------------------------------------
 
 void FleetWorker::Handshake(uint64_t deadline_ns) noexcept {
-  start_ns_ = NowNs();
+  start_ns_ = MonotonicNs();
   HandshakeLoop(deadline_ns, false);
   // The ready FIFO again, with the established devices only (PushReady skips the others).
   ready_head_ = 0;
@@ -526,11 +521,11 @@ void FleetWorker::Handshake(uint64_t deadline_ns) noexcept {
 }
 
 void FleetWorker::Churn(uint64_t end_ns) noexcept {
-  start_ns_ = NowNs();
+  start_ns_ = MonotonicNs();
   load_end_ns_ = end_ns;
   HandshakeLoop(end_ns, true);
-  load_end_ns_ = std::min(end_ns, NowNs());
-  stop_ns_ = NowNs();
+  load_end_ns_ = std::min(end_ns, MonotonicNs());
+  stop_ns_ = MonotonicNs();
   Publish();
 }
 
@@ -548,7 +543,7 @@ void FleetWorker::HandshakeLoop(uint64_t end_ns, bool churn) noexcept {
   }
   std::array<epoll_event, 16> events;
   const uint64_t timeout_ms = config_.handshake_timeout_ms;
-  uint64_t now = NowNs();
+  uint64_t now = MonotonicNs();
   uint32_t last_scan_ms = NowMs(now);
   for (;;) {
     if (config_.stop->load(std::memory_order_relaxed) || now >= end_ns) break;
@@ -567,7 +562,7 @@ void FleetWorker::HandshakeLoop(uint64_t end_ns, bool churn) noexcept {
       epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), 1);
     }
     send_.Flush();
-    now = NowNs();
+    now = MonotonicNs();
     const uint32_t now_ms = NowMs(now);
     if (now_ms - last_scan_ms >= 10) {  // timeouts and flight retransmissions
       last_scan_ms = now_ms;

@@ -1,5 +1,5 @@
-// LatencyHistogram: a fixed-size log-linear histogram of latencies in nanoseconds, the same
-// buckets as coap_blast's so that their percentiles compare. Exact below 32 ns, then 32
+// LatencyHistogram: a fixed-size log-linear histogram of latencies in nanoseconds, one bucket
+// layout for every mode of the load generator so that their percentiles compare. Exact below 32 ns, then 32
 // sub-buckets per power of two (at most 3.2 % relative error), clamped at 2^37 ns (137 s).
 // 8.4 KiB, no per-sample storage, O(1) Record.
 //

@@ -3,7 +3,7 @@
 // address in 127.0.0.0/8 (address_plan.h), send CON or NON POST /?t=<topic> requests whose
 // payload names the device and a per-device sequence number, with RFC 7252 retransmission,
 // closed loop (--window per device, --in-flight in all) or open loop (--rate), for at most
-// --duration seconds. The DTLS sibling for a few hundred devices is bench/tools/dtls_blast.
+// --duration seconds.
 //
 // DTLS mode (--dtls; --target is then the coaps port; IPv4 only): every device gets a PSK
 // credential (--keys csv:FILE, the fleet CSV's iccid/psk columns, or --keys bootstrap:HOST:PORT,
@@ -12,6 +12,10 @@
 // fleet.h), timed on its own ("dtls" in the JSON), then the usual closed or open loop runs
 // over the sessions, each request one record. --dtls-handshakes-only instead measures full
 // handshakes per second for --duration: handshake, close_notify, new handshake, per device.
+// --flood sends a spoofed-ClientHello flood instead (client_hello_flood.h): --flood-count
+// cookieless ClientHellos from fresh 127.64.0.0/10 addresses and ports at --flood-rate per
+// second, for at most --duration seconds; the server should answer each with a
+// HelloVerifyRequest and keep no state. No fleet, no keys.
 // Memory: a WOLFSSL with its established session is a few KiB of heap (measured per run:
 // "dtls.heap_bytes_per_session"), so DTLS mode allows at most kMaxDtlsDevices devices.
 //
@@ -48,7 +52,9 @@
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 
+#include "bench/loadgen/monotonic_ns.h"
 #include "bench/loadgen/address_plan.h"
+#include "bench/loadgen/client_hello_flood.h"
 #include "bench/loadgen/dtls_keys.h"
 #include "bench/loadgen/fleet.h"
 #include "bench/loadgen/histogram.h"
@@ -92,12 +98,6 @@ void* CountingRealloc(void* p, size_t size) {
 
 void OnStopSignal(int) { g_stop.store(true, std::memory_order_relaxed); }
 
-uint64_t NowNs() noexcept {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch())
-                                   .count());
-}
-
 struct Options {
   std::string target;
   uint32_t devices = 1000;
@@ -129,6 +129,8 @@ struct Options {
   uint32_t handshake_timeout_ms = 10'000;
   unsigned setup_timeout_s = 60;
   unsigned bootstrap_in_flight = 32;
+  bool flood = false;
+  FloodOptions flood_options;
 };
 
 // "127.x.y.z:port" or "[::1]:port": this tool only ever talks to loopback.
@@ -256,7 +258,20 @@ int Main(int argc, char** argv) {
   app.add_option("--bootstrap-in-flight", o.bootstrap_in_flight,
                  "GET /bootstrap requests open at once (the server fsyncs each)")
       ->check(CLI::Range(1u, 4096u));
+  app.add_flag("--flood", o.flood,
+               "a spoofed-ClientHello flood against the coaps port --target: cookieless "
+               "ClientHellos from fresh 127.64.0.0/10 addresses and ports (no fleet, no keys)");
+  app.add_option("--flood-count", o.flood_options.count, "flood: ClientHellos to send")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{100'000'000}));
+  app.add_option("--flood-rate", o.flood_options.rate, "flood: ClientHellos per second")
+      ->check(CLI::Range(1u, 1'000'000u));
+  app.add_flag("--flood-forged", o.flood_options.forged_cookies,
+               "flood: every other ClientHello carries a forged 32-byte cookie");
   CLI11_PARSE(app, argc, argv);
+  if (o.flood && (o.dtls || o.dtls_handshakes_only)) {
+    std::fprintf(stderr, "coapgate-loadgen: --flood is a mode of its own (no --dtls)\n");
+    return 2;
+  }
   if (o.dtls_handshakes_only) o.dtls = true;
   if (o.dtls && (o.keys.rfind("csv:", 0) != 0 && o.keys.rfind("bootstrap:", 0) != 0)) {
     std::fprintf(stderr, "coapgate-loadgen: --dtls needs --keys csv:FILE or --keys bootstrap:HOST:PORT\n");
@@ -278,6 +293,32 @@ int Main(int argc, char** argv) {
     return 2;
   }
   const bool ipv6 = config.target.ss_family == AF_INET6;
+  if (o.flood) {
+    if (ipv6) {
+      std::fprintf(stderr, "coapgate-loadgen: --flood is IPv4 only\n");
+      return 2;
+    }
+    struct sigaction action{};
+    action.sa_handler = OnStopSignal;
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
+    sockaddr_in target{};
+    std::memcpy(&target, &config.target, sizeof target);
+    ClientHelloFlood flood(target, o.flood_options);
+    const FloodResult r = flood.Run(MonotonicNs() + uint64_t{o.duration_s} * 1'000'000'000, g_stop);
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    std::printf(
+        "{\"mode\":\"flood\",\"sent\":%lu,\"hvr_received\":%lu,\"other_received\":%lu,"
+        "\"socket_errors\":%lu,\"send_errors\":%lu,\"duration_s\":%.3f,\"rate\":%.1f,"
+        "\"forged_cookies\":%s,\"cpu_s\":%.2f}\n",
+        r.sent, r.hvr_received, r.other_received, r.socket_errors, r.send_errors, r.seconds,
+        r.seconds > 0 ? static_cast<double>(r.sent) / r.seconds : 0.0,
+        o.flood_options.forged_cookies ? "true" : "false",
+        static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+            static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6);
+    return r.sent > 0 ? 0 : 1;
+  }
   if (ipv6 && o.dtls) {
     std::fprintf(stderr, "coapgate-loadgen: --dtls is IPv4 only\n");
     return 2;
@@ -433,7 +474,7 @@ int Main(int argc, char** argv) {
     uint64_t last = 0;
     for (unsigned second = 1; done.load(std::memory_order_acquire) < threads;) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      if (NowNs() < next_line) continue;
+      if (MonotonicNs() < next_line) continue;
       uint64_t sent = 0, answered = 0, retransmissions = 0, timeouts = 0, in_flight = 0;
       uint64_t handshake_count = 0, failures = 0;
       for (auto& w : workers) {
@@ -468,10 +509,10 @@ int Main(int argc, char** argv) {
   int64_t session_heap_bytes = 0;
   if (o.dtls && !o.dtls_handshakes_only) {
     const int64_t heap_before = g_wolfssl_heap.load();  // the contexts
-    const uint64_t t0 = NowNs();
+    const uint64_t t0 = MonotonicNs();
     const uint64_t deadline = t0 + uint64_t{o.setup_timeout_s} * 1'000'000'000;
     run_workers([&](FleetWorker* w) { w->Handshake(deadline); }, true, t0);
-    handshake_phase_s = static_cast<double>(NowNs() - t0) / 1e9;
+    handshake_phase_s = static_cast<double>(MonotonicNs() - t0) / 1e9;
     session_heap_bytes = g_wolfssl_heap.load() - heap_before;
     uint64_t established = 0;
     for (const auto& w : workers) established += w->dtls().established;
@@ -480,7 +521,7 @@ int Main(int argc, char** argv) {
   }
 
   const int64_t rcvbuf_errors_before = UdpReceiveBufferErrors();
-  const uint64_t start_ns = NowNs();
+  const uint64_t start_ns = MonotonicNs();
   const uint64_t end_ns = start_ns + uint64_t{o.duration_s} * 1'000'000'000;
   if (o.dtls_handshakes_only) {
     run_workers([&](FleetWorker* w) { w->Churn(end_ns); }, true, start_ns);

@@ -14,10 +14,10 @@
 //            [--payload 420] [--topic T] [--timeout 60] [--duration S] [--nodelay]
 //
 // --duration S stops publishing after S seconds (then waits for the outstanding PUBACKs), so a
-// benchmark script can give it the same time as coap_blast without guessing a count; --count
+// benchmark script can give it the same time as coapgate-loadgen without guessing a count; --count
 // still caps the total. --timeout bounds the whole run (connect included): past it the tool
 // prints what it has, with "timed_out":true, and exits 1. The default payload, 420 bytes, is
-// about the size of a coapgate envelope for coap_blast's 48-byte payload.
+// about the size of a coapgate envelope for coapgate-loadgen's 48-byte payload.
 //
 // libmosquitto runs in its non-threaded mode on the one thread: mosquitto_publish_v5 writes
 // each PUBLISH to the socket at once (what coapgate's MQTT sink does too), mosquitto_loop

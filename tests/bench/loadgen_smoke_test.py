@@ -2,6 +2,8 @@
 loop of 2,000 simulated devices, each on its own 127/8 address, that checks correctness only,
 never speed. Two more cases cover the DTLS mode (--dtls): 200 devices with keys from the fleet
 CSV (make_fleet_csv.py --psk), and 50 devices that fetch their keys with GET /bootstrap first.
+One more sends a spoofed-ClientHello flood (--flood, about a second) and checks that the server
+answered with HelloVerifyRequests and kept no state.
 
 What it proves: the fleet CSV from make_fleet_csv.py and the loadgen's address plan agree (every
 answered device is registered, and the sink names the device the payload names); every request
@@ -174,6 +176,47 @@ class LoadgenSmokeTest(unittest.TestCase):
 
     def test_dtls_csv_keys_every_acknowledged_request_reaches_the_sink(self):
         self.run_dtls(200, True, lambda server, csv: f"csv:{csv}")
+
+    def test_flood_of_cookieless_client_hellos_keeps_no_state(self):
+        directory = tempfile.mkdtemp(prefix="coapgate-loadgen-flood-")
+        devices_csv = os.path.join(directory, "devices.csv")
+        with open(devices_csv, "w") as f:
+            subprocess.run([sys.executable, MAKE_FLEET_CSV, "10", "--psk"], stdout=f, check=True)
+        server = Coapgate(directory, devices_csv, coaps=True)
+        try:
+            run = subprocess.run(
+                [LOADGEN, "--flood", "--target", f"127.0.0.1:{server.coaps_port}",
+                 "--flood-count", "2000", "--flood-rate", "2000", "--duration", "20"],
+                capture_output=True, text=True, timeout=60)
+            with server.cv:
+                before = sum("counters (dtls)" in line for line in server.lines)
+            server.proc.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            counters = None
+            with server.cv:
+                while counters is None:
+                    found = [line for line in server.lines if "counters (dtls)" in line]
+                    if len(found) > before:
+                        counters = found[-1]
+                        break
+                    if time.monotonic() > deadline or server.proc.poll() is not None:
+                        break
+                    server.cv.wait(0.2)
+        finally:
+            code = server.stop()
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(code, 0, "\n".join(server.lines))
+        report = json.loads(run.stdout.strip().splitlines()[-1])
+        self.assertEqual(report["mode"], "flood", report)
+        self.assertEqual(report["sent"], 2000, report)
+        self.assertEqual(report["socket_errors"] + report["send_errors"], 0, report)
+        self.assertGreater(report["hvr_received"], 0, report)
+        self.assertIsNotNone(counters, "no counters (dtls) line after SIGUSR1:\n" +
+                             "\n".join(server.lines))
+        fields = dict(kv.split("=", 1) for kv in counters.split("counters (dtls): ", 1)[1].split())
+        self.assertEqual(fields.get("sessions"), "0", counters)
+        self.assertNotIn("handshakes_started", fields, counters)  # zero counters are not logged
+        self.assertGreater(int(fields.get("hello_verify_sent", "0")), 0, counters)
 
     def test_dtls_bootstrap_keys(self):
         report = self.run_dtls(
