@@ -39,7 +39,7 @@ constexpr std::byte kNine{0x39};
 [[nodiscard]] Result<EncodedBootstrapReply, codec::EncodeErrc> Encode(
     const BootstrapExchange& exchange, uint16_t non_message_id, uint8_t code,
     std::optional<uint32_t> content_format, std::string_view payload,
-    std::span<std::byte> out) noexcept {
+    std::span<std::byte> out, std::optional<uint32_t> max_age = std::nullopt) noexcept {
   codec::OutgoingMessage m;
   if (exchange.confirmable) {
     m.type = codec::MessageType::kAcknowledgement;
@@ -51,6 +51,7 @@ constexpr std::byte kNine{0x39};
   m.code = code;
   m.token = exchange.token;
   m.content_format = content_format;
+  m.max_age = max_age;
   m.payload = std::as_bytes(std::span(payload.data(), payload.size()));
   auto size = codec::EncodeMessage(m, out);
   if (!size) return Fail(size.error());
@@ -97,6 +98,14 @@ Result<EncodedBootstrapReply, codec::EncodeErrc> EncodeBootstrapReply(
     const BootstrapExchange& exchange, uint16_t non_message_id, std::string_view payload,
     std::span<std::byte> out) noexcept {
   return Encode(exchange, non_message_id, codec::code::kContent, std::nullopt, payload, out);
+}
+
+Result<EncodedBootstrapReply, codec::EncodeErrc> EncodeBootstrapBusyReply(
+    const BootstrapExchange& exchange, uint16_t non_message_id, uint32_t max_age_s,
+    std::span<std::byte> out) noexcept {
+  // The same body as the shard's own 5.03s: the reason phrase as text, no Content-Format.
+  return Encode(exchange, non_message_id, codec::code::kServiceUnavailable, std::nullopt,
+                codec::CodeName(codec::code::kServiceUnavailable), out, max_age_s);
 }
 
 Result<EncodedBootstrapReply, codec::EncodeErrc> EncodeBootstrapErrorReply(

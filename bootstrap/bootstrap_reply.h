@@ -79,6 +79,13 @@ struct EncodedBootstrapReply {
     const BootstrapExchange& exchange, uint16_t non_message_id, std::string_view payload,
     std::span<std::byte> out) noexcept;
 
+// A 5.03 Service Unavailable with Max-Age `max_age_s` and the text "Service Unavailable"
+// (as the shard's own 5.03s, no Content-Format): the worker did not reach
+// the request within the response budget, and the device should retry after Max-Age.
+[[nodiscard]] Result<EncodedBootstrapReply, codec::EncodeErrc> EncodeBootstrapBusyReply(
+    const BootstrapExchange& exchange, uint16_t non_message_id, uint32_t max_age_s,
+    std::span<std::byte> out) noexcept;
+
 // The same for a 4.01 or 5.00 carrying BootstrapErrorBody(error) and Content-Format 50.
 [[nodiscard]] Result<EncodedBootstrapReply, codec::EncodeErrc> EncodeBootstrapErrorReply(
     const BootstrapExchange& exchange, uint16_t non_message_id, BootstrapError error,

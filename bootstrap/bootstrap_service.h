@@ -11,6 +11,13 @@
 // from one controlling thread; the counters from anywhere. The clock runs on the worker only.
 // Bootstrap is rare (once per device per boot or key rotation), so the queue is a plain
 // mutex + condition variable ring, bounded, with counted refusals.
+//
+// Two rules keep a backlog from making things worse (both counted):
+// - A request that waited longer than the response budget is answered 5.03 with Max-Age
+//   instead of late: its device has given up on it, or is about to retransmit.
+// - Requests of one device (the same registry ICCID and user-set key) that are queued when
+//   the worker reaches the first of them are answered together, from one key lookup (one
+//   fsync at most): every copy gets its own reply (its MID and token), all with the same key.
 #pragma once
 
 #include <netinet/in.h>
@@ -50,11 +57,18 @@ struct BootstrapRequest {
   uint8_t user_psk_length;          ///< 0..64
 };
 
+// How long a request may wait, and what a device that waited too long is told.
+struct BootstrapLimits {
+  uint32_t response_budget_ms = 0;  ///< 0: never too old (answered however late)
+  uint32_t busy_max_age_s = 5;      ///< Max-Age of the 5.03 a too-old request gets
+};
+
 class BootstrapService {
  public:
   // Unix seconds: the time the PSK rules compare (PskStore::Bootstrap's now_s).
   using Clock = std::function<uint64_t()>;
   [[nodiscard]] static uint64_t SystemNowSeconds();
+  [[nodiscard]] static uint64_t MonotonicNowMs();
 
   // `store` must outlive the service. `coaps_url` is the third field of every 2.05 (config
   // bootstrap.coaps_url, validated there). `capacity` requests can wait at once (e.g. 1024:
@@ -62,6 +76,11 @@ class BootstrapService {
   // get 5.03 and retry).
   BootstrapService(registry::PskStore* store, std::string coaps_url, uint32_t capacity,
                    Clock now_s = SystemNowSeconds);
+  // The same with `limits`; `now_ms` is the monotonic clock requests are stamped and aged
+  // with (Submit's thread and the worker; must be thread-safe).
+  BootstrapService(registry::PskStore* store, std::string coaps_url, uint32_t capacity,
+                   BootstrapLimits limits, Clock now_s = SystemNowSeconds,
+                   Clock now_ms = MonotonicNowMs);
   BootstrapService(const BootstrapService&) = delete;
   BootstrapService& operator=(const BootstrapService&) = delete;
   ~BootstrapService();  // Stop()
@@ -79,6 +98,7 @@ class BootstrapService {
 
   [[nodiscard]] uint64_t replied_205() const noexcept { return load(replied_205_); }
   [[nodiscard]] uint64_t replied_500() const noexcept { return load(replied_500_); }
+  [[nodiscard]] uint64_t replied_503() const noexcept { return load(replied_503_); }
   [[nodiscard]] uint64_t queue_full() const noexcept { return load(queue_full_); }
   [[nodiscard]] uint64_t refused_stopped() const noexcept { return load(refused_stopped_); }
   // Replies sendmsg refused (after brief retries on a full socket buffer); the device retries
@@ -86,6 +106,10 @@ class BootstrapService {
   [[nodiscard]] uint64_t send_failures() const noexcept { return load(send_failures_); }
   // Replies of kBootstrapDatagramLimit bytes or more (logged once): the URL is too long.
   [[nodiscard]] uint64_t oversized() const noexcept { return load(oversized_); }
+  // Requests answered 5.03 because they waited longer than limits.response_budget_ms.
+  [[nodiscard]] uint64_t expired() const noexcept { return load(expired_); }
+  // Requests answered from another queued request's key lookup (copies of one device's).
+  [[nodiscard]] uint64_t coalesced() const noexcept { return load(coalesced_); }
 
  private:
   static uint64_t load(const std::atomic<uint64_t>& c) noexcept {
@@ -95,22 +119,39 @@ class BootstrapService {
     c.fetch_add(1, std::memory_order_relaxed);
   }
 
+  struct Queued {
+    BootstrapRequest request;
+    uint64_t queued_ms;  // monotonic, stamped by Submit
+  };
+
   void Run();
-  void Answer(const BootstrapRequest& request);
+  // Takes the oldest queued request and every other queued one of the same device into
+  // batch_. REQUIRES: mutex_ held, count_ > 0.
+  void TakeBatch();
+  // Answers batch_: too-old requests 5.03, the rest from one key lookup.
+  void AnswerBatch();
+  // `key` is the device's key, or null when the lookup failed (5.00).
+  void Answer(const BootstrapRequest& request, const std::string* key);
+  void AnswerBusy(const BootstrapRequest& request);
+  void Finish(const BootstrapRequest& request, std::span<const std::byte> bytes,
+              std::atomic<uint64_t>& success);
   [[nodiscard]] bool Send(const BootstrapRequest& request, std::span<const std::byte> bytes);
 
   registry::PskStore* const store_;
   const std::string coaps_url_;
   const Clock now_s_;
+  const Clock now_ms_;
+  const BootstrapLimits limits_;
 
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::vector<BootstrapRequest> ring_;  // capacity slots, allocated once; guarded by mutex_
+  std::vector<Queued> ring_;  // capacity slots, allocated once; guarded by mutex_
   size_t head_ = 0;                     // oldest queued request; guarded by mutex_
   size_t count_ = 0;                    // guarded by mutex_
   bool stopping_ = false;               // guarded by mutex_
   bool stopped_ = false;                // Stop finished; controlling thread only
   std::thread worker_;
+  std::vector<Queued> batch_;  // capacity reserved once; worker (or Stop) only
 
   // The next MID for a NON reply, before SafeBootstrapMessageId. Starts at a random value so
   // that a restart does not reuse the MIDs a device has just seen. Worker (or Stop) only.
@@ -122,6 +163,9 @@ class BootstrapService {
   std::atomic<uint64_t> refused_stopped_{0};
   std::atomic<uint64_t> send_failures_{0};
   std::atomic<uint64_t> oversized_{0};
+  std::atomic<uint64_t> expired_{0};
+  std::atomic<uint64_t> coalesced_{0};
+  std::atomic<uint64_t> replied_503_{0};
 };
 
 }  // namespace coapgate::bootstrap

@@ -230,10 +230,12 @@ bool ReadBootstrap(TableReader& r, Config::Bootstrap* bootstrap) {
 }
 
 bool ReadDtls(TableReader& r, Config::Dtls* dtls) {
-  if (!(r.OnlyKeys({"max_sessions", "max_handshakes", "handshake_timeout_ms", "idle_timeout_s",
-                    "identity_hint"}) &&
+  if (!(r.OnlyKeys({"max_sessions", "max_handshakes", "max_handshakes_per_source",
+                    "handshake_timeout_ms", "idle_timeout_s", "identity_hint"}) &&
         r.Integer<uint32_t>("max_sessions", 1, 10000000, &dtls->max_sessions) &&
         r.Integer<uint32_t>("max_handshakes", 1, 1000000, &dtls->max_handshakes) &&
+        r.Integer<uint32_t>("max_handshakes_per_source", 1, 1000000,
+                            &dtls->max_handshakes_per_source) &&
         r.Integer<uint32_t>("handshake_timeout_ms", 100, 600000, &dtls->handshake_timeout_ms) &&
         r.Integer<uint32_t>("idle_timeout_s", 1, 30 * 86400, &dtls->idle_timeout_s) &&
         r.String("identity_hint", /*non_empty=*/false, &dtls->identity_hint))) {

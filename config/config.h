@@ -105,6 +105,7 @@ struct Config {
   struct Dtls {
     uint32_t max_sessions = 100000;        // established + handshaking; past it, stale first
     uint32_t max_handshakes = 2048;        // unfinished handshakes; past it, refused
+    uint32_t max_handshakes_per_source = 8;  // of those, from one source IP address
     uint32_t handshake_timeout_ms = 15000;  // an unfinished handshake is dropped after this
     uint32_t idle_timeout_s = 1800;         // a session silent this long is evicted
     std::string identity_hint;              // empty: none (node-dtls-client fails on one)

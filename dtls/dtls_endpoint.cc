@@ -1,16 +1,17 @@
 #include "dtls/dtls_endpoint.h"
 
-#include <malloc.h>
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
-#include <wolfssl/wolfcrypt/memory.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <mutex>
 #include <new>
+
+#include "common/check.h"
+#include "dtls/dtls_session.h"
+#include "dtls/heap_scope.h"
+#include "dtls/wolfssl_io.h"
 
 namespace coapgate::dtls {
 
@@ -24,51 +25,6 @@ constexpr const char* kCipherSuites[] = {
     "PSK-AES128-CBC-SHA",     // 0x008C
     "PSK-AES256-CBC-SHA",     // 0x008D
     "PSK-AES128-CCM",         // 0xC0A4
-};
-constexpr size_t kMaxIdentity = 128;  // wolfSSL's MAX_PSK_ID_LEN
-
-// Heap accounting. wolfSSL allocates through hooks installed once per process; while a
-// DtlsEndpoint call runs on this thread, what wolfSSL allocates or frees is added to that
-// endpoint's account. All of a session's wolfSSL memory is allocated and freed inside the
-// endpoint's own calls, so each account balances to exactly what its live sessions hold.
-thread_local int64_t* t_heap_account = nullptr;
-
-void* CountingMalloc(size_t size) {
-  void* p = std::malloc(size);
-  if (p != nullptr && t_heap_account != nullptr) {
-    *t_heap_account += static_cast<int64_t>(malloc_usable_size(p));
-  }
-  return p;
-}
-
-void CountingFree(void* p) {
-  if (p != nullptr && t_heap_account != nullptr) {
-    *t_heap_account -= static_cast<int64_t>(malloc_usable_size(p));
-  }
-  std::free(p);
-}
-
-void* CountingRealloc(void* p, size_t size) {
-  const auto before =
-      p != nullptr && t_heap_account != nullptr ? static_cast<int64_t>(malloc_usable_size(p)) : 0;
-  void* q = std::realloc(p, size);
-  if (t_heap_account != nullptr && (q != nullptr || size == 0)) {
-    *t_heap_account += (q != nullptr ? static_cast<int64_t>(malloc_usable_size(q)) : 0) - before;
-  }
-  return q;
-}
-
-class HeapScope {
- public:
-  explicit HeapScope(int64_t* account) noexcept : saved_(t_heap_account) {
-    t_heap_account = account;
-  }
-  ~HeapScope() { t_heap_account = saved_; }
-  HeapScope(const HeapScope&) = delete;
-  HeapScope& operator=(const HeapScope&) = delete;
-
- private:
-  int64_t* saved_;
 };
 
 // Single writer: a relaxed load and store, no locked read-modify-write.
@@ -98,6 +54,18 @@ RecordShape ShapeOf(std::span<const std::byte> datagram) noexcept {
   return shape;
 }
 
+// Whether two routes carry the same IP address (ports, sockets and `local` aside).
+bool SameHost(const Route& a, const Route& b) noexcept {
+  const auto family = a.address.sin6_family;
+  if (family != b.address.sin6_family) return false;
+  if (family == AF_INET) {
+    const auto* x = reinterpret_cast<const sockaddr_in*>(&a.address);
+    const auto* y = reinterpret_cast<const sockaddr_in*>(&b.address);
+    return x->sin_addr.s_addr == y->sin_addr.s_addr;
+  }
+  return std::memcmp(&a.address.sin6_addr, &b.address.sin6_addr, sizeof a.address.sin6_addr) == 0;
+}
+
 uint64_t TagOf(std::span<const std::byte> cookie) noexcept {
   uint64_t tag = 0;
   std::memcpy(&tag, cookie.data(), std::min(cookie.size(), sizeof tag));
@@ -105,51 +73,6 @@ uint64_t TagOf(std::span<const std::byte> cookie) noexcept {
 }
 
 }  // namespace
-
-// Per-session state besides wolfSSL's. Allocated when a verified ClientHello starts a
-// handshake, freed with the session.
-struct DtlsEndpoint::Session {
-  explicit Session(DtlsEndpoint* owner) noexcept : endpoint(owner) {}
-
-  DtlsEndpoint* endpoint;
-  WOLFSSL* ssl = nullptr;
-  Route route;
-  std::span<const std::byte> input;  // the datagram being fed; empty outside Feed
-  uint64_t hello_tag = 0;            // the first 8 cookie bytes of the ClientHello we accepted
-  uint64_t next_retransmit_ms = 0;
-  bool sent = false;              // wolfSSL sent a flight during the current call
-  bool unknown_identity = false;  // PskLookup said 0
-  bool undecryptable = false;     // a record of the handshake failed its MAC (wrong PSK?)
-  // Our last flight (ChangeCipherSpec + Finished) as sent, until the peer shows it has it:
-  // [2-byte length][datagram]... (see CompleteHandshake).
-  std::unique_ptr<std::byte[]> final_flight;
-  uint16_t final_flight_size = 0;
-  uint8_t identity_length = 0;
-  std::array<char, 32> identity_inline{};
-  std::unique_ptr<char[]> identity_long;  // identities over 32 bytes (ICCIDs are 19-20)
-
-  [[nodiscard]] std::string_view identity() const noexcept {
-    return {identity_long ? identity_long.get() : identity_inline.data(), identity_length};
-  }
-  // Called by the PSK callback; returns the change in bytes held on the heap.
-  int64_t SetIdentity(std::string_view id) noexcept {
-    const int64_t before = identity_long ? identity_length : 0;
-    identity_long.reset();
-    id = id.substr(0, kMaxIdentity);
-    identity_length = static_cast<uint8_t>(id.size());
-    if (id.size() <= identity_inline.size()) {
-      std::memcpy(identity_inline.data(), id.data(), id.size());
-      return -before;
-    }
-    identity_long.reset(new (std::nothrow) char[id.size()]);
-    if (!identity_long) {
-      identity_length = 0;
-      return -before;
-    }
-    std::memcpy(identity_long.get(), id.data(), id.size());
-    return static_cast<int64_t>(id.size()) - before;
-  }
-};
 
 Result<std::unique_ptr<DtlsEndpoint>, std::string> DtlsEndpoint::Create(
     const EndpointOptions& options, Transport* transport, PskLookup psk_lookup) {
@@ -162,6 +85,9 @@ Result<std::unique_ptr<DtlsEndpoint>, std::string> DtlsEndpoint::Create(
     return fail("dtls: max_sessions must be in [1, 2^32-2]");
   }
   if (options.max_handshakes == 0) return fail("dtls: max_handshakes must be at least 1");
+  if (options.max_handshakes_per_source == 0) {
+    return fail("dtls: max_handshakes_per_source must be at least 1");
+  }
   if (options.handshake_timeout_ms == 0 || options.idle_timeout_s == 0 ||
       options.cookie_rotation_s == 0) {
     return fail("dtls: handshake_timeout_ms, idle_timeout_s and cookie_rotation_s must be > 0");
@@ -170,9 +96,7 @@ Result<std::unique_ptr<DtlsEndpoint>, std::string> DtlsEndpoint::Create(
     return fail("dtls: identity_hint longer than 128 bytes");
   }
 
-  static std::once_flag allocators_installed;
-  std::call_once(allocators_installed,
-                 [] { wolfSSL_SetAllocators(CountingMalloc, CountingFree, CountingRealloc); });
+  InstallHeapAccounting();
   if (wolfSSL_Init() != WOLFSSL_SUCCESS) return fail("dtls: wolfSSL_Init failed");
 
   CookieSecret secret;
@@ -201,14 +125,14 @@ Result<std::unique_ptr<DtlsEndpoint>, std::string> DtlsEndpoint::Create(
   if (wolfSSL_CTX_set_cipher_list(context, suites.c_str()) != WOLFSSL_SUCCESS) {
     return fail("dtls: wolfSSL_CTX_set_cipher_list failed");
   }
-  wolfSSL_CTX_set_psk_server_callback(context, &DtlsEndpoint::PskCallback);
+  wolfSSL_CTX_set_psk_server_callback(context, &WolfsslIo::Psk);
   if (!options.identity_hint.empty() &&
       wolfSSL_CTX_use_psk_identity_hint(context, options.identity_hint.c_str()) !=
           WOLFSSL_SUCCESS) {
     return fail("dtls: wolfSSL_CTX_use_psk_identity_hint failed");
   }
-  wolfSSL_CTX_SetIORecv(context, &DtlsEndpoint::ReceiveCallback);
-  wolfSSL_CTX_SetIOSend(context, &DtlsEndpoint::SendCallback);
+  wolfSSL_CTX_SetIORecv(context, &WolfsslIo::Receive);
+  wolfSSL_CTX_SetIOSend(context, &WolfsslIo::Send);
   // No resumption yet: wolfSSL's internal cache is one process-wide table behind a lock,
   // which shards must not share. (Resumption would go through the external-cache hooks.)
   wolfSSL_CTX_set_session_cache_mode(context, WOLFSSL_SESS_CACHE_OFF);
@@ -247,7 +171,7 @@ size_t DtlsEndpoint::session_heap_bytes() const noexcept {
 
 size_t DtlsEndpoint::table_bytes() const noexcept {
   return table_.memory_bytes() + sessions_.capacity() * sizeof(sessions_[0]) +
-         held_.capacity() * sizeof(HeldFlight) + kMaxDatagramSize + capture_.size();
+         held_.capacity() * sizeof(HeldFlight) + kMaxDatagramSize + FlightCapture::buffer_bytes();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -389,9 +313,24 @@ void DtlsEndpoint::Retransmit(uint32_t slot) noexcept {
   if (wolfSSL_dtls_retransmit(s.ssl) == 0) Bump(counters_.retransmissions);
 }
 
-bool DtlsEndpoint::MakeRoom(uint32_t* predecessor, uint64_t now_ms) noexcept {
+uint32_t DtlsEndpoint::HandshakesFromHost(const Route& from) const noexcept {
+  uint32_t n = 0;
+  for (uint32_t h = table_.OldestHandshake(); h != SessionTable::kNone; h = table_.NextHandshake(h)) {
+    n += SameHost(sessions_[h]->route, from);
+  }
+  return n;
+}
+
+bool DtlsEndpoint::MakeRoom(const Route& from, uint32_t* predecessor, uint64_t now_ms) noexcept {
   if (table_.handshakes() >= options_.max_handshakes) {
     Bump(counters_.handshakes_refused);
+    return false;
+  }
+  // A walk over the unfinished handshakes, once per cookie-verified hello that would start
+  // one (so bounded by max_handshakes, and skipped while fewer than the cap exist at all).
+  if (table_.handshakes() >= options_.max_handshakes_per_source &&
+      HandshakesFromHost(from) >= options_.max_handshakes_per_source) {
+    Bump(counters_.handshakes_refused_per_source);
     return false;
   }
   if (table_.size() < table_.capacity()) return true;
@@ -410,7 +349,7 @@ bool DtlsEndpoint::MakeRoom(uint32_t* predecessor, uint64_t now_ms) noexcept {
 void DtlsEndpoint::StartHandshake(const Route& from, const PeerKey& key, uint32_t predecessor,
                                   const CookieSecret& secret, uint64_t hello_tag,
                                   std::span<const std::byte> datagram, uint64_t now_ms) noexcept {
-  if (!MakeRoom(&predecessor, now_ms)) return;
+  if (!MakeRoom(from, &predecessor, now_ms)) return;
   WOLFSSL* ssl = wolfSSL_new(context_);
   if (ssl == nullptr) {
     Bump(counters_.handshake_failed_other);
@@ -444,11 +383,7 @@ void DtlsEndpoint::StartHandshake(const Route& from, const PeerKey& key, uint32_
   const uint32_t slot = predecessor != SessionTable::kNone
                             ? table_.AddSuccessor(predecessor, now_ms)
                             : table_.AddHandshake(key, now_ms);
-  if (slot == SessionTable::kNone) {  // cannot happen after MakeRoom; defensive
-    wolfSSL_free(ssl);
-    Bump(counters_.table_full_refused);
-    return;
-  }
+  CHECK(slot != SessionTable::kNone, "MakeRoom left a free slot");
   heap_bytes_ += static_cast<int64_t>(sizeof(Session));
   sessions_[slot] = std::move(session);
   Bump(counters_.handshakes_started);
@@ -483,11 +418,9 @@ void DtlsEndpoint::Feed(uint32_t slot, const Route& from, std::span<const std::b
   }
   s.sent = false;
   const unsigned int mac_drops = drops.mac;
-  capture_size_ = 0;
-  capture_overflow_ = false;
-  capturing_ = &s;
+  capture_.Begin(&s);
   const int result = wolfSSL_accept(s.ssl);
-  capturing_ = nullptr;
+  capture_.End();
   drops.Count(counters_.records_dropped);
   if (drops.mac != mac_drops) s.undecryptable = true;
   s.input = {};
@@ -569,12 +502,13 @@ void DtlsEndpoint::CompleteHandshake(uint32_t slot, uint64_t now_ms) noexcept {
   // keep only the bytes of our last flight (about 100 B), captured as they were sent, until
   // the peer's first record or the handshake timeout, whichever comes first.
   wolfSSL_FreeHandshakeResources(s.ssl);
-  if (capture_overflow_ || capture_size_ == 0) return;
-  s.final_flight.reset(new (std::nothrow) std::byte[capture_size_]);
+  const std::span<const std::byte> flight = capture_.flight();
+  if (flight.empty()) return;
+  s.final_flight.reset(new (std::nothrow) std::byte[flight.size()]);
   if (!s.final_flight) return;
-  std::memcpy(s.final_flight.get(), capture_.data(), capture_size_);
-  s.final_flight_size = static_cast<uint16_t>(capture_size_);
-  heap_bytes_ += static_cast<int64_t>(capture_size_);
+  std::memcpy(s.final_flight.get(), flight.data(), flight.size());
+  s.final_flight_size = static_cast<uint16_t>(flight.size());
+  heap_bytes_ += static_cast<int64_t>(flight.size());
   if (held_size_ == held_.size()) {  // full: release the oldest early
     const uint32_t early = table_.SlotOf(held_[held_head_].id);
     if (early != SessionTable::kNone) ReleaseFinalFlight(*sessions_[early]);
@@ -588,13 +522,10 @@ void DtlsEndpoint::CompleteHandshake(uint32_t slot, uint64_t now_ms) noexcept {
 
 void DtlsEndpoint::ResendFinalFlight(uint32_t slot) noexcept {
   const Session& s = *sessions_[slot];
-  std::span<const std::byte> rest(s.final_flight.get(), s.final_flight_size);
-  while (rest.size() >= 2) {
-    const size_t n = (static_cast<size_t>(rest[0]) << 8) | static_cast<size_t>(rest[1]);
-    if (rest.size() - 2 < n) break;
-    transport_->Send(s.route, rest.subspan(2, n));
-    rest = rest.subspan(2 + n);
-  }
+  FlightCapture::Replay(std::span<const std::byte>(s.final_flight.get(), s.final_flight_size),
+                        [&](std::span<const std::byte> datagram) {
+                          transport_->Send(s.route, datagram);
+                        });
   Bump(counters_.retransmissions);
 }
 
@@ -711,58 +642,6 @@ int DtlsEndpoint::Tick(uint64_t now_ms) noexcept {
   }
   const uint64_t wait = next > now_ms ? next - now_ms : 1;
   return static_cast<int>(std::min<uint64_t>(wait, std::numeric_limits<int>::max()));
-}
-
-// ---------------------------------------------------------------------------------------
-// wolfSSL callbacks, called only from inside the wolfSSL calls above
-
-int DtlsEndpoint::ReceiveCallback(WOLFSSL*, char* buffer, int size, void* context) noexcept {
-  auto* s = static_cast<Session*>(context);
-  if (s->input.empty() || size <= 0) return WOLFSSL_CBIO_ERR_WANT_READ;
-  // One datagram per read, as from a UDP socket; wolfSSL asks for a whole MTU and the
-  // endpoint dropped anything larger already.
-  const size_t n = std::min(s->input.size(), static_cast<size_t>(size));
-  std::memcpy(buffer, s->input.data(), n);
-  s->input = {};
-  return static_cast<int>(n);
-}
-
-int DtlsEndpoint::SendCallback(WOLFSSL*, char* buffer, int size, void* context) noexcept {
-  auto* s = static_cast<Session*>(context);
-  s->sent = true;
-  DtlsEndpoint& e = *s->endpoint;
-  if (e.capturing_ == s) {  // keep a copy: this call may be the one that sends our Finished
-    const auto n = static_cast<size_t>(size);
-    if (e.capture_size_ + 2 + n <= e.capture_.size()) {
-      e.capture_[e.capture_size_] = static_cast<std::byte>(n >> 8);
-      e.capture_[e.capture_size_ + 1] = static_cast<std::byte>(n & 0xff);
-      std::memcpy(e.capture_.data() + e.capture_size_ + 2, buffer, n);
-      e.capture_size_ += 2 + n;
-    } else {
-      e.capture_overflow_ = true;
-    }
-  }
-  e.transport_->Send(s->route,
-                     std::span<const std::byte>(reinterpret_cast<const std::byte*>(buffer),
-                                                static_cast<size_t>(size)));
-  return size;
-}
-
-unsigned int DtlsEndpoint::PskCallback(WOLFSSL* ssl, const char* identity, unsigned char* key,
-                                       unsigned int max_key_length) noexcept {
-  auto* s = static_cast<Session*>(wolfSSL_GetIOReadCtx(ssl));
-  if (s == nullptr || identity == nullptr) return 0;
-  const std::string_view id(identity, strnlen(identity, kMaxIdentity));
-  s->endpoint->heap_bytes_ += s->SetIdentity(id);
-  std::array<std::byte, kMaxPskLength> buffer{};
-  const size_t length = s->endpoint->psk_lookup_(id, std::span<std::byte, kMaxPskLength>(buffer));
-  if (length == 0 || length > max_key_length || length > buffer.size()) {
-    s->unknown_identity = true;
-    return 0;
-  }
-  std::memcpy(key, buffer.data(), length);
-  explicit_bzero(buffer.data(), buffer.size());
-  return static_cast<unsigned int>(length);
 }
 
 }  // namespace coapgate::dtls

@@ -8,7 +8,8 @@
 //   The first wolfSSL object of a peer is created for, and fed, that ClientHello; wolfSSL is
 //   handed the same cookie secret and peer bytes, so it does not ask for a second cookie.
 // - Bounded: at most max_sessions sessions (established + handshaking, successors included)
-//   and max_handshakes unfinished handshakes; handshakes time out, idle sessions are evicted
+//   and max_handshakes unfinished handshakes, at most max_handshakes_per_source of them from
+//   one source IP address (whatever its ports); handshakes time out, idle sessions are evicted
 //   stale-first; past a bound a handshake is refused (its ClientHello dropped) and counted.
 // - Fragmented ClientHellos are dropped (D06); records wolfSSL rejects (bad MAC, replayed:
 //   anti-replay is wolfSSL's default 64-record window) are dropped silently and counted.
@@ -43,12 +44,16 @@
 #include "common/limits.h"
 #include "common/result.h"
 #include "dtls/cookie.h"
+#include "dtls/flight_capture.h"
 #include "dtls/session_table.h"
 
 struct WOLFSSL_CTX;
 struct WOLFSSL;
 
 namespace coapgate::dtls {
+
+struct DtlsSession;
+struct WolfsslIo;
 
 // How to reach a peer again: the shard fills it from the received datagram and gets it back
 // unchanged in Transport::Send. `local` is opaque to dtls (the engine stores its IP_PKTINFO).
@@ -84,6 +89,9 @@ using PskLookup =
 struct EndpointOptions {
   uint32_t max_sessions = 100000;  // per shard (established + handshaking)
   uint32_t max_handshakes = 2048;  // concurrent unfinished handshakes per shard
+  // Concurrent unfinished handshakes from one source IP address (any port), so that one host
+  // completing cookie exchanges and then stalling cannot hold every max_handshakes slot.
+  uint32_t max_handshakes_per_source = 8;
   uint32_t handshake_timeout_ms = 15000;
   uint32_t idle_timeout_s = 1800;  // evicted when idle this long, or earlier (stale first)
                                    // when the table is full, see below
@@ -112,6 +120,8 @@ struct EndpointCounters {
                                                         ///< under a wrong PSK (D08)
   std::atomic<uint64_t> handshake_timeouts{0};          ///< every other unfinished handshake
   std::atomic<uint64_t> handshakes_refused{0};          ///< max_handshakes reached
+  std::atomic<uint64_t> handshakes_refused_per_source{0};  ///< max_handshakes_per_source
+                                                           ///< reached for the hello's host
   std::atomic<uint64_t> table_full_refused{0};          ///< max_sessions reached, nothing stale
   std::atomic<uint64_t> evicted_idle{0};                ///< idle_timeout_s passed
   std::atomic<uint64_t> evicted_for_space{0};           ///< stale session evicted for a handshake
@@ -156,7 +166,8 @@ class DtlsEndpoint {  // one per shard; every call on the shard thread; no threa
   [[nodiscard]] size_t table_bytes() const noexcept;
 
  private:
-  struct Session;
+  using Session = DtlsSession;
+  friend struct WolfsslIo;  // the wolfSSL callbacks: capture_, transport_, psk_lookup_, heap
   struct HeldFlight {  // a session holding its final flight, and until when
     SessionId id;
     uint64_t release_ms;
@@ -171,7 +182,9 @@ class DtlsEndpoint {  // one per shard; every call on the shard thread; no threa
                       const CookieSecret& secret, uint64_t hello_tag,
                       std::span<const std::byte> datagram, uint64_t now_ms) noexcept;
   void Retransmit(uint32_t slot) noexcept;
-  bool MakeRoom(uint32_t* predecessor, uint64_t now_ms) noexcept;
+  bool MakeRoom(const Route& from, uint32_t* predecessor, uint64_t now_ms) noexcept;
+  // Unfinished handshakes (successors included) whose peer has the IP address of `from`.
+  [[nodiscard]] uint32_t HandshakesFromHost(const Route& from) const noexcept;
   // Feeds `datagram` to the session's wolfSSL and acts on the outcome; the slot may be freed.
   void Feed(uint32_t slot, const Route& from, std::span<const std::byte> datagram,
             uint64_t now_ms) noexcept;
@@ -186,11 +199,6 @@ class DtlsEndpoint {  // one per shard; every call on the shard thread; no threa
   void SendHelloVerifyRequest(const Route& to, const PeerKey& key,
                               const ClientHelloView& hello) noexcept;
 
-  static int ReceiveCallback(WOLFSSL* ssl, char* buffer, int size, void* context) noexcept;
-  static int SendCallback(WOLFSSL* ssl, char* buffer, int size, void* context) noexcept;
-  static unsigned int PskCallback(WOLFSSL* ssl, const char* identity, unsigned char* key,
-                                  unsigned int max_key_length) noexcept;
-
   EndpointOptions options_;
   Transport* transport_;
   PskLookup psk_lookup_;
@@ -202,10 +210,7 @@ class DtlsEndpoint {  // one per shard; every call on the shard thread; no threa
   size_t held_head_ = 0;
   size_t held_size_ = 0;
   // What wolfSSL sends during the handshake call in progress (see CompleteHandshake).
-  std::array<std::byte, 1024> capture_{};
-  size_t capture_size_ = 0;
-  bool capture_overflow_ = false;
-  const Session* capturing_ = nullptr;
+  FlightCapture capture_;
   std::unique_ptr<std::byte[]> plaintext_;  // one record: it fits in a datagram
   int64_t heap_bytes_ = 0;  // wolfSSL bytes allocated inside our calls + Session objects
   EndpointCounters counters_;

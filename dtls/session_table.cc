@@ -3,6 +3,8 @@
 #include <bit>
 #include <cstring>
 
+#include "common/check.h"
+
 namespace coapgate::dtls {
 
 bool MakePeerKey(const sockaddr* address, socklen_t length, uint16_t socket,
@@ -142,6 +144,7 @@ void SessionTable::Touch(uint32_t slot, uint64_t now_ms) noexcept {
 
 void SessionTable::Remove(uint32_t slot) noexcept {
   Slot& s = slots_[slot];
+  CHECK(s.state != State::kFree, "only a live slot is removed");
   Unlink(s.state == State::kEstablished ? &established_ : &handshakes_, slot);
   if (s.is_successor) {
     slots_[s.partner].partner = kNone;
@@ -169,7 +172,8 @@ void SessionTable::IndexInsert(uint32_t slot) noexcept {
 void SessionTable::IndexErase(uint32_t slot) noexcept {
   uint32_t* link = &buckets_[Bucket(slots_[slot].key)];
   while (*link != kNone && *link != slot) link = &slots_[*link].hash_next;
-  if (*link == slot) *link = slots_[slot].hash_next;
+  CHECK(*link == slot, "an indexed slot is in its key's bucket chain");
+  *link = slots_[slot].hash_next;
   slots_[slot].hash_next = kNone;
 }
 

@@ -2,6 +2,7 @@
 
 #include <sched.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,9 +13,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/check.h"
 #include "common/clock.h"
 #include "engine/instance_lock.h"
-#include "common/check.h"
+#include "net/reuseport_steering.h"
 #include "net/udp_socket.h"
 
 namespace coapgate::engine {
@@ -23,6 +25,33 @@ namespace {
 // Bootstrap requests waiting for the worker at once (each needs an fsync): a fleet rebooting
 // after an outage asks within seconds; beyond this, devices get 5.03 and retry.
 constexpr uint32_t kBootstrapQueueCapacity = 1024;
+
+// Steers each listen address's datagrams to a shard by source IP address alone, so that a
+// device whose NAT rebinds its port stays on the shard that holds its state. Without it (or
+// when attaching fails: logged, one line per address) the kernel hashes the 4-tuple. The seed
+// is random so the spread cannot be aimed at one shard with chosen source addresses.
+void AttachSteering(const std::vector<config::ListenAddress>& listen,
+                    const std::vector<int>& group_member, uint32_t shard_count) {
+  if (shard_count < 2) return;
+  uint32_t seed = 0;
+  if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof seed)) {
+    seed = static_cast<uint32_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  }
+  for (size_t i = 0; i < listen.size(); ++i) {
+    const config::ListenAddress& address = listen[i];
+    const int family = address.host.find(':') != std::string::npos ? AF_INET6 : AF_INET;
+    auto attached = net::AttachSourceSteering(group_member[i], shard_count, family, seed);
+    if (attached) {
+      spdlog::info("steering {}:{} by source address over {} shards", address.host, address.port,
+                   shard_count);
+    } else {
+      spdlog::warn("steering {}:{} not attached ({}, errno {}: {}); the kernel spreads by "
+                   "address and port instead",
+                   address.host, address.port, net::ToString(attached.error().errc),
+                   attached.error().error_number, std::strerror(attached.error().error_number));
+    }
+  }
+}
 
 // CPUs this process may run on, in order: shards are pinned round-robin over them.
 std::vector<int> AllowedCpus() {
@@ -113,9 +142,9 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   auto store = registry::PskStore::Open(config.devices.state, config.bootstrap.regenerate_after_s);
   if (!store) return FailEnvironment(std::move(store).error());
   server->psk_store_ = std::move(*store);
-  server->bootstrap_ = std::make_unique<bootstrap::BootstrapService>(server->psk_store_.get(),
-                                                          config.bootstrap.coaps_url,
-                                                          kBootstrapQueueCapacity);
+  server->bootstrap_ = std::make_unique<bootstrap::BootstrapService>(
+      server->psk_store_.get(), config.bootstrap.coaps_url, kBootstrapQueueCapacity,
+      bootstrap::BootstrapLimits{config.coap.response_budget_ms, config.coap.busy_max_age_s});
 
   auto publishers = sinks::PublisherPool::Create(config.sinks);
   // PublisherPool's errors are still text: those naming a sink ("sinks[i]...") are settings.
@@ -138,6 +167,9 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   listen.insert(listen.end(), config.server.coaps_listen.begin(),
                 config.server.coaps_listen.end());
   ShardIo io = config.server.io == config::IoBackend::kRecvmmsg ? ShardIo::kRecvmmsg : ShardIo::kIoUring;
+  // One member of each listen address's reuseport group, to attach the steering through once
+  // every shard's socket is bound (shard i binds the i-th socket of each group).
+  std::vector<int> group_member(listen.size(), -1);
   for (int i = 0; i < shard_count; ++i) {
     ShardOptions o;
     o.index = static_cast<uint32_t>(i);
@@ -156,11 +188,13 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
           return FailEnvironment(std::move(taken).error());
         }
       }
+      if (i == 0) group_member[o.sockets.size()] = *fd;
       o.sockets.push_back(*fd);
       o.secure.push_back(o.secure.size() >= plain_count);
     }
     o.dtls.max_sessions = config.dtls.max_sessions;
     o.dtls.max_handshakes = config.dtls.max_handshakes;
+    o.dtls.max_handshakes_per_source = config.dtls.max_handshakes_per_source;
     o.dtls.handshake_timeout_ms = config.dtls.handshake_timeout_ms;
     o.dtls.idle_timeout_s = config.dtls.idle_timeout_s;
     o.dtls.identity_hint = config.dtls.identity_hint;
@@ -193,6 +227,8 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
     }
     server->shards_.push_back(std::move(*shard));
   }
+
+  AttachSteering(listen, group_member, static_cast<uint32_t>(shard_count));
 
   std::vector<sinks::Handoff*> handoffs;
   for (auto& shard : server->shards_) handoffs.push_back(&shard->handoff());
@@ -388,6 +424,7 @@ void Server::ForEachDtlsCounter(
   add("handshake_failed", &C::handshake_failed_other);
   add("handshake_timeouts", &C::handshake_timeouts);
   add("handshakes_refused", &C::handshakes_refused);
+  add("handshakes_refused_per_source", &C::handshakes_refused_per_source);
   add("table_full_refused", &C::table_full_refused);
   add("evicted_idle", &C::evicted_idle);
   add("evicted_for_space", &C::evicted_for_space);
@@ -410,9 +447,17 @@ void Server::LogCounters(const char* when) const {
   if (shards_.front()->dtls_counters() != nullptr) {
     spdlog::info("{} (dtls): {}", when, SummarizeDtls());
   }
-  spdlog::info("{} (bootstrap): replied_2.05={} replied_5.00={} queue_full={} send_failed={}",
+  spdlog::info("{} (bootstrap): replied_2.05={} replied_5.00={} replied_5.03={} queue_full={} "
+               "expired={} coalesced={} send_failed={}",
                when, bootstrap_->replied_205(), bootstrap_->replied_500(),
-               bootstrap_->queue_full(), bootstrap_->send_failures());
+               bootstrap_->replied_503(), bootstrap_->queue_full(), bootstrap_->expired(),
+               bootstrap_->coalesced(), bootstrap_->send_failures());
+  std::string received;
+  for (const auto& shard : shards_) {
+    received += received.empty() ? "" : ",";
+    received += std::to_string(shard->counters().Get(Counter::kReceived));
+  }
+  spdlog::info("{} (per shard): received={}", when, received);
 }
 
 }  // namespace coapgate::engine

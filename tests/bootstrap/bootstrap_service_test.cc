@@ -392,5 +392,124 @@ TEST_F(BootstrapServiceTest, Ipv6ReplyLeavesFromTheRequestedAddress) {
   EXPECT_EQ(service.replied_205(), 1u);
 }
 
+// ---------------------------------------------------------------------------------------
+// Backlog rules. The service is never started here: Stop answers the queue on this thread,
+// in order, so what is batched with what is deterministic.
+
+constexpr std::string_view kOtherIccid = "8988280666000002865";
+
+std::optional<uint32_t> MaxAgeOf(const codec::MessageView& m) {
+  std::optional<uint32_t> max_age;
+  for (const codec::OptionView& o : codec::Options(m)) {
+    if (o.number == codec::option::kMaxAge) max_age = o.AsUint();
+  }
+  return max_age;
+}
+
+TEST_F(BootstrapServiceTest, RequestOlderThanTheBudgetGets503WithMaxAgeNotAKey) {
+  ASSERT_TRUE(OpenSockets(AF_INET));
+  std::atomic<uint64_t> now_ms{0};
+  BootstrapService service(store_.get(), std::string(kUrl), 16,
+                           BootstrapLimits{.response_budget_ms = 1500, .busy_max_age_s = 7},
+                           [] { return uint64_t{1000}; }, [&] { return now_ms.load(); });
+  ASSERT_TRUE(service.Submit(Request(true, 0x1111, {std::byte{0x42}}, kIccid)));  // at 0
+  now_ms = 1000;
+  ASSERT_TRUE(service.Submit(Request(true, 0x2222, {}, kOtherIccid)));  // at 1000
+  now_ms = 1501;  // the first waited 1501 ms, the second 501 ms
+  service.Stop();
+
+  auto stale = ReceiveReply();
+  ASSERT_TRUE(stale);
+  auto m = codec::ParseMessage(*stale);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->type, codec::MessageType::kAcknowledgement);
+  EXPECT_EQ(m->code, codec::code::kServiceUnavailable);
+  EXPECT_EQ(m->message_id, 0x1111);
+  ASSERT_EQ(m->token.size(), 1u);
+  EXPECT_EQ(m->token[0], std::byte{0x42});
+  EXPECT_EQ(MaxAgeOf(*m), std::optional<uint32_t>(7));
+  EXPECT_EQ(Text(m->payload), "Service Unavailable");
+  EXPECT_EQ(GeneratedKey(kIccid), "<none>");  // served late would have generated one
+
+  auto fresh = ReceiveReply();
+  ASSERT_TRUE(fresh);
+  auto m2 = codec::ParseMessage(*fresh);
+  ASSERT_TRUE(m2);
+  EXPECT_EQ(m2->message_id, 0x2222);
+  EXPECT_EQ(m2->code, codec::code::kContent);
+  EXPECT_EQ(Text(m2->payload), std::string(kOtherIccid) + "," + GeneratedKey(kOtherIccid) + "," +
+                                   std::string(kUrl));
+
+  EXPECT_EQ(service.expired(), 1u);
+  EXPECT_EQ(service.replied_503(), 1u);
+  EXPECT_EQ(service.replied_205(), 1u);
+  EXPECT_EQ(service.coalesced(), 0u);
+}
+
+TEST_F(BootstrapServiceTest, ZeroBudgetNeverExpires) {
+  ASSERT_TRUE(OpenSockets(AF_INET));
+  std::atomic<uint64_t> now_ms{0};
+  BootstrapService service(store_.get(), std::string(kUrl), 16, BootstrapLimits{},
+                           [] { return uint64_t{1000}; }, [&] { return now_ms.load(); });
+  ASSERT_TRUE(service.Submit(Request(false, 1, {}, kIccid)));
+  now_ms = 3'600'000;
+  service.Stop();
+  auto reply = ReceiveReply();
+  ASSERT_TRUE(reply);
+  auto m = codec::ParseMessage(*reply);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->code, codec::code::kContent);
+  EXPECT_EQ(service.expired(), 0u);
+}
+
+TEST_F(BootstrapServiceTest, QueuedCopiesOfOneDeviceAreAnsweredFromOneLookup) {
+  ASSERT_TRUE(OpenSockets(AF_INET));
+  BootstrapService service(store_.get(), std::string(kUrl), 16,
+                           BootstrapLimits{.response_budget_ms = 1500},
+                           [] { return uint64_t{1000}; }, [] { return uint64_t{0}; });
+  // The device retries twice (new MIDs and tokens) while its first request waits; another
+  // device's request sits between them.
+  ASSERT_TRUE(service.Submit(Request(true, 0x0101, {std::byte{1}}, kIccid)));
+  ASSERT_TRUE(service.Submit(Request(true, 0x0202, {std::byte{2}}, kOtherIccid)));
+  ASSERT_TRUE(service.Submit(Request(true, 0x0303, {std::byte{3}}, kIccid)));
+  ASSERT_TRUE(service.Submit(Request(false, 0x0404, {std::byte{4}}, kIccid)));
+  service.Stop();
+
+  // Every copy is answered, each with its own MID and token, all with the same key; the
+  // device's copies first (taken with its oldest request), then the other device.
+  const std::string expected = std::string(kIccid) + "," + GeneratedKey(kIccid) + "," +
+                               std::string(kUrl);
+  const std::pair<uint16_t, std::byte> mine[] = {{0x0101, std::byte{1}}, {0x0303, std::byte{3}}};
+  for (const auto& [mid, token] : mine) {
+    auto reply = ReceiveReply();
+    ASSERT_TRUE(reply);
+    auto m = codec::ParseMessage(*reply);
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->type, codec::MessageType::kAcknowledgement);
+    EXPECT_EQ(m->message_id, mid);
+    ASSERT_EQ(m->token.size(), 1u);
+    EXPECT_EQ(m->token[0], token);
+    EXPECT_EQ(Text(m->payload), expected);
+  }
+  auto non = ReceiveReply();
+  ASSERT_TRUE(non);
+  auto n = codec::ParseMessage(*non);
+  ASSERT_TRUE(n);
+  EXPECT_EQ(n->type, codec::MessageType::kNonConfirmable);
+  ASSERT_EQ(n->token.size(), 1u);
+  EXPECT_EQ(n->token[0], std::byte{4});
+  EXPECT_EQ(Text(n->payload), expected);
+  auto other = ReceiveReply();
+  ASSERT_TRUE(other);
+  auto o = codec::ParseMessage(*other);
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->message_id, 0x0202);
+  EXPECT_TRUE(Text(o->payload).starts_with(std::string(kOtherIccid) + ","));
+
+  EXPECT_EQ(service.replied_205(), 4u);
+  EXPECT_EQ(service.coalesced(), 2u);
+  EXPECT_EQ(service.expired(), 0u);
+}
+
 }  // namespace
 }  // namespace coapgate::bootstrap

@@ -921,5 +921,63 @@ TEST_F(EndpointTest, RecordCost) {
             << " ns to decrypt+deliver, " << out << " ns to encrypt+send (this build)\n";
 }
 
+// ---------------------------------------------------------------------------------------
+// Per-source handshake cap: one host that passes cookie exchanges from many ports and then
+// stalls holds at most max_handshakes_per_source slots, so another host still gets in.
+
+TEST_F(EndpointTest, OneSourceStallingHandshakesDoesNotLockOutAnother) {
+  // Without the per-source cap the stalling host would take all 5 slots.
+  Start({.max_handshakes = 5, .max_handshakes_per_source = 4});
+  constexpr uint32_t kStaller = 0x0a000063;  // 10.0.0.99, from ten ports
+  std::vector<Client*> stalled;
+  for (uint16_t port = 50000; port < 50010; ++port) {
+    Client& c = AddClient(MakeRoute(kStaller, port));
+    c.Step();
+    Forward(c);  // ClientHello -> HelloVerifyRequest
+    c.Step();
+    Forward(c);  // ClientHello with a valid cookie: a handshake starts, or is refused
+    c.inbox.clear();  // and the client never answers the server's flight
+    stalled.push_back(&c);
+  }
+  EXPECT_EQ(endpoint_->handshakes(), 4u);
+  EXPECT_EQ(counters().handshakes_started, 4u);
+  EXPECT_EQ(counters().handshakes_refused_per_source, 6u);
+  EXPECT_EQ(counters().handshakes_refused, 0u);
+
+  Client& other = AddClient(1);  // 10.0.0.1
+  EXPECT_TRUE(Connect(other));
+  EXPECT_EQ(counters().handshakes_completed, 1u);
+  ASSERT_EQ(Exchange(other, "hello").size(), 1u);
+
+  // The stalled ones time out and free their slots; the host may then try again.
+  endpoint_->Tick(now_ + 15'000);
+  EXPECT_EQ(endpoint_->handshakes(), 0u);
+  EXPECT_EQ(counters().handshake_timeouts, 4u);
+}
+
+TEST_F(EndpointTest, PerSourceCapCountsOnlyThatHost) {
+  Start({.max_handshakes = 8, .max_handshakes_per_source = 1});
+  Client& a = AddClient(MakeRoute(0x0a000001, 40001));
+  Client& a2 = AddClient(MakeRoute(0x0a000001, 40002));  // same host, another port
+  Client& b = AddClient(MakeRoute(0x0a000002, 40001));   // another host, same port
+  for (Client* c : {&a, &a2, &b}) {
+    c->Step();
+    Forward(*c);
+    c->Step();
+    Forward(*c);
+  }
+  EXPECT_EQ(counters().handshakes_started, 2u);  // a and b
+  EXPECT_EQ(counters().handshakes_refused_per_source, 1u);  // a2
+  EXPECT_TRUE(Connect(a));
+  EXPECT_TRUE(Connect(b));
+  a2.Timeout();
+  EXPECT_TRUE(Connect(a2));  // a finished: its host has a free slot again
+}
+
+TEST_F(EndpointTest, RejectsZeroPerSourceCap) {
+  EXPECT_FALSE(DtlsEndpoint::Create({.max_handshakes_per_source = 0}, &net_,
+                                    [](auto, auto) { return size_t{0}; }));
+}
+
 }  // namespace
 }  // namespace coapgate::dtls

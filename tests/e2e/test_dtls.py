@@ -200,5 +200,18 @@ class DtlsTests(unittest.TestCase):
             self.assertEqual(s.stop(), 0)
 
 
+    def test_one_stalling_host_does_not_lock_out_another(self):
+        # Without the per-source cap the stalling host would hold all three slots.
+        toml = "[dtls]\nmax_handshakes = 3\nmax_handshakes_per_source = 2\n"
+        with self.server(toml, shards=1) as s:
+            self.assertIsNotNone(self.half_handshake(s, "127.0.3.4"))
+            self.assertIsNotNone(self.half_handshake(s, "127.0.3.4"))  # another port
+            self.assertIsNone(self.half_handshake(s, "127.0.3.4"))  # refused: no flight
+            self.assertIn("handshakes_refused_per_source=1", self.dtls_counters(s))
+            r = self.libcoap("gnutls", s, USER[0], USER[4], "another host gets in")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(len(self.lines_with(s, "another host gets in")), 1)
+            self.assertEqual(s.stop(), 0)
+
 if __name__ == "__main__":
     unittest.main()

@@ -3,6 +3,7 @@ loopback ports, real sockets, libcoap's coap-client-notls, the file sink. Every 
 runs once per I/O backend (io_uring, recvmmsg)."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -569,6 +570,52 @@ class CommandLineTests(unittest.TestCase):
         out = self.run_coapgate("--check-config", config_text=f'[devices]\nfile = "{f.name}"\n')
         self.assertEqual(out.returncode, 2)
         self.assertIn(f.name, out.stderr)
+
+
+
+class SteeringTests(unittest.TestCase):
+    """Source-address steering over two shards: every datagram of one device address reaches
+    the same shard whatever its source port, so a NAT rebind keeps the device on the shard
+    that holds its state. Per-shard arrivals are read from the SIGUSR1 counters."""
+
+    def per_shard_received(self, s):
+        mark = s.log_count()
+        s.signal(signal.SIGUSR1)
+        m = s.wait_for_log(r"counters \(per shard\): received=([\d,]+)", start=mark)
+        return [int(x) for x in m.group(1).split(",")]
+
+    def test_rebinding_device_stays_on_one_shard_and_its_retransmission_is_answered_alike(self):
+        with Server(shards=2) as s:
+            host, port = s.address
+            s.wait_for_log(rf"steering {re.escape(host)}:{port} by source address over 2 shards")
+            before = self.per_shard_received(s)
+            # Eight source ports of one address: with the kernel's 4-tuple hash they would
+            # all land on one shard only with probability 2/2^8.
+            devices = [Device(s, "127.0.0.1") for _ in range(8)]
+            first = post("rebind", b"rebind-first", mid=0x4242, token=b"\x0a\x0b")
+            first_reply = devices[0].request(first)
+            self.assertIsNotNone(first_reply)
+            self.assertEqual(parse(first_reply)[1], CHANGED)
+            for i, d in enumerate(devices[1:], 1):
+                reply = d.request(post("rebind", f"rebind-{i}".encode(), mid=0x4242 + i,
+                                       token=bytes([i])))
+                self.assertIsNotNone(reply)
+                self.assertEqual(parse(reply)[1], CHANGED)
+            # The NAT rebinds once more and the device retransmits its first message.
+            late = Device(s, "127.0.0.1")
+            devices.append(late)
+            again = late.request(first)
+            self.assertEqual(again, first_reply)  # the same ACK: MID, token and code
+            after = self.per_shard_received(s)
+            delta = [a - b for a, b in zip(after, before)]
+            # Nine datagrams from nine source ports of one address, all on one shard.
+            self.assertEqual(sorted(delta), [0, len(devices)], f"per-shard arrivals {delta}")
+            lines = s.wait_for_sink(9)
+            self.assertGreaterEqual(
+                len([l for l in lines if l["payload"].get("value") == b64(b"rebind-first")]), 1)
+            for d in devices:
+                d.close()
+            self.assertEqual(s.stop(), 0)
 
 
 if __name__ == "__main__":
