@@ -267,7 +267,7 @@ TEST_F(PublisherWorkerTest, ALocationIsASecondEventAndTheMessageWaitsForBoth) {
   ASSERT_EQ(at_once.seen().size(), 2u);
   EXPECT_NE(at_once.seen()[0].find(R"("value":{"longitude":6.956068,"latitude":50.934544})"),
             std::string::npos);
-  const std::string& location = at_once.seen()[1];
+  const std::string location = at_once.seen()[1];
   EXPECT_NE(location.find(R"("type":"LOCATION")"), std::string::npos);
   EXPECT_NE(location.find(R"("location":{"source":"GPS","coordinates":["6.956068","50.934544"]}})"),
             std::string::npos);
