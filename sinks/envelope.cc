@@ -1,7 +1,6 @@
 #include "sinks/envelope.h"
 
 #include <array>
-#include <cstring>
 
 // The XXH3 state type is only public with XXH_STATIC_LINKING_ONLY; it lets the state live on
 // the stack (XXH3_createState would allocate). Its layout is the one of the libxxhash that

@@ -239,13 +239,18 @@ std::string LocationPayload(double lon, double lat) {
   return payload;
 }
 
-TEST_F(PublisherWorkerTest, ALocationIsASecondEventAndTheMessageWaitsForBoth) {
-  const std::string path = testing::TempDir() + "/worker-location.json";
+// The location template as the global template, written to `name` in the test directory.
+Result<std::shared_ptr<const TemplateSet>, std::string> LocationTemplates(const char* name) {
+  const std::string path = testing::TempDir() + "/" + name;
   FILE* f = std::fopen(path.c_str(), "w");
-  ASSERT_NE(f, nullptr);
+  if (f == nullptr) return Fail("cannot write " + path);
   std::fputs(std::string(kLocationTemplate).c_str(), f);
   std::fclose(f);
-  auto templates = TemplateSet::Load(path, "");
+  return TemplateSet::Load(path, "");
+}
+
+TEST_F(PublisherWorkerTest, ALocationIsASecondEventAndTheMessageWaitsForBoth) {
+  auto templates = LocationTemplates("worker-location.json");
   ASSERT_TRUE(templates) << templates.error();
   SnapshotHolder<TemplateSet> holder(*templates);
 
@@ -267,7 +272,7 @@ TEST_F(PublisherWorkerTest, ALocationIsASecondEventAndTheMessageWaitsForBoth) {
   ASSERT_EQ(at_once.seen().size(), 2u);
   EXPECT_NE(at_once.seen()[0].find(R"("value":{"longitude":6.956068,"latitude":50.934544})"),
             std::string::npos);
-  const std::string& location = at_once.seen()[1];
+  const std::string location = at_once.seen()[1];
   EXPECT_NE(location.find(R"("type":"LOCATION")"), std::string::npos);
   EXPECT_NE(location.find(R"("location":{"source":"GPS","coordinates":["6.956068","50.934544"]}})"),
             std::string::npos);
@@ -282,12 +287,7 @@ TEST_F(PublisherWorkerTest, ALocationIsASecondEventAndTheMessageWaitsForBoth) {
 }
 
 TEST_F(PublisherWorkerTest, ALocationSinkFailureMakesTheMessageUnavailable) {
-  const std::string path = testing::TempDir() + "/worker-location-fail.json";
-  FILE* f = std::fopen(path.c_str(), "w");
-  ASSERT_NE(f, nullptr);
-  std::fputs(std::string(kLocationTemplate).c_str(), f);
-  std::fclose(f);
-  auto templates = TemplateSet::Load(path, "");
+  auto templates = LocationTemplates("worker-location-fail.json");
   ASSERT_TRUE(templates) << templates.error();
   SnapshotHolder<TemplateSet> holder(*templates);
 
