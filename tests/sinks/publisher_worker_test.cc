@@ -14,6 +14,8 @@
 #include <mutex>
 #include <thread>
 
+#include "common/error.h"
+
 namespace coapgate::sinks {
 namespace {
 
@@ -240,10 +242,10 @@ std::string LocationPayload(double lon, double lat) {
 }
 
 // The location template as the global template, written to `name` in the test directory.
-Result<std::shared_ptr<const TemplateSet>, std::string> LocationTemplates(const char* name) {
+Result<std::shared_ptr<const TemplateSet>, Error> LocationTemplates(const char* name) {
   const std::string path = testing::TempDir() + "/" + name;
   FILE* f = std::fopen(path.c_str(), "w");
-  if (f == nullptr) return Fail("cannot write " + path);
+  if (f == nullptr) return FailEnvironment("cannot write " + path);
   std::fputs(std::string(kLocationTemplate).c_str(), f);
   std::fclose(f);
   return TemplateSet::Load(path, "");
