@@ -186,12 +186,16 @@ bool ReadDevices(TableReader& r, Config::Devices* devices) {
 
 bool ReadCoap(TableReader& r, Config::Coap* coap) {
   return r.OnlyKeys({"exchange_lifetime_s", "non_lifetime_s", "max_payload", "response_budget_ms",
-                     "ack", "dedup_capacity", "inflight_capacity", "busy_max_age_s"}) &&
+                     "ack", "dedup_per_device", "dedup_devices", "dedup_capacity", "inflight_capacity",
+                     "busy_max_age_s"}) &&
          r.Integer<uint32_t>("exchange_lifetime_s", 1, 86400, &coap->exchange_lifetime_s) &&
          r.Integer<uint32_t>("non_lifetime_s", 1, 86400, &coap->non_lifetime_s) &&
          r.Integer<uint32_t>("max_payload", 1, 65000, &coap->max_payload) &&
          r.Integer<uint32_t>("response_budget_ms", 10, 60000, &coap->response_budget_ms) &&
          r.Choice("ack", kAckModes, &coap->ack) &&
+         r.Integer<uint32_t>("dedup_per_device", 1, 16, &coap->dedup_per_device) &&
+         r.Integer<uint32_t>("dedup_devices", 0, (uint32_t{1} << 24) - 1, &coap->dedup_devices) &&
+         // Replaced by the two keys above; still read so that existing files keep loading.
          r.Integer<uint32_t>("dedup_capacity", 16, uint32_t{1} << 28, &coap->dedup_capacity) &&
          r.Integer<uint32_t>("inflight_capacity", 16, uint32_t{1} << 24,
                              &coap->inflight_capacity) &&

@@ -87,7 +87,9 @@ struct Config {
     uint32_t max_payload = 1024;         // larger payloads get 4.13
     uint32_t response_budget_ms = 1500;  // under the client's 2 s ACK_TIMEOUT; past it, 5.03
     AckMode ack = AckMode::kSink;
-    uint32_t dedup_capacity = 262144;   // entries per shard
+    uint32_t dedup_per_device = 4;  // exchanges remembered per device (K), 1..16
+    uint32_t dedup_devices = 0;     // device records per shard; 0 = sized from the registry
+    uint32_t dedup_capacity = 0;    // obsolete and ignored (0 = absent); the server warns
     uint32_t inflight_capacity = 8192;  // accepted-but-unanswered messages per shard
     uint32_t busy_max_age_s = 5;        // 5.03 Max-Age base; replies jitter it in [base, 2*base]
 

@@ -166,7 +166,16 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   const size_t plain_count = listen.size();
   listen.insert(listen.end(), config.server.coaps_listen.begin(),
                 config.server.coaps_listen.end());
-  ShardIo io = config.server.io == config::IoBackend::kRecvmmsg ? ShardIo::kRecvmmsg : ShardIo::kIoUring;
+  bool uring = config.server.io != config::IoBackend::kRecvmmsg;
+  // The exchange memory per shard: SO_REUSEPORT steers devices by source address, so each shard
+  // sees about its share of the registry; 25 % and 1024 records of headroom for the skew and
+  // for devices added before the next restart.
+  const uint32_t dedup_devices =
+      config.coap.dedup_devices != 0
+          ? config.coap.dedup_devices
+          : static_cast<uint32_t>(std::min<uint64_t>(
+                (*devices)->size() * 5 / 4 / static_cast<uint64_t>(shard_count) + 1024,
+                ExchangeMemory::kMaxDevices));
   // One member of each listen address's reuseport group, to attach the steering through once
   // every shard's socket is bound (shard i binds the i-th socket of each group).
   std::vector<int> group_member(listen.size(), -1);
@@ -199,9 +208,11 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
     o.dtls.idle_timeout_s = config.dtls.idle_timeout_s;
     o.dtls.identity_hint = config.dtls.identity_hint;
     o.psk_store = server->psk_store_.get();
-    o.io = io;
+    o.io_factory = uring ? net::DatagramIoFactory(net::MakeUringIo)
+                         : net::DatagramIoFactory(net::MakeRecvmmsgIo);
     o.max_payload = config.coap.max_payload;
-    o.dedup_capacity = config.coap.dedup_capacity;
+    o.dedup_devices = dedup_devices;
+    o.dedup_per_device = config.coap.dedup_per_device;
     o.inflight_capacity = config.coap.inflight_capacity;
     o.exchange_lifetime_s = config.coap.exchange_lifetime_s;
     o.non_lifetime_s = config.coap.non_lifetime_s;
@@ -214,11 +225,11 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
     o.bootstrap = server->bootstrap_.get();
     const std::vector<int> sockets = o.sockets;
     auto shard = Shard::Create(o);
-    if (!shard && io == ShardIo::kIoUring && config.server.io == config::IoBackend::kAuto && i == 0 &&
+    if (!shard && uring && config.server.io == config::IoBackend::kAuto && i == 0 &&
         !shard.error().starts_with("dtls:")) {
       spdlog::warn("io_uring unavailable ({}); using recvmmsg", shard.error());
-      io = ShardIo::kRecvmmsg;
-      o.io = io;
+      uring = false;
+      o.io_factory = net::MakeRecvmmsgIo;
       shard = Shard::Create(o);
     }
     if (!shard) {
@@ -255,6 +266,15 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
                  i < plain_count ? "coap" : "coaps", v6 ? "[" : "", address.host, v6 ? "]" : "",
                  address.port, shard_count, server->shards_.front()->io_name(),
                  server->publishers_->Describe());
+  }
+  const size_t dedup_bytes = server->shards_.front()->exchange_memory_bytes();
+  spdlog::info("exchange memory: {} devices x {} exchanges per shard, {:.1f} MiB per shard "
+               "({} bytes per device), allocated",
+               dedup_devices, config.coap.dedup_per_device,
+               static_cast<double>(dedup_bytes) / (1 << 20), dedup_bytes / dedup_devices);
+  if (config.coap.dedup_capacity != 0) {
+    spdlog::warn("coap.dedup_capacity is obsolete and ignored: the exchange memory is sized by "
+                 "coap.dedup_devices and coap.dedup_per_device");
   }
   return server;
 }

@@ -4,16 +4,18 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <array>
 #include <bit>
-#include <chrono>
 #include <cstring>
 #include <functional>
 #include <future>
 #include <random>
 
 #include "codec/code.h"
+#include "common/check.h"
 #include "codec/encoder.h"
 #include "bootstrap/bootstrap_reply.h"
 #include "bootstrap/bootstrap_service.h"
@@ -22,27 +24,22 @@
 namespace coapgate::engine {
 namespace {
 
-// Longest sleep of an idle shard: bounds how late it notices a stop request, a registry
-// swap or an expired dedup entry.
+// Longest sleep of an idle shard: bounds how late it notices a stop request or a registry
+// swap.
 constexpr int kIdleWaitMs = 100;
-constexpr size_t kExpiryPerTurn = 4096;
+// Exchange-memory records swept per turn: expiry is checked on lookup anyway, so the sweep
+// only frees records of silent devices for new ones; a small budget keeps turns short.
+constexpr size_t kSweepPerTurn = 256;
+// At most one warning per shard per this long when the table bound cuts the horizon short.
+constexpr uint32_t kHorizonWarningIntervalS = 60;
 
-uint64_t MonotonicMs() noexcept {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch())
-                                   .count());
-}
-
-uint64_t WallMs() noexcept {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
-}
+const SystemClock kSystemClock;
 
 }  // namespace
 
 Result<std::unique_ptr<Shard>, std::string> Shard::Create(ShardOptions options) {
-  auto shard = std::unique_ptr<Shard>(new Shard(std::move(options), nullptr));
+  if (!options.io_factory) return Fail(std::string("no datagram I/O factory"));
+  auto shard = std::unique_ptr<Shard>(new Shard(std::move(options)));
   // The backend is built on the shard's own thread: an io_uring belongs to the task that
   // submits to it (its task work runs there), so a ring set up here on the control thread
   // would have this thread do the shard's receive work.
@@ -76,8 +73,7 @@ void Shard::ThreadMain(std::promise<std::string>& built) {
   // 255 bytes): a datagram longer than this is cut short and answered 4.13.
   io_options.buffer_size = options_.max_payload + 1024;
   io_options.wake_fds = {handoff_.wake_fd()};
-  auto io = options_.io == ShardIo::kIoUring ? net::MakeUringIo(io_options)
-                                             : net::MakeRecvmmsgIo(io_options);
+  auto io = options_.io_factory(io_options);
   if (!io) {
     built.set_value(io.error());
     return;
@@ -103,14 +99,19 @@ void Shard::ThreadMain(std::promise<std::string>& built) {
   Run();
 }
 
-Shard::Shard(ShardOptions options, std::unique_ptr<net::DatagramIo> io)
+Shard::Shard(ShardOptions options)
     : options_(std::move(options)),
-      io_(std::move(io)),
-      dedup_(DedupTable::Limits{options_.dedup_capacity, options_.exchange_lifetime_s,
-                                options_.non_lifetime_s, std::random_device{}()}),
+      clock_(options_.clock != nullptr ? options_.clock : &kSystemClock),
+      exchanges_(ExchangeMemory::Limits{
+          .devices = options_.dedup_devices,
+          .per_device = options_.dedup_per_device,
+          .con_lifetime_s = options_.exchange_lifetime_s,
+          .non_lifetime_s = std::min(options_.non_lifetime_s, options_.exchange_lifetime_s),
+          .hash_seed = (static_cast<uint64_t>(std::random_device{}()) << 32) |
+                       std::random_device{}()}),
       handoff_(options_.inflight_capacity, options_.max_payload,
                static_cast<uint32_t>(options_.publisher_wake_fds.size())),
-      slots_(options_.inflight_capacity) {
+      inflight_(options_.inflight_capacity) {
   limits_.max_payload = options_.max_payload;
   std::random_device seed;
   next_message_id_ = static_cast<uint16_t>(seed());
@@ -142,17 +143,15 @@ void Shard::Join() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Shard::Run() {
+void Shard::Run() noexcept {
   while (!stop_.load(std::memory_order_relaxed)) {
     const bool draining = draining_.load(std::memory_order_acquire);
     const std::span<const net::ReceivedDatagram> batch = io_->Receive(WaitTimeoutMs());
-    now_ms_ = MonotonicMs();
+    now_ms_ = clock_->MonotonicMs();
     now_s_ = static_cast<uint32_t>(now_ms_ / 1000);
-    wall_ms_ = WallMs();
+    wall_ms_ = clock_->WallMs();
     options_.registry->Refresh(&registry_generation_, &registry_);
-    // Bounded so that the entries of one busy second, all expiring in one later second,
-    // are reclaimed over several turns instead of stalling one.
-    dedup_.ExpireUntil(now_s_, kExpiryPerTurn);
+    exchanges_.Sweep(now_s_, kSweepPerTurn);
     for (const net::ReceivedDatagram& d : batch) Handle(d);
     // After a datagram the endpoint's next deadline may be earlier (a handshake started).
     if (dtls_ && (dtls_touched_ || now_ms_ >= dtls_tick_ms_)) {
@@ -174,6 +173,7 @@ void Shard::Run() {
     pending_.store(handoff_.in_use(), std::memory_order_release);
     if (draining) drain_seen_.store(true, std::memory_order_release);
     turns_.fetch_add(1, std::memory_order_relaxed);
+    PublishExchangeStats();
     const uint64_t failures = io_->send_failures();
     if (failures != send_failures_seen_) {
       counters_.Add(Counter::kSendFailed, failures - send_failures_seen_);
@@ -183,16 +183,15 @@ void Shard::Run() {
 }
 
 int Shard::WaitTimeoutMs() const noexcept {
-  uint64_t deadline = UINT64_MAX;
-  if (unanswered_head_ != kNoSlot) deadline = slots_[unanswered_head_].deadline_ms;
+  uint64_t deadline = inflight_.next_deadline_ms();
   if (dtls_) deadline = std::min(deadline, dtls_tick_ms_);
   if (deadline == UINT64_MAX) return kIdleWaitMs;
-  const uint64_t now = MonotonicMs();
+  const uint64_t now = clock_->MonotonicMs();
   if (deadline <= now) return 0;
   return static_cast<int>(std::min<uint64_t>(deadline - now + 1, kIdleWaitMs));
 }
 
-void Shard::Handle(const net::ReceivedDatagram& d) {
+void Shard::Handle(const net::ReceivedDatagram& d) noexcept {
   counters_.Add(Counter::kReceived);
   if (d.socket < options_.secure.size() && options_.secure[d.socket]) {
     if (d.truncated) {  // no DTLS record is that large: nothing to decrypt, nothing to say
@@ -221,21 +220,18 @@ void Shard::Handle(const net::ReceivedDatagram& d) {
     return;
   }
   const std::optional<net::IpAddress> ip = net::IpAddress::FromSockaddr(d.peer);
-  if (!ip) return;  // impossible: UDP sockets of AF_INET/AF_INET6 only
-  Origin origin{peer, *ip, 0, {}};
-  origin.port = d.peer->sa_family == AF_INET
-                    ? ntohs(reinterpret_cast<const sockaddr_in*>(d.peer)->sin_port)
-                    : ntohs(reinterpret_cast<const sockaddr_in6*>(d.peer)->sin6_port);
-  if (origin.port == 0) {
-    // No real sender has source port 0, and port 0 marks DTLS identities in the dedup table:
-    // a spoofed datagram must not plant an answer under a DTLS device's key.
+  CHECK(ip.has_value(), "a datagram from neither AF_INET nor AF_INET6");
+  const uint16_t port = d.peer->sa_family == AF_INET
+                            ? ntohs(reinterpret_cast<const sockaddr_in*>(d.peer)->sin_port)
+                            : ntohs(reinterpret_cast<const sockaddr_in6*>(d.peer)->sin6_port);
+  if (port == 0) {  // no real sender has source port 0: answering it only helps spoofers
     counters_.Add(Counter::kDropStray);
     return;
   }
-  Ingest(origin, t);
+  Ingest(Origin{peer, *ip, {}}, t);
 }
 
-bool Shard::AnswerTriage(const Peer& peer, const codec::Triage& t) {
+bool Shard::AnswerTriage(const Peer& peer, const codec::Triage& t) noexcept {
   switch (t.action) {
     case codec::Action::kDrop:
       switch (t.reason) {
@@ -249,7 +245,7 @@ bool Shard::AnswerTriage(const Peer& peer, const codec::Triage& t) {
     case codec::Action::kRespond: {
       std::array<std::byte, net::kMaxReplySize> reply;
       auto n = codec::EncodeTriageReply(t, limits_, NextMessageId(), reply);
-      if (!n) return false;  // impossible: triage replies are small
+      CHECK(n.has_value(), "a triage reply did not fit kMaxReplySize");
       SendBytes(peer, std::span(reply).first(*n));
       if (t.action == codec::Action::kReset) {
         counters_.Add(Counter::kReset);
@@ -264,7 +260,7 @@ bool Shard::AnswerTriage(const Peer& peer, const codec::Triage& t) {
   return false;
 }
 
-void Shard::SendBytes(const Peer& peer, std::span<const std::byte> bytes) {
+void Shard::SendBytes(const Peer& peer, std::span<const std::byte> bytes) noexcept {
   if (peer.session != 0) {
     if (!dtls_->Send(peer.session, bytes)) counters_.Add(Counter::kSessionGone);
     return;
@@ -299,8 +295,8 @@ void Shard::Deliver(dtls::SessionId session, std::string_view identity, const dt
     return;
   }
   const std::optional<net::IpAddress> ip = net::IpAddress::FromSockaddr(address);
-  if (!ip) return;  // impossible: UDP sockets of AF_INET/AF_INET6 only
-  Ingest(Origin{peer, *ip, 0, identity}, t);
+  CHECK(ip.has_value(), "a DTLS route of neither AF_INET nor AF_INET6");
+  Ingest(Origin{peer, *ip, identity}, t);
 }
 
 size_t Shard::LookupPsk(std::string_view identity,
@@ -326,7 +322,7 @@ size_t Shard::LookupPsk(std::string_view identity,
   return options_.psk_store == nullptr ? 0 : options_.psk_store->GeneratedKey(identity, key);
 }
 
-void Shard::Bootstrap(const net::ReceivedDatagram& d, const codec::Triage& t) {
+void Shard::Bootstrap(const net::ReceivedDatagram& d, const codec::Triage& t) noexcept {
   const codec::MessageView& m = t.message;
   const Peer peer{d.peer, d.peer_length, d.socket, d.local};
   const auto type = m.confirmable() ? codec::MessageType::kAcknowledgement
@@ -346,7 +342,7 @@ void Shard::Bootstrap(const net::ReceivedDatagram& d, const codec::Triage& t) {
     const auto reply = bootstrap::EncodeBootstrapErrorReply({m.confirmable(), m.message_id, m.token},
                                                  NextMessageId(), bootstrap::BootstrapError::kUnauthorized,
                                                  out);
-    if (!reply) return;  // impossible: the body is a short constant
+    CHECK(reply.has_value(), "the bootstrap error reply did not fit kMaxReplySize");
     io_->Send(d.socket, d.peer, d.peer_length, d.local, std::span(out).first(reply->size));
     CountReply(codec::code::kUnauthorized);
     return;
@@ -372,7 +368,7 @@ void Shard::Bootstrap(const net::ReceivedDatagram& d, const codec::Triage& t) {
   counters_.Add(Counter::kBootstrap);
 }
 
-void Shard::HandleTruncated(const net::ReceivedDatagram& d) {
+void Shard::HandleTruncated(const net::ReceivedDatagram& d) noexcept {
   auto header = codec::ParseHeader(d.bytes);
   if (!header || !codec::IsRequestCode(header->code) ||
       (header->type != codec::MessageType::kConfirmable &&
@@ -384,80 +380,65 @@ void Shard::HandleTruncated(const net::ReceivedDatagram& d) {
                                                    NextMessageId());
   reply.size1 = options_.max_payload;
   std::array<std::byte, net::kMaxReplySize> out;
-  if (auto n = codec::EncodeMessage(reply, out)) {
-    io_->Send(d.socket, d.peer, d.peer_length, d.local, std::span(out).first(*n));
-    CountReply(codec::code::kRequestEntityTooLarge);
-  }
+  const auto n = codec::EncodeMessage(reply, out);
+  CHECK(n.has_value(), "a 4.13 reply did not fit kMaxReplySize");
+  io_->Send(d.socket, d.peer, d.peer_length, d.local, std::span(out).first(*n));
+  CountReply(codec::code::kRequestEntityTooLarge);
 }
 
-namespace {
-
-// The dedup key's `peer` for a DTLS device (port 0): its PSK identity, an ICCID of 18 to 22
-// digits (the registry admits no other, and only registered identities get a session), as
-// BCD after a length byte. Distinct identities give distinct keys; no plain key has port 0.
-std::array<uint8_t, 16> PackIdentity(std::string_view identity) noexcept {
-  std::array<uint8_t, 16> packed{};
-  packed[0] = static_cast<uint8_t>(identity.size());
-  for (size_t i = 0; i < identity.size() && i < 30; ++i) {
-    const auto digit = static_cast<uint8_t>((identity[i] - '0') & 0x0f);
-    packed[1 + i / 2] |= static_cast<uint8_t>(i % 2 == 0 ? digit << 4 : digit);
-  }
-  return packed;
-}
-
-}  // namespace
-
-void Shard::Ingest(const Origin& origin, const codec::Triage& t) {
+void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
   const codec::MessageView& m = t.message;
   const Peer& peer = origin.peer;
-  const net::IpAddress* ip = &origin.ip;
-  // Plain CoAP: (source IP, port, MID). DTLS: (PSK identity, MID) (SPEC §4), which survives
-  // a new session from the same address. The table is per shard, and SO_REUSEPORT may send a
-  // device whose NAT rebound to another shard: its retransmission is then forwarded again,
-  // under the same id (a duplicate consumers can drop).
-  DedupKey key;
-  key.peer = origin.identity.empty() ? ip->bytes() : PackIdentity(origin.identity);
-  key.port = origin.identity.empty() ? origin.port : 0;
-  key.message_id = m.message_id;
-
-  const DedupTable::Admission admission = dedup_.Admit(key, m.token, m.confirmable(), now_s_);
-  switch (admission.verdict) {
-    case DedupTable::Verdict::kDuplicatePending:
-      counters_.Add(Counter::kDropPendingDuplicate);
-      return;
-    case DedupTable::Verdict::kDuplicateDone: {
-      const auto* e = admission.entry;
-      SendReply(peer, static_cast<codec::MessageType>(e->response_type), e->response_code,
-                e->response_message_id, m.token, e->max_age);
-      counters_.Add(Counter::kDuplicateReplayed);
-      return;
-    }
-    case DedupTable::Verdict::kFull:
-      counters_.Add(Counter::kDedupFull);
-      SendReply(peer, m.confirmable() ? codec::MessageType::kAcknowledgement
-                                      : codec::MessageType::kNonConfirmable,
-                codec::code::kServiceUnavailable, m.confirmable() ? m.message_id : NextMessageId(),
-                m.token, BusyMaxAge());
-      return;
-    case DedupTable::Verdict::kNew:
-      break;
-  }
-  const DedupTable::Handle handle = admission.handle;
-
-  const std::optional<registry::DeviceView> device = origin.identity.empty()
-                                              ? registry_->FindByIp(*ip)
-                                              : registry_->FindByIccid(origin.identity);
+  const bool plain = origin.identity.empty();
+  const std::optional<registry::DeviceView> device =
+      plain ? registry_->FindByIp(origin.ip) : registry_->FindByIccid(origin.identity);
+  // Refusals before the exchange memory: they are deterministic (a retransmission gets the
+  // same bytes anyway, until SIGHUP changes the answer), and an unregistered sender must not
+  // be able to take records from the devices that are.
   if (!device || !device->active) {
-    Finish(handle, m, codec::code::kUnauthorized, peer);
+    Answer(ExchangeMemory::kNoHandle, peer, m.confirmable(), m.message_id, m.token,
+           codec::code::kUnauthorized);
     return;
   }
   if (t.request.topic_status == codec::TopicStatus::kInvalid) {
-    Finish(handle, m, codec::code::kBadRequest, peer);
+    Answer(ExchangeMemory::kNoHandle, peer, m.confirmable(), m.message_id, m.token,
+           codec::code::kBadRequest);
     return;
   }
+  // Plain CoAP: the source IP without the port, so a NAT rebinding keeps the device's
+  // exchanges (steering by source address keeps it on this shard). DTLS: the PSK identity,
+  // which survives a new session from another address.
+  const DeviceKey key =
+      plain ? DeviceKeyForAddress(origin.ip.bytes()) : DeviceKeyForIdentity(origin.identity);
+  const ExchangeMemory::Admission admission =
+      exchanges_.Admit(key, m.message_id, m.token, m.confirmable(), now_s_);
+  switch (admission.verdict) {
+    case ExchangeMemory::Verdict::kDuplicatePending:
+      counters_.Add(Counter::kDropPendingDuplicate);
+      return;
+    case ExchangeMemory::Verdict::kDuplicateDone: {
+      const ExchangeMemory::Entry* e = admission.entry;
+      SendReply(peer, static_cast<codec::MessageType>(e->response_type()), e->response_code(),
+                e->response_message_id(), m.token, e->max_age());
+      counters_.Add(Counter::kDuplicateReplayed);
+      return;
+    }
+    case ExchangeMemory::Verdict::kFull:
+      counters_.Add(Counter::kDedupFull);
+      Answer(ExchangeMemory::kNoHandle, peer, m.confirmable(), m.message_id, m.token,
+             codec::code::kServiceUnavailable);
+      return;
+    case ExchangeMemory::Verdict::kNew:
+      break;
+  }
+  const ExchangeMemory::Handle handle = admission.handle;
+  auto refuse = [&](Counter why) noexcept {
+    counters_.Add(why);
+    Answer(handle, peer, m.confirmable(), m.message_id, m.token,
+           codec::code::kServiceUnavailable);
+  };
   if (draining_.load(std::memory_order_relaxed)) {
-    counters_.Add(Counter::kDraining);
-    Finish(handle, m, codec::code::kServiceUnavailable, peer);
+    refuse(Counter::kDraining);
     return;
   }
   // Per device, so that one device's messages keep their order on one broker connection.
@@ -468,14 +449,12 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) {
   if (options_.sinks_available != nullptr &&
       !options_.sinks_available[lane].load(std::memory_order_relaxed)) {
     // Circuit breaking: a sink is known down, so answer now instead of queueing behind it.
-    counters_.Add(Counter::kSinkDown);
-    Finish(handle, m, codec::code::kServiceUnavailable, peer);
+    refuse(Counter::kSinkDown);
     return;
   }
   uint32_t slot;
   if (!handoff_.Acquire(&slot)) {
-    counters_.Add(Counter::kInflightFull);
-    Finish(handle, m, codec::code::kServiceUnavailable, peer);
+    refuse(Counter::kInflightFull);
     return;
   }
 
@@ -484,7 +463,7 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) {
   out.message_id = m.message_id;
   out.token_length = static_cast<uint8_t>(m.token.size());
   std::copy(m.token.begin(), m.token.end(), out.token.begin());
-  out.ip = ip->bytes();
+  out.ip = origin.ip.bytes();
   out.iccid_length = static_cast<uint8_t>(std::min(device->iccid.size(), out.iccid.size()));
   // copy_n, not memcpy: an empty view may have a null data() (UB for memcpy).
   std::copy_n(device->iccid.data(), out.iccid_length, out.iccid.data());
@@ -495,45 +474,46 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) {
   out.payload_length = static_cast<uint16_t>(m.payload.size());
   std::copy(m.payload.begin(), m.payload.end(), out.payload);
 
-  SlotState& s = slots_[slot];
-  s.dedup = handle;
+  InflightTable::Slot& s = inflight_[slot];
+  s.exchange = handle;
   std::memcpy(&s.peer, peer.address, std::min<size_t>(peer.length, sizeof(s.peer)));
   s.peer_length = peer.length;
   s.socket = peer.socket;
   s.local = peer.local;
   s.session = peer.session;
   s.confirmable = m.confirmable();
-  s.answered = false;
-  s.deadline_ms = now_ms_ + options_.response_budget_ms;
 
   if (!handoff_.PushOutbound(lane, slot)) {
     handoff_.Release(slot);
-    counters_.Add(Counter::kQueueFull);
-    Finish(handle, m, codec::code::kServiceUnavailable, peer);
+    refuse(Counter::kQueueFull);
     return;
   }
   pushed_lanes_ |= uint64_t{1} << lane;
   counters_.Add(Counter::kAccepted);
   if (options_.ack_on_enqueue) {
-    s.answered = true;
-    Finish(handle, m, codec::code::kChanged, peer);
+    s.answered = true;  // never on the unanswered list: no budget applies
+    Answer(handle, peer, m.confirmable(), m.message_id, m.token, codec::code::kChanged);
     return;
   }
-  LinkUnanswered(slot);
+  inflight_.Track(slot, now_ms_ + options_.response_budget_ms);
 }
 
-void Shard::Finish(DedupTable::Handle handle, const codec::MessageView& request, uint8_t code,
-                   const Peer& peer) {
-  const auto type = request.confirmable() ? codec::MessageType::kAcknowledgement
-                                          : codec::MessageType::kNonConfirmable;
-  const uint16_t message_id = request.confirmable() ? request.message_id : NextMessageId();
+void Shard::Answer(ExchangeMemory::Handle exchange, const Peer& peer, bool confirmable,
+                   uint16_t request_message_id, std::span<const std::byte> token,
+                   uint8_t code) noexcept {
+  const auto type =
+      confirmable ? codec::MessageType::kAcknowledgement : codec::MessageType::kNonConfirmable;
+  const uint16_t message_id = confirmable ? request_message_id : NextMessageId();
   const uint16_t max_age = code == codec::code::kServiceUnavailable ? BusyMaxAge() : 0;
-  dedup_.Complete(handle, code, static_cast<uint8_t>(type), message_id, max_age);
-  SendReply(peer, type, code, message_id, request.token, max_age);
+  // False for kNoHandle, and for an exchange that outlived its lifetime while in flight (its
+  // record is gone; the reply is still due).
+  (void)exchanges_.Complete(exchange, code, static_cast<uint8_t>(type), message_id, max_age);
+  SendReply(peer, type, code, message_id, token, max_age);
 }
 
 void Shard::SendReply(const Peer& peer, codec::MessageType type, uint8_t code,
-                      uint16_t message_id, std::span<const std::byte> token, uint16_t max_age) {
+                      uint16_t message_id, std::span<const std::byte> token,
+                      uint16_t max_age) noexcept {
   codec::OutgoingMessage reply;
   reply.type = type;
   reply.code = code;
@@ -541,30 +521,27 @@ void Shard::SendReply(const Peer& peer, codec::MessageType type, uint8_t code,
   reply.token = token;
   if (max_age != 0) reply.max_age = max_age;
   // Error responses carry the code's name (RFC 7252 §5.5.2): deterministic from the code, so
-  // a replay from the dedup table is byte for byte the first answer.
+  // a replay from the exchange memory is byte for byte the first answer.
   const std::string_view diagnostic =
       codec::CodeClass(code) >= 4 ? codec::CodeName(code) : std::string_view();
   reply.payload = std::as_bytes(std::span<const char>(diagnostic.data(), diagnostic.size()));
   std::array<std::byte, net::kMaxReplySize> out;
   auto n = codec::EncodeMessage(reply, out);
-  if (!n) return;  // impossible: token ≤ 8 and a short diagnostic always fit
+  CHECK(n.has_value(), "a reply did not fit kMaxReplySize (token <= 8, short diagnostic)");
   SendBytes(peer, std::span(out).first(*n));
   CountReply(code);
 }
 
-void Shard::DrainCompletions() {
+void Shard::DrainCompletions() noexcept {
   uint32_t slot;
   sinks::Outcome outcome;
   while (handoff_.PopCompletion(&slot, &outcome)) {
-    SlotState& s = slots_[slot];
+    InflightTable::Slot& s = inflight_[slot];
     if (s.answered && options_.ack_on_enqueue && outcome != sinks::Outcome::kAccepted) {
       // The price of coap.ack = "enqueue": the device already has its 2.04.
       counters_.Add(Counter::kLostAfterEnqueueAck);
     }
     if (!s.answered) {
-      const sinks::InflightMessage& msg = handoff_.message(slot);
-      const auto type = s.confirmable ? codec::MessageType::kAcknowledgement
-                                      : codec::MessageType::kNonConfirmable;
       uint8_t code = codec::code::kChanged;
       if (outcome == sinks::Outcome::kUnavailable) {
         code = codec::code::kServiceUnavailable;
@@ -572,66 +549,49 @@ void Shard::DrainCompletions() {
       } else if (outcome == sinks::Outcome::kBadPayload) {
         code = codec::code::kBadRequest;
       }
-      const uint16_t message_id = s.confirmable ? msg.message_id : NextMessageId();
-      const uint16_t max_age = code == codec::code::kServiceUnavailable ? BusyMaxAge() : 0;
-      dedup_.Complete(s.dedup, code, static_cast<uint8_t>(type), message_id, max_age);
-      const Peer peer{reinterpret_cast<const sockaddr*>(&s.peer), s.peer_length, s.socket,
-                      s.local, s.session};
-      SendReply(peer, type, code, message_id, msg.Token(), max_age);
-      MarkAnswered(slot);
+      inflight_.MarkAnswered(slot);
+      const sinks::InflightMessage& msg = handoff_.message(slot);
+      Answer(s.exchange, PeerOf(s), s.confirmable, msg.message_id, msg.Token(), code);
     }
     handoff_.Release(slot);
   }
 }
 
-void Shard::ExpireBudgets() {
-  while (unanswered_head_ != kNoSlot) {
-    const uint32_t slot = unanswered_head_;
-    SlotState& s = slots_[slot];
-    if (s.deadline_ms > now_ms_) return;
+void Shard::ExpireBudgets() noexcept {
+  while (inflight_.next_deadline_ms() <= now_ms_) {
+    const uint32_t slot = inflight_.oldest_unanswered();
     // The sinks did not answer in time: tell the device to retry. The slot stays with the
     // publisher until it completes; a late success then only means a duplicate downstream.
     counters_.Add(Counter::kBudgetExpired);
+    inflight_.MarkAnswered(slot);
+    const InflightTable::Slot& s = inflight_[slot];
     const sinks::InflightMessage& msg = handoff_.message(slot);
-    const auto type = s.confirmable ? codec::MessageType::kAcknowledgement
-                                    : codec::MessageType::kNonConfirmable;
-    const uint16_t message_id = s.confirmable ? msg.message_id : NextMessageId();
-    const uint16_t max_age = BusyMaxAge();
-    dedup_.Complete(s.dedup, codec::code::kServiceUnavailable, static_cast<uint8_t>(type),
-                    message_id, max_age);
-    const Peer peer{reinterpret_cast<const sockaddr*>(&s.peer), s.peer_length, s.socket,
-                    s.local, s.session};
-    SendReply(peer, type, codec::code::kServiceUnavailable, message_id, msg.Token(), max_age);
-    MarkAnswered(slot);
+    Answer(s.exchange, PeerOf(s), s.confirmable, msg.message_id, msg.Token(),
+           codec::code::kServiceUnavailable);
   }
 }
 
-void Shard::LinkUnanswered(uint32_t slot) noexcept {
-  SlotState& s = slots_[slot];
-  s.prev = unanswered_tail_;
-  s.next = kNoSlot;
-  if (unanswered_tail_ != kNoSlot) {
-    slots_[unanswered_tail_].next = slot;
-  } else {
-    unanswered_head_ = slot;
+void Shard::PublishExchangeStats() noexcept {
+  const ExchangeMemory::Stats& now = exchanges_.stats();
+  ExchangeMemory::Stats& seen = exchange_stats_seen_;
+  counters_.Add(Counter::kDedupEvictedDeviceOverK,
+                now.evicted_device_over_k - seen.evicted_device_over_k);
+  counters_.Add(Counter::kDedupEvictedTableBound,
+                now.evicted_table_bound - seen.evicted_table_bound);
+  seen = now;
+  const uint32_t horizon = exchanges_.EffectiveHorizonS(now_s_);
+  const uint32_t bound_horizon =
+      exchanges_.EffectiveHorizonS(now_s_, ExchangeMemory::EvictionCause::kTableBound);
+  counters_.SetHorizons(horizon, bound_horizon);
+  if (bound_horizon < options_.exchange_lifetime_s &&
+      (horizon_warned_s_ == 0 || now_s_ - horizon_warned_s_ >= kHorizonWarningIntervalS)) {
+    horizon_warned_s_ = std::max<uint32_t>(now_s_, 1);
+    spdlog::warn(
+        "shard {}: exchange memory full: devices evicted after {} s instead of {} s "
+        "(coap.dedup_devices = {} per shard; {} evictions so far)",
+        options_.index, bound_horizon, options_.exchange_lifetime_s, exchanges_.device_capacity(),
+        now.evicted_table_bound);
   }
-  unanswered_tail_ = slot;
-}
-
-void Shard::MarkAnswered(uint32_t slot) noexcept {
-  SlotState& s = slots_[slot];
-  s.answered = true;
-  if (s.prev != kNoSlot) {
-    slots_[s.prev].next = s.next;
-  } else {
-    unanswered_head_ = s.next;
-  }
-  if (s.next != kNoSlot) {
-    slots_[s.next].prev = s.prev;
-  } else {
-    unanswered_tail_ = s.prev;
-  }
-  s.prev = s.next = kNoSlot;
 }
 
 uint16_t Shard::BusyMaxAge() noexcept {

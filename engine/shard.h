@@ -1,9 +1,15 @@
 // Shard: one pinned thread that owns its sockets (one per listen address, SO_REUSEPORT), its
-// DatagramIo, its dedup table, its in-flight slots (sinks::Handoff) and its counters, and
-// runs the request path of SPEC §2 from datagram to reply:
+// DatagramIo, its exchange memory, its in-flight slots (sinks::Handoff + InflightTable) and its
+// counters, and runs the request path from datagram to reply:
 //
-//   receive → triage (codec) → dedup → device by source IP (4.01) → topic (4.00) →
-//   copy into an in-flight slot → publisher queue → ... completion → 2.04 / 5.03.
+//   receive → triage (codec) → device by source IP or PSK identity (4.01) → topic (4.00) →
+//   exchange memory (duplicates answered or ignored here) → copy into an in-flight slot →
+//   publisher queue → ... completion → 2.04 / 5.03.
+//
+// Unknown devices and bad topics are answered without an exchange record, so traffic from
+// unregistered addresses cannot displace any device's memory. The DatagramIo and the clock are
+// seams (ShardOptions::io_factory, ::clock): tests/engine/shard_test.cc drives a real shard
+// through in-memory fakes.
 //
 // Nothing a shard owns is touched by another thread, except through the Handoff queues and
 // the relaxed-atomic counters and flags below. No allocation and no lock on the data path
@@ -21,10 +27,12 @@
 #include <vector>
 
 #include "codec/message.h"
+#include "common/clock.h"
 #include "codec/triage.h"
 #include "dtls/dtls_endpoint.h"
 #include "net/datagram_io.h"
-#include "engine/dedup_table.h"
+#include "engine/exchange_memory.h"
+#include "engine/inflight_table.h"
 #include "net/ip_address.h"
 #include "registry/registry_holder.h"
 #include "engine/shard_counters.h"
@@ -39,8 +47,6 @@ class PskStore;
 
 namespace coapgate::engine {
 
-enum class ShardIo : uint8_t { kIoUring, kRecvmmsg };
-
 struct ShardOptions {
   uint32_t index = 0;
   int cpu = -1;               ///< CPU to pin to; -1 = not pinned
@@ -49,9 +55,16 @@ struct ShardOptions {
   std::vector<bool> secure;
   dtls::EndpointOptions dtls;   ///< used when a socket is secure
   const registry::PskStore* psk_store = nullptr;  ///< generated PSKs for DTLS (may be null)
-  ShardIo io = ShardIo::kRecvmmsg;
+  // Builds the shard's DatagramIo on the shard thread (net::MakeUringIo, net::MakeRecvmmsgIo,
+  // or a test's fake). Required.
+  net::DatagramIoFactory io_factory;
+  // Monotonic and wall time, read once per loop turn; null: the system clocks. Must outlive
+  // the shard.
+  const Clock* clock = nullptr;
   uint32_t max_payload = 1024;
-  uint32_t dedup_capacity = 262144;
+  // The exchange memory: records (devices) per shard and exchanges per device (K).
+  uint32_t dedup_devices = 1024;
+  uint32_t dedup_per_device = ExchangeMemory::kDefaultPerDevice;
   uint32_t inflight_capacity = 8192;
   uint32_t exchange_lifetime_s = 247;
   uint32_t non_lifetime_s = 145;
@@ -95,6 +108,8 @@ class Shard final : private dtls::Transport {
   // least every kIdleWaitMs), read by the service watchdog.
   [[nodiscard]] uint64_t turns() const noexcept { return turns_.load(std::memory_order_relaxed); }
   [[nodiscard]] const ShardCounters& counters() const noexcept { return counters_; }
+  // Heap bytes of the exchange memory, allocated by Create (fixed; any thread).
+  [[nodiscard]] size_t exchange_memory_bytes() const noexcept { return exchanges_.MemoryBytes(); }
   [[nodiscard]] sinks::Handoff& handoff() noexcept { return handoff_; }
   [[nodiscard]] const char* io_name() const noexcept { return io_->name(); }
   // The DTLS endpoint's counters, or null without coaps:// sockets.
@@ -107,25 +122,6 @@ class Shard final : private dtls::Transport {
   }
 
  private:
-  static constexpr uint32_t kNoSlot = UINT32_MAX;
-
-  // Shard-private bookkeeping for one in-flight slot (the Handoff holds the message itself).
-  // Unanswered slots form a doubly linked list in arrival order: the budget is one constant,
-  // so the head always has the earliest deadline, and a completion in any order unlinks its
-  // slot in O(1) (sinks with several connections complete out of order).
-  struct SlotState {
-    DedupTable::Handle dedup{};
-    sockaddr_in6 peer{};  ///< large enough for both families
-    socklen_t peer_length = 0;
-    uint16_t socket = 0;
-    net::LocalAddress local{};
-    dtls::SessionId session = 0;  ///< DTLS: the session the reply is encrypted on; 0 = plain
-    bool confirmable = false;
-    bool answered = false;  ///< 2.04 (enqueue mode) or 5.03 (budget) already sent
-    uint32_t prev = kNoSlot;  ///< unanswered list links; valid while !answered
-    uint32_t next = kNoSlot;
-    uint64_t deadline_ms = 0;
-  };
   // Where a reply goes: the datagram's peer and socket, or for DTLS the session that
   // encrypts it (and then sends it to the session's current address).
   struct Peer {
@@ -136,32 +132,32 @@ class Shard final : private dtls::Transport {
     dtls::SessionId session = 0;  ///< non-zero: encrypt on this DTLS session
   };
   // Who sent a request: the address that identifies a plain CoAP device, or the PSK identity
-  // of a DTLS session (which then identifies the device and keys its dedup entries).
+  // of a DTLS session (which then identifies the device and keys its exchanges).
   struct Origin {
     Peer peer;
-    net::IpAddress ip;                // the device's address as seen (the envelope's device.ip)
-    uint16_t port = 0;
+    net::IpAddress ip;           // the device's address as seen (the envelope's device.ip)
     std::string_view identity;   // DTLS: PSK identity (ICCID); empty: plain CoAP
   };
 
-  Shard(ShardOptions options, std::unique_ptr<net::DatagramIo> io);
+  explicit Shard(ShardOptions options);
   // The thread: builds the backend, reports through `built` ("" = ok), waits for Start.
   void ThreadMain(std::promise<std::string>& built);
-  void Run();
-  void Handle(const net::ReceivedDatagram& d);
-  void HandleTruncated(const net::ReceivedDatagram& d);
+  void Run() noexcept;
+  void Handle(const net::ReceivedDatagram& d) noexcept;
+  void HandleTruncated(const net::ReceivedDatagram& d) noexcept;
   // GET /bootstrap: identifies the device by source IP (4.01 with a JSON body if unknown or
   // inactive) and hands it to the bootstrap worker, which replies itself; 5.03 when its queue
   // is full. Not deduplicated: within the regeneration window a retransmission gets the same
   // key, and the worker records the call time either way.
-  void Bootstrap(const net::ReceivedDatagram& d, const codec::Triage& t);
-  // The request path shared by plain CoAP and DTLS, from dedup to the publisher queue.
-  void Ingest(const Origin& origin, const codec::Triage& t);
+  void Bootstrap(const net::ReceivedDatagram& d, const codec::Triage& t) noexcept;
+  // The request path shared by plain CoAP and DTLS, from the device lookup to the publisher
+  // queue.
+  void Ingest(const Origin& origin, const codec::Triage& t) noexcept;
   // Answers what the codec decided by itself (RST, 4.xx, 5.05), or counts the drop.
   // True when `t` is a request left for the caller.
-  bool AnswerTriage(const Peer& peer, const codec::Triage& t);
+  bool AnswerTriage(const Peer& peer, const codec::Triage& t) noexcept;
   // Sends one encoded reply: encrypted on the peer's DTLS session, or as is.
-  void SendBytes(const Peer& peer, std::span<const std::byte> bytes);
+  void SendBytes(const Peer& peer, std::span<const std::byte> bytes) noexcept;
   // dtls::Transport: the endpoint's datagrams out, decrypted records in.
   void Send(const dtls::Route& to, std::span<const std::byte> datagram) noexcept override;
   void Deliver(dtls::SessionId session, std::string_view identity, const dtls::Route& from,
@@ -170,39 +166,46 @@ class Shard final : private dtls::Transport {
   // marked), else its generated key; 0 for unknown or inactive devices.
   size_t LookupPsk(std::string_view identity,
                    std::span<std::byte, kMaxPskLength> key) const noexcept;
-  // Records `code` as the exchange's response in the dedup table and sends it.
-  void Finish(DedupTable::Handle handle, const codec::MessageView& request, uint8_t code,
-              const Peer& peer);
+  // The one way a request gets its final answer: piggybacked on the ACK of a CON (same MID) or
+  // in a NON with a fresh MID, Max-Age on a 5.03, recorded as the exchange's response (when
+  // `exchange` names one) so that a retransmission gets the identical bytes, then sent.
+  void Answer(ExchangeMemory::Handle exchange, const Peer& peer, bool confirmable,
+              uint16_t request_message_id, std::span<const std::byte> token,
+              uint8_t code) noexcept;
   void SendReply(const Peer& peer, codec::MessageType type, uint8_t code, uint16_t message_id,
-                 std::span<const std::byte> token, uint16_t max_age);
-  void DrainCompletions();
-  void ExpireBudgets();
-  void LinkUnanswered(uint32_t slot) noexcept;
-  // Marks the slot answered and takes it off the unanswered list.
-  void MarkAnswered(uint32_t slot) noexcept;
+                 std::span<const std::byte> token, uint16_t max_age) noexcept;
+  void DrainCompletions() noexcept;
+  void ExpireBudgets() noexcept;
+  // Moves the exchange memory's eviction stats and horizon into the counters, once per turn.
+  void PublishExchangeStats() noexcept;
   void CountReply(uint8_t code) noexcept;
+  [[nodiscard]] static Peer PeerOf(const InflightTable::Slot& s) noexcept {
+    return Peer{reinterpret_cast<const sockaddr*>(&s.peer), s.peer_length, s.socket, s.local,
+                s.session};
+  }
   [[nodiscard]] uint16_t NextMessageId() noexcept { return next_message_id_++; }
   [[nodiscard]] uint16_t BusyMaxAge() noexcept;
   [[nodiscard]] int WaitTimeoutMs() const noexcept;
 
   ShardOptions options_;
+  const Clock* clock_;  ///< options_.clock or the system clocks
   std::unique_ptr<net::DatagramIo> io_;
   std::unique_ptr<dtls::DtlsEndpoint> dtls_;  ///< built on the shard thread; null: no coaps://
   uint64_t dtls_tick_ms_ = 0;                 ///< when the endpoint next wants Tick
   bool dtls_touched_ = false;                 ///< a datagram reached the endpoint this turn
   std::atomic<size_t> dtls_sessions_{0};      ///< published for the control thread
   codec::TriageLimits limits_;
-  DedupTable dedup_;
+  ExchangeMemory exchanges_;
+  ExchangeMemory::Stats exchange_stats_seen_{};  ///< what PublishExchangeStats has counted
+  uint32_t horizon_warned_s_ = 0;  ///< last table-bound horizon warning (now_s_); 0 = never
   sinks::Handoff handoff_;
-  std::vector<SlotState> slots_;
-  uint32_t unanswered_head_ = kNoSlot;  ///< oldest unanswered slot (earliest deadline)
-  uint32_t unanswered_tail_ = kNoSlot;
+  InflightTable inflight_;
   ShardCounters counters_;
   std::shared_ptr<const registry::DeviceRegistry> registry_;
   uint64_t registry_generation_ = 0;
 
   uint64_t now_ms_ = 0;       ///< monotonic, per loop turn
-  uint32_t now_s_ = 0;        ///< monotonic seconds for the dedup table
+  uint32_t now_s_ = 0;        ///< monotonic seconds for the exchange memory
   uint64_t wall_ms_ = 0;      ///< Unix epoch ms, per loop turn
   uint16_t next_message_id_;  ///< MIDs of NON responses
   uint64_t rng_;              ///< xorshift state for Max-Age jitter

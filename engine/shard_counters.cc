@@ -21,6 +21,8 @@ std::string_view ToString(Counter counter) noexcept {
     case Counter::kReplyOtherServerError: return "reply_5.xx_other";
     case Counter::kDuplicateReplayed: return "duplicate_replayed";
     case Counter::kDedupFull: return "dedup_full";
+    case Counter::kDedupEvictedDeviceOverK: return "dedup_evicted_device_over_k";
+    case Counter::kDedupEvictedTableBound: return "dedup_evicted_table_bound";
     case Counter::kInflightFull: return "inflight_full";
     case Counter::kQueueFull: return "queue_full";
     case Counter::kBudgetExpired: return "budget_expired";

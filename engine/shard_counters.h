@@ -1,5 +1,5 @@
 // ShardCounters: what one shard has seen and done, for the SIGUSR1 summary (and later the
-// metrics endpoint).
+// metrics endpoint), and two gauges: the exchange memory's effective horizons.
 //
 // Thread contract: written only by the owning shard's thread (a relaxed load + store, no
 // read-modify-write, so no lock prefix on the data plane); read by any thread with relaxed
@@ -7,6 +7,7 @@
 // shards never share a line.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -32,7 +33,9 @@ enum class Counter : uint8_t {
   kReplyServiceUnavailable,  ///< 5.03, for any of the reasons below
   kReplyOtherServerError,  ///< 5.05
   kDuplicateReplayed,   ///< a cached response sent again
-  kDedupFull,           ///< 5.03: dedup table full of pending exchanges
+  kDedupFull,           ///< 5.03: the device's K exchanges all pending, or the table bound
+  kDedupEvictedDeviceOverK,  ///< remembered exchanges dropped early: their device needed room
+  kDedupEvictedTableBound,   ///< remembered exchanges dropped early with their device's record
   kInflightFull,        ///< 5.03: no free in-flight slot
   kQueueFull,           ///< 5.03: the publisher queue was full
   kBudgetExpired,       ///< 5.03: the sinks did not answer within coap.response_budget_ms
@@ -59,12 +62,29 @@ class alignas(64) ShardCounters {
   [[nodiscard]] uint64_t Get(Counter c) const noexcept {
     return values_[static_cast<size_t>(c)].load(std::memory_order_relaxed);
   }
+  // The exchange memory's effective horizon in seconds (ExchangeMemory::EffectiveHorizonS): over
+  // both eviction causes, and over the table bound alone (below the lifetime only when the
+  // table is too small for the fleet). Written once per loop turn.
+  void SetHorizons(uint32_t any_cause_s, uint32_t table_bound_s) noexcept {
+    horizon_s_.store(any_cause_s, std::memory_order_relaxed);
+    table_bound_horizon_s_.store(table_bound_s, std::memory_order_relaxed);
+  }
+  [[nodiscard]] uint32_t horizon_s() const noexcept {
+    return horizon_s_.load(std::memory_order_relaxed);
+  }
+  [[nodiscard]] uint32_t table_bound_horizon_s() const noexcept {
+    return table_bound_horizon_s_.load(std::memory_order_relaxed);
+  }
 
  private:
   std::array<std::atomic<uint64_t>, static_cast<size_t>(Counter::kCount_)> values_{};
+  std::atomic<uint32_t> horizon_s_{UINT32_MAX};  ///< UINT32_MAX: no loop turn yet
+  std::atomic<uint32_t> table_bound_horizon_s_{UINT32_MAX};
 };
 
-// "received=12 reply_changed=10 ..." over the sum of all shards, non-zero counters only.
+// "received=12 reply_changed=10 ..." over the sum of all shards, non-zero counters only, then
+// the horizon gauges as their minimum over the shards ("dedup_horizon_s=247
+// dedup_horizon_table_bound_s=247"; left out before any shard finished a loop turn).
 template <class Range>
 std::string SummarizeCounters(const Range& shards) {
   std::string out;
@@ -77,7 +97,18 @@ std::string SummarizeCounters(const Range& shards) {
     out += '=';
     out += std::to_string(total);
   }
-  return out.empty() ? "nothing yet" : out;
+  if (out.empty()) out = "nothing yet";
+  uint32_t horizon = UINT32_MAX;
+  uint32_t table_bound = UINT32_MAX;
+  for (const ShardCounters* s : shards) {
+    horizon = std::min(horizon, s->horizon_s());
+    table_bound = std::min(table_bound, s->table_bound_horizon_s());
+  }
+  if (horizon != UINT32_MAX) {
+    out += " dedup_horizon_s=" + std::to_string(horizon) +
+           " dedup_horizon_table_bound_s=" + std::to_string(table_bound);
+  }
+  return out;
 }
 
 }  // namespace coapgate::engine

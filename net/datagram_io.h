@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -85,6 +86,12 @@ struct ReplyMessage {
   void Fill(const sockaddr* peer_address, socklen_t peer_length, const LocalAddress& local,
             std::span<const std::byte> bytes) noexcept;
 };
+
+// How a shard gets its DatagramIo: called once, on the shard's own thread (an io_uring belongs
+// to the task that submits to it). The server passes MakeUringIo or MakeRecvmmsgIo; tests pass
+// an in-memory fake (tests/engine/shard_test.cc).
+using DatagramIoFactory =
+    std::function<Result<std::unique_ptr<DatagramIo>, std::string>(const DatagramIoOptions&)>;
 
 [[nodiscard]] Result<std::unique_ptr<DatagramIo>, std::string> MakeRecvmmsgIo(
     const DatagramIoOptions& options);

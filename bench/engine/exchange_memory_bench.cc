@@ -1,10 +1,9 @@
-// ExchangeMemory against DedupTable in one binary: the per-request work of duplicate detection
-// on a shard, in steady state, for the same fleet. Each device keeps K = 4 exchanges; the
-// DedupTable gets the same number of entries (devices x 4), so both hold the same memory of the
-// fleet, and each reports `bytes/device`. Linked with benchmark_main.
+// ExchangeMemory: the per-request work of duplicate detection on a shard, in steady state. Each
+// device keeps K = 4 exchanges; each benchmark reports `bytes/device`. Linked with
+// benchmark_main.
 //
 // Steady state: every device already has 4 done exchanges, so each new request evicts one
-// entry: its own oldest (ExchangeMemory) or the globally oldest (DedupTable's ring). Devices
+// entry, its device's own oldest. Devices
 // are visited in a scrambled order (an odd prime multiplier permutes 0..devices-1) so that the
 // cache sees the random access a real table gets. The clock stands still: nothing expires.
 #include <benchmark/benchmark.h>
@@ -16,7 +15,6 @@
 #include <memory>
 #include <vector>
 
-#include "engine/dedup_table.h"
 #include "engine/exchange_memory.h"
 
 namespace coapgate::engine {
@@ -36,11 +34,6 @@ std::array<uint8_t, 16> AddressOf(uint32_t device) {
   bytes[11] = 0xff;
   std::memcpy(bytes.data() + 12, &device, 4);
   return bytes;
-}
-
-// The shard's current key: (address, port, MID).
-DedupKey DedupKeyOf(uint32_t device, uint16_t mid) {
-  return DedupKey{AddressOf(device), 5683, mid};
 }
 
 // A table of `devices` devices, each with kPerDevice done exchanges, and the next MID of each.
@@ -64,24 +57,6 @@ struct ExchangeFleet {
     }
   }
   ExchangeMemory memory;
-  std::vector<uint16_t> next_mid;
-};
-
-struct DedupFleet {
-  explicit DedupFleet(uint32_t devices)
-      : table({.capacity = devices * kPerDevice, .hash_seed = 0x5eed}), next_mid(devices, 0) {
-    for (uint32_t round = 0; round < kPerDevice; ++round) {
-      for (uint32_t d = 0; d < devices; ++d) Admit(d);
-    }
-  }
-  void Admit(uint32_t d) {
-    const auto a = table.Admit(DedupKeyOf(d, next_mid[d]++), kToken, true, kNow);
-    if (a.verdict != DedupTable::Verdict::kNew ||
-        !table.Complete(a.handle, kChanged, kAck, a.entry->key.message_id, 0)) {
-      std::abort();
-    }
-  }
-  DedupTable table;
   std::vector<uint16_t> next_mid;
 };
 
@@ -120,24 +95,6 @@ void BM_ExchangeAdmitComplete(benchmark::State& state) {
   Report(state, memory.MemoryBytes(), devices);
 }
 
-// The same on today's DedupTable (the globally oldest entry goes), with its per-turn
-// ExpireUntil.
-void BM_DedupAdmitComplete(benchmark::State& state) {
-  const auto devices = static_cast<uint32_t>(state.range(0));
-  DedupFleet& fleet = FleetOf<DedupFleet>(devices);
-  DedupTable& table = fleet.table;
-  uint64_t i = 0;
-  for (auto _ : state) {
-    const auto d = static_cast<uint32_t>((i++ * kScramble) % devices);
-    const auto a = table.Admit(DedupKeyOf(d, fleet.next_mid[d]++), kToken, true, kNow);
-    benchmark::DoNotOptimize(a);
-    if (a.verdict != DedupTable::Verdict::kNew) std::abort();
-    table.Complete(a.handle, kChanged, kAck, a.entry->key.message_id, 0);
-    table.ExpireUntil(kNow);
-  }
-  Report(state, table.MemoryBytes(), devices);
-}
-
 // A retransmission of the device's latest exchange: a hit on a done entry whose cached
 // response is read.
 void BM_ExchangeDuplicateHit(benchmark::State& state) {
@@ -155,21 +112,6 @@ void BM_ExchangeDuplicateHit(benchmark::State& state) {
   Report(state, memory.MemoryBytes(), devices);
 }
 
-void BM_DedupDuplicateHit(benchmark::State& state) {
-  const auto devices = static_cast<uint32_t>(state.range(0));
-  DedupFleet& fleet = FleetOf<DedupFleet>(devices);
-  DedupTable& table = fleet.table;
-  uint64_t i = 0;
-  for (auto _ : state) {
-    const auto d = static_cast<uint32_t>((i++ * kScramble) % devices);
-    const auto mid = static_cast<uint16_t>(fleet.next_mid[d] - 1);
-    const auto a = table.Admit(DedupKeyOf(d, mid), kToken, true, kNow + 1);
-    if (a.verdict != DedupTable::Verdict::kDuplicateDone) std::abort();
-    benchmark::DoNotOptimize(a.entry->response_code);
-  }
-  Report(state, table.MemoryBytes(), devices);
-}
-
 // The identity digest the shard computes per DTLS datagram (or once per session).
 void BM_DeviceKeyForIdentity(benchmark::State& state) {
   const char identity[] = "89882280666012345678";
@@ -180,9 +122,7 @@ void BM_DeviceKeyForIdentity(benchmark::State& state) {
 }
 
 BENCHMARK(BM_ExchangeAdmitComplete)->Arg(256)->Arg(1'000'000);
-BENCHMARK(BM_DedupAdmitComplete)->Arg(256)->Arg(1'000'000);
 BENCHMARK(BM_ExchangeDuplicateHit)->Arg(256)->Arg(1'000'000);
-BENCHMARK(BM_DedupDuplicateHit)->Arg(256)->Arg(1'000'000);
 BENCHMARK(BM_DeviceKeyForIdentity);
 
 }  // namespace

@@ -81,6 +81,8 @@ non_lifetime_s = 200
 max_payload = 65000
 response_budget_ms = 900
 ack = "enqueue"
+dedup_per_device = 16
+dedup_devices = 5
 dedup_capacity = 16
 inflight_capacity = 16777216
 busy_max_age_s = 30
@@ -137,7 +139,9 @@ acks = "all"
   EXPECT_EQ(coap.max_payload, 65000u);
   EXPECT_EQ(coap.response_budget_ms, 900u);
   EXPECT_EQ(coap.ack, AckMode::kEnqueue);
-  EXPECT_EQ(coap.dedup_capacity, 16u);
+  EXPECT_EQ(coap.dedup_per_device, 16u);
+  EXPECT_EQ(coap.dedup_devices, 5u);
+  EXPECT_EQ(coap.dedup_capacity, 16u);  // obsolete: read so old files load, then ignored
   EXPECT_EQ(coap.inflight_capacity, 16777216u);
   EXPECT_EQ(coap.busy_max_age_s, 30u);
 
@@ -280,6 +284,8 @@ TEST(ConfigError, IntegerRangesAreCheckedAtBothEnds) {
       {"coap", "max_payload", 1, 65000},
       {"coap", "response_budget_ms", 10, 60000},
       {"coap", "dedup_capacity", 16, int64_t{1} << 28},
+      {"coap", "dedup_per_device", 1, 16},
+      {"coap", "dedup_devices", 0, (int64_t{1} << 24) - 1},
       {"coap", "inflight_capacity", 16, int64_t{1} << 24},
       {"coap", "busy_max_age_s", 1, 3600},
       {"bootstrap", "regenerate_after_s", 0, int64_t{1} << 30},
