@@ -22,6 +22,7 @@
 
 #include "codec/message.h"
 #include "codec/option_iterator.h"
+#include "codec/code.h"
 #include "codec/option_number.h"
 #include "registry/device_registry.h"
 
@@ -30,10 +31,10 @@ namespace {
 
 using Bytes = std::vector<std::byte>;
 constexpr auto kWait = std::chrono::seconds(10);  // generous: sanitizer builds are slow
-constexpr uint8_t kChanged = 0x44;
-constexpr uint8_t kBadRequest = 0x80;
-constexpr uint8_t kUnauthorized = 0x81;
-constexpr uint8_t kServiceUnavailable = 0xa3;
+using codec::code::kBadRequest;
+using codec::code::kChanged;
+using codec::code::kServiceUnavailable;
+using codec::code::kUnauthorized;
 constexpr uint32_t kBudgetMs = 1500;
 constexpr uint32_t kBusyMaxAgeS = 5;
 
