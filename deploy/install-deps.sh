@@ -25,6 +25,7 @@ packages=(
   libcoap3-dev                               # libcoap parser: same-run yardstick in bench/
   gnuplot-nox                                # bench/compare draws its results.png
   prometheus                                 # promtool and a real server scraping coapgate
+  adduser                                    # the .deb's postinst (tests/deploy: dpkg -i)
 )
 
 missing=()
