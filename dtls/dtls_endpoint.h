@@ -46,6 +46,7 @@
 #include "dtls/cookie.h"
 #include "dtls/flight_capture.h"
 #include "dtls/session_table.h"
+#include "net/local_address.h"
 
 struct WOLFSSL_CTX;
 struct WOLFSSL;
@@ -56,12 +57,14 @@ struct DtlsSession;
 struct WolfsslIo;
 
 // How to reach a peer again: the shard fills it from the received datagram and gets it back
-// unchanged in Transport::Send. `local` is opaque to dtls (the engine stores its IP_PKTINFO).
+// unchanged in Transport::Send, so a record's reply leaves from the address the device sent
+// it to (IP_PKTINFO). dtls never interprets it: a session keeps the route of its latest
+// authenticated record.
 struct Route {
   sockaddr_in6 address{};  // sockaddr_in or sockaddr_in6 in this storage
   socklen_t length = 0;
   uint16_t socket = 0;
-  std::array<std::byte, 24> local{};
+  net::LocalAddress local;
 };
 
 using SessionId = uint64_t;  // index + generation: a stale id never reaches a newer session

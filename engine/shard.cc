@@ -19,7 +19,7 @@
 #include "codec/encoder.h"
 #include "bootstrap/bootstrap_reply.h"
 #include "bootstrap/bootstrap_service.h"
-#include "registry/psk_store.h"
+#include "registry/key_store.h"
 
 namespace coapgate::engine {
 namespace {
@@ -202,8 +202,7 @@ void Shard::Handle(const net::ReceivedDatagram& d) noexcept {
     std::memcpy(&route.address, d.peer, std::min<size_t>(d.peer_length, sizeof(route.address)));
     route.length = d.peer_length;
     route.socket = d.socket;
-    static_assert(sizeof(net::LocalAddress) <= sizeof(route.local));
-    std::memcpy(route.local.data(), &d.local, sizeof(net::LocalAddress));
+    route.local = d.local;
     dtls_->OnDatagram(route, d.bytes, now_ms_);  // decrypted requests come back in Deliver
     dtls_touched_ = true;
     return;
@@ -269,9 +268,7 @@ void Shard::SendBytes(const Peer& peer, std::span<const std::byte> bytes) noexce
 }
 
 void Shard::Send(const dtls::Route& to, std::span<const std::byte> datagram) noexcept {
-  net::LocalAddress local;
-  std::memcpy(&local, to.local.data(), sizeof(net::LocalAddress));
-  io_->Send(to.socket, reinterpret_cast<const sockaddr*>(&to.address), to.length, local,
+  io_->Send(to.socket, reinterpret_cast<const sockaddr*>(&to.address), to.length, to.local,
             datagram);
 }
 
@@ -279,9 +276,7 @@ void Shard::Deliver(dtls::SessionId session, std::string_view identity, const dt
                     std::span<const std::byte> plaintext) noexcept {
   counters_.Add(Counter::kSecureRecords);
   const auto* address = reinterpret_cast<const sockaddr*>(&from.address);
-  net::LocalAddress local;
-  std::memcpy(&local, from.local.data(), sizeof(net::LocalAddress));
-  const Peer peer{address, from.length, from.socket, local, session};
+  const Peer peer{address, from.length, from.socket, from.local, session};
   const codec::Triage t = codec::TriageDatagram(plaintext, limits_);
   if (!AnswerTriage(peer, t)) return;
   if (t.request.route == codec::Route::kBootstrap) {

@@ -20,17 +20,9 @@
 #include <vector>
 
 #include "common/result.h"
+#include "net/local_address.h"
 
 namespace coapgate::net {
-
-// The local address a datagram was sent to, as IP_PKTINFO / IPV6_PKTINFO report it on a
-// wildcard-bound socket. A reply must leave from that address: on a host with several
-// addresses (or through a NAT) a reply from another one is dropped by the device.
-struct LocalAddress {
-  sa_family_t family = 0;  ///< AF_INET, AF_INET6, or 0 = unknown (the kernel chooses)
-  uint32_t ifindex = 0;    ///< needed for IPv6 link-local destinations
-  std::array<uint8_t, 16> address{};  ///< in_addr in the first 4 bytes for AF_INET
-};
 
 struct ReceivedDatagram {
   std::span<const std::byte> bytes;
