@@ -12,6 +12,7 @@
 #include <limits>
 #include <system_error>
 
+#include "common/check.h"
 #include "common/csv_reader.h"
 #include "common/hash.h"
 #include "common/hex.h"
@@ -124,50 +125,205 @@ size_t CountLines(std::string_view text) {
 
 }  // namespace
 
-// Parses and validates the text row by row, filling a fresh snapshot; the first problem, in
-// file order, ends the load. Duplicates are found while inserting into the indexes, which are
-// sized up front for one device per line and shrunk at the end if that was generous.
+DeviceRegistry::Builder::Builder(std::string_view name, size_t expected_rows,
+                                 size_t expected_text_bytes)
+    : name_(name), registry_(new DeviceRegistry()) {
+  DeviceRegistry& r = *registry_;
+  r.arena_.reserve(expected_text_bytes);
+  r.records_.reserve(expected_rows);
+  lines_.reserve(expected_rows);
+  Allocate(r.by_ip_, expected_rows);
+  Allocate(r.by_iccid_, expected_rows);
+}
+
+DeviceRegistry::Builder::~Builder() = default;
+
+Result<void, std::string> DeviceRegistry::Builder::Add(const Row& row, size_t line) {
+  CHECK(registry_ != nullptr, "Builder::Add after Finish");
+  const std::string_view iccid = row.iccid;
+  if (iccid.size() < kMinIccidLength || iccid.size() > kMaxIccidLength || !IsDigits(iccid)) {
+    return Fail(FieldError(line, kIccid, "must be 18 to 22 digits", iccid));
+  }
+  const std::string_view imsi = row.imsi;
+  if (!imsi.empty() &&
+      (imsi.size() < kMinImsiLength || imsi.size() > kMaxImsiLength || !IsDigits(imsi))) {
+    return Fail(FieldError(line, kImsi, "must be empty or 5 to 15 digits", imsi));
+  }
+  std::optional<net::IpAddress> ip;
+  if (!row.ip.empty()) {
+    ip = net::IpAddress::Parse(row.ip);
+    if (!ip) return Fail(FieldError(line, kIp, "not an IPv4 or IPv6 address", row.ip));
+  }
+  const bool active = EqualsIgnoreCase(row.status, "active");
+  PskFormat format = PskFormat::kString;
+  if (!row.psk_format.empty()) {
+    if (EqualsIgnoreCase(row.psk_format, "hex")) {
+      format = PskFormat::kHex;
+    } else if (!EqualsIgnoreCase(row.psk_format, "string")) {
+      return Fail(FieldError(line, kPskFormat, "must be empty, string or hex", row.psk_format));
+    }
+  }
+  // The key itself never appears in a message: errors end up in logs.
+  const std::string_view psk = row.psk;
+  if (psk.size() > kMaxPskLength) {
+    return Fail(
+        LineError(line, "psk: longer than 64 bytes (" + std::to_string(psk.size()) + " bytes)"));
+  }
+  if (format == PskFormat::kHex && !IsStrictHex(psk)) {
+    return Fail(LineError(line,
+                          "psk: psk_format is hex but psk is not a non-empty, "
+                          "even-length run of hex digits (" +
+                              std::to_string(psk.size()) + " characters)"));
+  }
+
+  DeviceRegistry& r = *registry_;
+  if (r.arena_.size() + iccid.size() + imsi.size() + psk.size() > kMaxTextBytes) {
+    return Fail(LineError(line, "registry too large (its text exceeds 4 GiB)"));
+  }
+  // Keep both indexes at most half full as they fill (a source that cannot count its rows
+  // up front, or guessed low); the ip index is sized like the ICCID one: an upper bound.
+  if (SlotsFor(r.records_.size() + 1) > r.by_iccid_.slots.size()) {
+    RebuildIpIndex(r.records_.size() + 1);
+    RebuildIccidIndex(r.records_.size() + 1);
+  }
+  const auto index = static_cast<uint32_t>(r.records_.size());
+  const size_t iccid_slot =
+      ProbeSlot(r.by_iccid_.slots, r.by_iccid_.mask, HashIccid(iccid),
+                [&](uint32_t other) { return r.IccidOf(r.records_[other]) == iccid; });
+  if (const uint32_t other = r.by_iccid_.slots[iccid_slot]; other != kEmptySlot) {
+    return Fail(FieldError(line, kIccid, "duplicate", iccid) + ", first on line " +
+                std::to_string(lines_[other]));
+  }
+  if (ip) {
+    const size_t ip_slot = ProbeSlot(r.by_ip_.slots, r.by_ip_.mask, ip->Hash(),
+                                     [&](uint32_t other) { return r.records_[other].ip == *ip; });
+    if (const uint32_t other = r.by_ip_.slots[ip_slot]; other != kEmptySlot) {
+      return Fail(FieldError(line, kIp, "duplicate", row.ip) +
+                  " (two devices cannot share an address), first on line " +
+                  std::to_string(lines_[other]));
+    }
+    r.by_ip_.slots[ip_slot] = index;
+  }
+  r.by_iccid_.slots[iccid_slot] = index;
+
+  Record record;
+  record.ip = ip.value_or(net::IpAddress());
+  record.text_offset = static_cast<uint32_t>(r.arena_.size());
+  record.iccid_length = static_cast<uint8_t>(iccid.size());
+  record.imsi_length = static_cast<uint8_t>(imsi.size());
+  record.psk_length = static_cast<uint8_t>(psk.size());
+  record.flags = static_cast<uint8_t>((ip ? kHasIp : 0) | (active ? kActive : 0) |
+                                      (format == PskFormat::kHex ? kHexPsk : 0));
+  r.arena_.insert(r.arena_.end(), iccid.begin(), iccid.end());
+  r.arena_.insert(r.arena_.end(), imsi.begin(), imsi.end());
+  r.arena_.insert(r.arena_.end(), psk.begin(), psk.end());
+  r.records_.push_back(record);
+  lines_.push_back(static_cast<uint32_t>(std::min<size_t>(line, UINT32_MAX)));
+  return {};
+}
+
+std::shared_ptr<const DeviceRegistry> DeviceRegistry::Builder::Finish() && {
+  CHECK(registry_ != nullptr, "Builder::Finish twice");
+  // Right-size what was reserved for the worst case (the expected rows, every device with an
+  // address): the snapshot lives until the next reload.
+  DeviceRegistry& r = *registry_;
+  r.arena_.shrink_to_fit();
+  r.records_.shrink_to_fit();
+  size_t with_ip = 0;
+  for (const Record& record : r.records_) with_ip += (record.flags & kHasIp) != 0;
+  if (SlotsFor(with_ip) < r.by_ip_.slots.size()) RebuildIpIndex(with_ip);
+  if (SlotsFor(r.records_.size()) < r.by_iccid_.slots.size()) {
+    RebuildIccidIndex(r.records_.size());
+  }
+  return std::shared_ptr<const DeviceRegistry>(std::move(registry_));
+}
+
+void DeviceRegistry::Builder::Allocate(Index& index, size_t keys) {
+  index.slots.assign(SlotsFor(keys), kEmptySlot);
+  index.mask = index.slots.size() - 1;
+}
+
+// Keys are known to be distinct here, so an insert only needs the first empty slot.
+void DeviceRegistry::Builder::Insert(Index& index, uint64_t hash, uint32_t record) {
+  const size_t slot = ProbeSlot(index.slots, index.mask, hash, [](uint32_t) { return false; });
+  index.slots[slot] = record;
+}
+
+void DeviceRegistry::Builder::RebuildIpIndex(size_t keys) {
+  DeviceRegistry& r = *registry_;
+  Index index;
+  Allocate(index, keys);
+  for (uint32_t i = 0; i < r.records_.size(); ++i) {
+    if (r.records_[i].flags & kHasIp) Insert(index, r.records_[i].ip.Hash(), i);
+  }
+  r.by_ip_ = std::move(index);
+}
+
+void DeviceRegistry::Builder::RebuildIccidIndex(size_t keys) {
+  DeviceRegistry& r = *registry_;
+  Index index;
+  Allocate(index, keys);
+  for (uint32_t i = 0; i < r.records_.size(); ++i) {
+    Insert(index, HashIccid(r.IccidOf(r.records_[i])), i);
+  }
+  r.by_iccid_ = std::move(index);
+}
+
+std::string DeviceRegistry::Builder::LineError(size_t line, std::string_view reason) const {
+  return FileLineMessage(name_, line, reason);
+}
+
+std::string DeviceRegistry::Builder::FieldError(size_t line, uint8_t column,
+                                                std::string_view reason,
+                                                std::string_view value) const {
+  std::string why(kColumnNames[column]);
+  why += ": ";
+  why += reason;
+  why += ": ";
+  why += Printable(value);
+  return LineError(line, why);
+}
+
+// The CSV file's reader: the header decides which field is which column, then every row goes
+// to a Builder; the first problem, in file order, ends the load.
 class DeviceRegistry::Loader {
  public:
   using LoadResult = Result<std::shared_ptr<const DeviceRegistry>, Error>;
 
-  Loader(std::string_view text, std::string_view name)
-      : text_(text), name_(name), registry_(new DeviceRegistry()) {}
+  Loader(std::string_view text, std::string_view name) : text_(text), name_(name) {}
 
   LoadResult Run() {
     if (text_.size() > kMaxTextBytes) {
-      return FailBadInput(std::string(name_) + ": file too large (" + std::to_string(text_.size()) +
-                  " bytes; at most 4 GiB)");
+      return FailBadInput(std::string(name_) + ": file too large (" +
+                          std::to_string(text_.size()) + " bytes; at most 4 GiB)");
     }
     CsvReader reader(text_);
     if (auto header = ReadHeader(reader); !header) return FailBadInput(std::move(header).error());
 
-    const size_t max_records = CountLines(text_);
-    DeviceRegistry& r = *registry_;
-    r.arena_.reserve(text_.size());  // fields are a subset of the text: never reallocates
-    r.records_.reserve(max_records);
-    lines_.reserve(max_records);
-    Allocate(r.by_ip_, max_records);
-    Allocate(r.by_iccid_, max_records);
-
+    // One device per line at most, and the fields are a subset of the text: the builder
+    // never grows.
+    Builder builder(name_, CountLines(text_), text_.size());
     for (;;) {
       const CsvReader::Status status = reader.Next();
       if (status == CsvReader::Status::kEnd) break;
       if (status == CsvReader::Status::kError) {
-        return FailBadInput(LineError(reader.error_line(), reader.error()));
+        return FailBadInput(FileLineMessage(name_, reader.error_line(), reader.error()));
       }
-      if (auto added = AddRow(reader); !added) return FailBadInput(std::move(added).error());
+      const size_t line = reader.line();
+      if (reader.field_count() != field_count_) {
+        return FailBadInput(FileLineMessage(
+            name_, line,
+            "expected " + std::to_string(field_count_) + " fields as in the header, found " +
+                std::to_string(reader.field_count())));
+      }
+      const auto field = [&](Column c) { return reader.field(column_[c]); };
+      const Builder::Row row{field(kIccid), field(kImsi),  field(kIp),
+                             field(kStatus), field(kPsk), field(kPskFormat)};
+      if (auto added = builder.Add(row, line); !added) {
+        return FailBadInput(std::move(added).error());
+      }
     }
-
-    // Right-size what was reserved for the worst case (one device per line, every device
-    // with an address): the snapshot lives until the next reload.
-    r.arena_.shrink_to_fit();
-    r.records_.shrink_to_fit();
-    size_t with_ip = 0;
-    for (const Record& record : r.records_) with_ip += (record.flags & kHasIp) != 0;
-    if (SlotsFor(with_ip) < r.by_ip_.slots.size()) RebuildIpIndex(with_ip);
-    if (SlotsFor(r.records_.size()) < r.by_iccid_.slots.size()) RebuildIccidIndex();
-    return std::shared_ptr<const DeviceRegistry>(std::move(registry_));
+    return std::move(builder).Finish();
   }
 
  private:
@@ -177,7 +333,7 @@ class DeviceRegistry::Loader {
       return Fail(std::string(name_) + ": empty file: no header row");
     }
     if (status == CsvReader::Status::kError) {
-      return Fail(LineError(reader.error_line(), reader.error()));
+      return Fail(FileLineMessage(name_, reader.error_line(), reader.error()));
     }
     column_.fill(kNoColumn);
     field_count_ = reader.field_count();
@@ -188,8 +344,8 @@ class DeviceRegistry::Loader {
       if (known == kColumnNames.end()) continue;
       size_t& column = column_[static_cast<size_t>(known - kColumnNames.begin())];
       if (column != kNoColumn) {
-        return Fail(
-            LineError(reader.line(), "header: column " + std::string(name) + " appears twice"));
+        return Fail(FileLineMessage(name_, reader.line(),
+                                    "header: column " + std::string(name) + " appears twice"));
       }
       column = i;
     }
@@ -200,146 +356,18 @@ class DeviceRegistry::Loader {
       missing += kColumnNames[c];
     }
     if (!missing.empty()) {
-      return Fail(LineError(reader.line(), "header: missing required column(s): " + missing +
-                                               " (the header must name iccid, imsi, ip, status, "
-                                               "psk, psk_format)"));
+      return Fail(FileLineMessage(name_, reader.line(),
+                                  "header: missing required column(s): " + missing +
+                                      " (the header must name iccid, imsi, ip, status, "
+                                      "psk, psk_format)"));
     }
     return true;
-  }
-
-  Result<bool, std::string> AddRow(const CsvReader& reader) {
-    const size_t line = reader.line();
-    if (reader.field_count() != field_count_) {
-      return Fail(LineError(line, "expected " + std::to_string(field_count_) +
-                                      " fields as in the header, found " +
-                                      std::to_string(reader.field_count())));
-    }
-    const auto field = [&](Column c) { return reader.field(column_[c]); };
-
-    const std::string_view iccid = field(kIccid);
-    if (iccid.size() < kMinIccidLength || iccid.size() > kMaxIccidLength || !IsDigits(iccid)) {
-      return Fail(FieldError(line, kIccid, "must be 18 to 22 digits", iccid));
-    }
-    const std::string_view imsi = field(kImsi);
-    if (!imsi.empty() &&
-        (imsi.size() < kMinImsiLength || imsi.size() > kMaxImsiLength || !IsDigits(imsi))) {
-      return Fail(FieldError(line, kImsi, "must be empty or 5 to 15 digits", imsi));
-    }
-    std::optional<net::IpAddress> ip;
-    if (const std::string_view text = field(kIp); !text.empty()) {
-      ip = net::IpAddress::Parse(text);
-      if (!ip) return Fail(FieldError(line, kIp, "not an IPv4 or IPv6 address", text));
-    }
-    const bool active = EqualsIgnoreCase(field(kStatus), "active");
-    PskFormat format = PskFormat::kString;
-    if (const std::string_view text = field(kPskFormat); !text.empty()) {
-      if (EqualsIgnoreCase(text, "hex")) {
-        format = PskFormat::kHex;
-      } else if (!EqualsIgnoreCase(text, "string")) {
-        return Fail(FieldError(line, kPskFormat, "must be empty, string or hex", text));
-      }
-    }
-    // The key itself never appears in a message: errors end up in logs.
-    const std::string_view psk = field(kPsk);
-    if (psk.size() > kMaxPskLength) {
-      return Fail(
-          LineError(line, "psk: longer than 64 bytes (" + std::to_string(psk.size()) + " bytes)"));
-    }
-    if (format == PskFormat::kHex && !IsStrictHex(psk)) {
-      return Fail(LineError(line,
-                            "psk: psk_format is hex but psk is not a non-empty, "
-                            "even-length run of hex digits (" +
-                                std::to_string(psk.size()) + " characters)"));
-    }
-
-    DeviceRegistry& r = *registry_;
-    const auto index = static_cast<uint32_t>(r.records_.size());
-    const size_t iccid_slot =
-        ProbeSlot(r.by_iccid_.slots, r.by_iccid_.mask, HashIccid(iccid),
-                  [&](uint32_t other) { return r.IccidOf(r.records_[other]) == iccid; });
-    if (const uint32_t other = r.by_iccid_.slots[iccid_slot]; other != kEmptySlot) {
-      return Fail(FieldError(line, kIccid, "duplicate", iccid) + ", first on line " +
-                  std::to_string(lines_[other]));
-    }
-    if (ip) {
-      const size_t ip_slot = ProbeSlot(r.by_ip_.slots, r.by_ip_.mask, ip->Hash(),
-                                       [&](uint32_t other) { return r.records_[other].ip == *ip; });
-      if (const uint32_t other = r.by_ip_.slots[ip_slot]; other != kEmptySlot) {
-        return Fail(FieldError(line, kIp, "duplicate", field(kIp)) +
-                    " (two devices cannot share an address), first on line " +
-                    std::to_string(lines_[other]));
-      }
-      r.by_ip_.slots[ip_slot] = index;
-    }
-    r.by_iccid_.slots[iccid_slot] = index;
-
-    Record record;
-    record.ip = ip.value_or(net::IpAddress());
-    record.text_offset = static_cast<uint32_t>(r.arena_.size());
-    record.iccid_length = static_cast<uint8_t>(iccid.size());
-    record.imsi_length = static_cast<uint8_t>(imsi.size());
-    record.psk_length = static_cast<uint8_t>(psk.size());
-    record.flags = static_cast<uint8_t>((ip ? kHasIp : 0) | (active ? kActive : 0) |
-                                        (format == PskFormat::kHex ? kHexPsk : 0));
-    r.arena_.insert(r.arena_.end(), iccid.begin(), iccid.end());
-    r.arena_.insert(r.arena_.end(), imsi.begin(), imsi.end());
-    r.arena_.insert(r.arena_.end(), psk.begin(), psk.end());
-    r.records_.push_back(record);
-    lines_.push_back(static_cast<uint32_t>(line));
-    return true;
-  }
-
-  static void Allocate(Index& index, size_t keys) {
-    index.slots.assign(SlotsFor(keys), kEmptySlot);
-    index.mask = index.slots.size() - 1;
-  }
-
-  // Keys are known to be distinct here, so an insert only needs the first empty slot.
-  static void Insert(Index& index, uint64_t hash, uint32_t record) {
-    const size_t slot = ProbeSlot(index.slots, index.mask, hash, [](uint32_t) { return false; });
-    index.slots[slot] = record;
-  }
-
-  void RebuildIpIndex(size_t with_ip) {
-    DeviceRegistry& r = *registry_;
-    Index index;
-    Allocate(index, with_ip);
-    for (uint32_t i = 0; i < r.records_.size(); ++i) {
-      if (r.records_[i].flags & kHasIp) Insert(index, r.records_[i].ip.Hash(), i);
-    }
-    r.by_ip_ = std::move(index);
-  }
-
-  void RebuildIccidIndex() {
-    DeviceRegistry& r = *registry_;
-    Index index;
-    Allocate(index, r.records_.size());
-    for (uint32_t i = 0; i < r.records_.size(); ++i) {
-      Insert(index, HashIccid(r.IccidOf(r.records_[i])), i);
-    }
-    r.by_iccid_ = std::move(index);
-  }
-
-  std::string LineError(size_t line, std::string_view reason) const {
-    return FileLineMessage(name_, line, reason);
-  }
-
-  std::string FieldError(size_t line, Column column, std::string_view reason,
-                         std::string_view value) const {
-    std::string why(kColumnNames[column]);
-    why += ": ";
-    why += reason;
-    why += ": ";
-    why += Printable(value);
-    return LineError(line, why);
   }
 
   std::string_view text_;
   std::string_view name_;
-  std::shared_ptr<DeviceRegistry> registry_;
   std::array<size_t, kColumnCount> column_{};  // header position of each required column
   size_t field_count_ = 0;
-  std::vector<uint32_t> lines_;  // record index -> line, only to name both lines of a duplicate
 };
 
 Result<std::shared_ptr<const DeviceRegistry>, Error> DeviceRegistry::ParseCsv(

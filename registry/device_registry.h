@@ -51,6 +51,8 @@ class DeviceRegistry {
   [[nodiscard]] static Result<std::shared_ptr<const DeviceRegistry>, Error> ParseCsv(
       std::string_view text, std::string_view name);
 
+  class Builder;
+
   DeviceRegistry(const DeviceRegistry&) = delete;
   DeviceRegistry& operator=(const DeviceRegistry&) = delete;
 
@@ -70,7 +72,7 @@ class DeviceRegistry {
   [[nodiscard]] size_t MemoryBytes() const noexcept;
 
  private:
-  class Loader;  // the CSV parser that fills a fresh snapshot (device_registry.cc)
+  class Loader;  // the CSV file's reader: header, then rows into a Builder (device_registry.cc)
 
   // One device in 24 bytes; its text lives in `arena_` as iccid, imsi, psk back to back from
   // `text_offset`. Fixed-size and pointer-free so that 1M devices are one allocation (SPEC §3:
@@ -102,6 +104,56 @@ class DeviceRegistry {
   std::vector<Record> records_;
   Index by_ip_;     // only devices that have an ip
   Index by_iccid_;  // every device
+};
+
+// Row-at-a-time construction of a snapshot with the CSV file's validation and its messages,
+// for every source of devices: the CSV file, and a database table whose columns are the same
+// fields as text. A second backend therefore builds the same snapshot and reports the same
+// errors ("NAME:LINE: column: reason: value", the key never shown) as the CSV loader.
+//
+// Not thread-safe (one loading thread); the snapshot it finishes is immutable and shared.
+class DeviceRegistry::Builder {
+ public:
+  // The six fields of a device, spelled as in the CSV file (docs/registry.md): status
+  // "active" (any case) or anything else for inactive; psk_format empty, "string" or "hex".
+  // Views only for the duration of Add: the builder copies what it keeps.
+  struct Row {
+    std::string_view iccid;
+    std::string_view imsi;
+    std::string_view ip;
+    std::string_view status;
+    std::string_view psk;
+    std::string_view psk_format;
+  };
+
+  // `name` prefixes every error; the expected sizes only reserve memory up front (the tables
+  // grow past a low guess, and Finish gives back what a high one left unused).
+  Builder(std::string_view name, size_t expected_rows, size_t expected_text_bytes);
+  ~Builder();
+  Builder(const Builder&) = delete;
+  Builder& operator=(const Builder&) = delete;
+
+  // Validates one device and adds it; `line` (1-based: the file's line, a table's row number)
+  // names it in errors, also as "first on line N" of a later duplicate ICCID or address. On
+  // error nothing was added. REQUIRES: Finish not called yet.
+  [[nodiscard]] Result<void, std::string> Add(const Row& row, size_t line);
+
+  // The snapshot of every device added, in the order added. REQUIRES: called once.
+  [[nodiscard]] std::shared_ptr<const DeviceRegistry> Finish() &&;
+
+ private:
+  using Index = DeviceRegistry::Index;
+  static void Allocate(Index& index, size_t keys);
+  static void Insert(Index& index, uint64_t hash, uint32_t record);
+  void RebuildIpIndex(size_t keys);
+  void RebuildIccidIndex(size_t keys);
+  [[nodiscard]] std::string LineError(size_t line, std::string_view reason) const;
+  [[nodiscard]] std::string FieldError(size_t line, uint8_t column, std::string_view reason,
+                                       std::string_view value) const;
+
+  std::string name_;
+  std::shared_ptr<DeviceRegistry> registry_;  // null after Finish
+  std::vector<uint32_t> lines_;  // record index -> line, only to name both lines of a duplicate
 };
 
 }  // namespace coapgate::registry

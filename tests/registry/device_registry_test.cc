@@ -549,5 +549,53 @@ TEST(DeviceRegistry, IndexesAreRightSizedWhenTheFileHasManyBlankLines) {
   EXPECT_FALSE(registry->FindByIp(net::IpAddress()));
 }
 
+// A second backend (a database table) feeds rows to the Builder without knowing their count:
+// the tables grow from a low guess, keep every device findable, and end right-sized.
+TEST(DeviceRegistryBuilder, GrowsPastALowGuessAndFindsEveryDevice) {
+  constexpr size_t kDevices = 20'000;
+  DeviceRegistry::Builder builder("table devices", /*expected_rows=*/1,
+                                  /*expected_text_bytes=*/0);
+  for (size_t i = 0; i < kDevices; ++i) {
+    const std::string iccid = Iccid(i);
+    const std::string ip = "10." + std::to_string((i >> 16) & 0xff) + "." +
+                           std::to_string((i >> 8) & 0xff) + "." + std::to_string(i & 0xff);
+    auto added = builder.Add({iccid, "", ip, "active", "", ""}, i + 1);
+    ASSERT_TRUE(added) << added.error();
+  }
+  const auto registry = std::move(builder).Finish();
+  ASSERT_EQ(registry->size(), kDevices);
+  for (size_t i = 0; i < kDevices; ++i) {
+    const auto device = registry->FindByIccid(Iccid(i));
+    ASSERT_TRUE(device) << i;
+    ASSERT_TRUE(device->ip);
+    EXPECT_EQ(registry->FindByIp(*device->ip)->iccid, Iccid(i));
+  }
+  EXPECT_LE(registry->MemoryBytes() / registry->size(), 200u) << registry->MemoryBytes();
+}
+
+// The same rows give the same snapshot and the same messages as the CSV file: the rules live
+// in one place.
+TEST(DeviceRegistryBuilder, RefusesWhatTheCsvLoaderRefusesWithTheSameMessage) {
+  const std::string csv_error = ParseError(std::string(kHeader) +
+                                           "89882806660000000001,,10.0.0.1,active,,\n"
+                                           "89882806660000000002,,10.0.0.1,active,,\n");
+  DeviceRegistry::Builder builder(kName, 2, 64);
+  ASSERT_TRUE(builder.Add({"89882806660000000001", "", "10.0.0.1", "active", "", ""}, 2));
+  auto duplicate = builder.Add({"89882806660000000002", "", "10.0.0.1", "active", "", ""}, 3);
+  ASSERT_FALSE(duplicate);
+  EXPECT_EQ(duplicate.error(), csv_error);
+  EXPECT_NE(csv_error.find("first on line 2"), std::string::npos) << csv_error;
+
+  auto bad_key = builder.Add({"89882806660000000003", "", "", "active", "zz-secret", "hex"}, 4);
+  ASSERT_FALSE(bad_key);
+  EXPECT_NE(bad_key.error().find("devices.csv:4: psk:"), std::string::npos) << bad_key.error();
+  EXPECT_EQ(bad_key.error().find("zz-secret"), std::string::npos) << "the key must not show";
+
+  // A refused row left nothing behind: the device of line 3 is not there.
+  const auto registry = std::move(builder).Finish();
+  EXPECT_EQ(registry->size(), 1u);
+  EXPECT_FALSE(registry->FindByIccid("89882806660000000002"));
+}
+
 }  // namespace
 }  // namespace coapgate::registry
