@@ -100,8 +100,8 @@ int CheckConfig(const std::string& path) {
     std::cerr << templates.error().message << "\n";
     return kExitConfig;
   }
-  bool missing = false;
-  auto devices = coapgate::engine::LoadDevices(*config, &missing);
+  auto source = coapgate::engine::MakeDeviceSource(*config);
+  auto devices = source->Load();
   if (!devices) {
     std::cerr << devices.error().message << "\n";
     return kExitConfig;
@@ -115,8 +115,8 @@ int CheckConfig(const std::string& path) {
     return kExitConfig;
   }
   std::cout << (path.empty() ? "(embedded defaults)" : path) << ": ok; " << config->devices.file
-            << ": " << (missing ? "missing (every device would get 4.01)"
-                                : std::to_string((*devices)->size()) + " devices")
+            << ": " << (devices->missing ? "missing (every device would get 4.01)"
+                                         : std::to_string(devices->devices->size()) + " devices")
             << "\n";
   return 0;
 }

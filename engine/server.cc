@@ -18,6 +18,8 @@
 #include "engine/instance_lock.h"
 #include "net/reuseport_steering.h"
 #include "net/udp_socket.h"
+#include "registry/csv_device_source.h"
+#include "registry/psk_store.h"
 
 namespace coapgate::engine {
 namespace {
@@ -75,17 +77,8 @@ void BlockServerSignals() {
   signal(SIGPIPE, SIG_IGN);  // a closed stdout must be a write error, not a kill
 }
 
-Result<std::shared_ptr<const registry::DeviceRegistry>, Error> LoadDevices(const config::Config& config,
-                                                                       bool* missing) {
-  std::error_code ec;
-  *missing = !std::filesystem::exists(config.devices.file, ec);
-  if (*missing) {
-    auto empty = registry::DeviceRegistry::ParseCsv("iccid,imsi,ip,status,psk,psk_format\n",
-                                          config.devices.file);
-    CHECK(empty, "the header-only registry always parses");
-    return *empty;
-  }
-  return registry::DeviceRegistry::LoadCsvFile(config.devices.file);
+std::unique_ptr<registry::DeviceSource> MakeDeviceSource(const config::Config& config) {
+  return std::make_unique<registry::CsvDeviceSource>(config.devices.file);
 }
 
 Result<std::shared_ptr<const sinks::TemplateSet>, Error> LoadTemplates(
@@ -115,17 +108,17 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   auto lock = InstanceLock::Acquire(ports);
   if (!lock) return FailEnvironment(std::move(lock).error());
   server->instance_lock_ = std::move(*lock);
-  bool missing = false;
-  auto devices = LoadDevices(config, &missing);
+  server->device_source_ = MakeDeviceSource(config);
+  auto devices = server->device_source_->Load();
   if (!devices) return tl::unexpected<Error>(std::move(devices).error());
-  server->devices_missing_.store(missing, std::memory_order_relaxed);
-  if (missing) {
+  server->devices_missing_.store(devices->missing, std::memory_order_relaxed);
+  if (devices->missing) {
     spdlog::warn("{}: no such file: every device gets 4.01 until it exists and SIGHUP is sent",
-                 config.devices.file);
+                 server->device_source_->name());
   } else {
-    spdlog::info("{}: {} devices", config.devices.file, (*devices)->size());
+    spdlog::info("{}: {} devices", server->device_source_->name(), devices->devices->size());
   }
-  server->registry_ = std::make_unique<registry::RegistryHolder>(*devices);
+  server->registry_ = std::make_unique<registry::RegistryHolder>(std::move(devices->devices));
 
   auto templates = LoadTemplates(config);
   if (!templates) return tl::unexpected<Error>(std::move(templates).error());
@@ -174,7 +167,9 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
       config.coap.dedup_devices != 0
           ? config.coap.dedup_devices
           : static_cast<uint32_t>(std::min<uint64_t>(
-                (*devices)->size() * 5 / 4 / static_cast<uint64_t>(shard_count) + 1024,
+                server->registry_->current()->size() * 5 / 4 /
+                        static_cast<uint64_t>(shard_count) +
+                    1024,
                 ExchangeMemory::kMaxDevices));
   // One member of each listen address's reuseport group, to attach the steering through once
   // every shard's socket is bound (shard i binds the i-th socket of each group).
@@ -364,22 +359,21 @@ void Server::Reload() {
       spdlog::info("reloaded the energy saver templates");
     }
   }
-  bool missing = false;
-  auto devices = LoadDevices(config_, &missing);
+  auto devices = device_source_->Load();
   if (!devices) {
     spdlog::error("reload failed, keeping the previous devices: {}", devices.error().message);
     return;
   }
-  if (missing) {
+  if (devices->missing) {
     spdlog::error("reload failed, keeping the previous devices: {}: no such file",
-                  config_.devices.file);
+                  device_source_->name());
     return;
   }
-  const size_t count = (*devices)->size();
-  registry_->Replace(std::move(*devices));
+  const size_t count = devices->devices->size();
+  registry_->Replace(std::move(devices->devices));
   devices_missing_.store(false, std::memory_order_release);
   reloads_.fetch_add(1, std::memory_order_relaxed);
-  spdlog::info("reloaded {}: {} devices", config_.devices.file, count);
+  spdlog::info("reloaded {}: {} devices", device_source_->name(), count);
 }
 
 void Server::Drain() {

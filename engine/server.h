@@ -19,7 +19,8 @@
 #include "common/result.h"
 #include "bootstrap/bootstrap_service.h"
 #include "config/config.h"
-#include "registry/psk_store.h"
+#include "registry/device_source.h"
+#include "registry/key_store.h"
 #include "registry/registry_holder.h"
 #include "engine/instance_lock.h"
 #include "engine/service_notifier.h"
@@ -32,10 +33,9 @@ namespace coapgate::engine {
 
 void BlockServerSignals();
 
-// Loads the devices file of `config`. A missing file is not an error (an empty registry:
-// every device gets 4.01 until the file exists and SIGHUP is sent); an invalid one is.
-Result<std::shared_ptr<const registry::DeviceRegistry>, Error> LoadDevices(const config::Config& config,
-                                                                       bool* missing);
+// The source of the device registry `config` names: the CSV file of devices.file (a missing
+// file loads as an empty registry: every device gets 4.01 until it exists and SIGHUP is sent).
+std::unique_ptr<registry::DeviceSource> MakeDeviceSource(const config::Config& config);
 
 // Compiles the Energy Saver templates of `config` (global and per-device).
 Result<std::shared_ptr<const sinks::TemplateSet>, Error> LoadTemplates(const config::Config& config);
@@ -71,10 +71,11 @@ class Server {
 
   config::Config config_;
   std::unique_ptr<InstanceLock> instance_lock_;  ///< one coapgate per UDP port
+  std::unique_ptr<registry::DeviceSource> device_source_;  ///< loaded at start and on SIGHUP
   std::unique_ptr<registry::RegistryHolder> registry_;
   std::unique_ptr<SnapshotHolder<sinks::TemplateSet>> templates_;
   std::unique_ptr<sinks::PublisherPool> publishers_;
-  std::unique_ptr<registry::PskStore> psk_store_;        ///< devices.state: generated PSKs (SPEC §6)
+  std::unique_ptr<registry::KeyStore> psk_store_;  ///< devices.state: the bootstrap's keys
   std::unique_ptr<bootstrap::BootstrapService> bootstrap_;  ///< stopped after the shards, before their sockets close
   std::vector<std::unique_ptr<Shard>> shards_;
   bool clean_ = true;
