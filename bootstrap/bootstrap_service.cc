@@ -43,11 +43,11 @@ uint64_t BootstrapService::SystemNowSeconds() {
 
 uint64_t BootstrapService::MonotonicNowMs() { return coapgate::MonotonicMs(); }
 
-BootstrapService::BootstrapService(registry::PskStore* store, std::string coaps_url, uint32_t capacity,
+BootstrapService::BootstrapService(registry::KeyStore* store, std::string coaps_url, uint32_t capacity,
                                    Clock now_s)
     : BootstrapService(store, std::move(coaps_url), capacity, BootstrapLimits{}, std::move(now_s)) {}
 
-BootstrapService::BootstrapService(registry::PskStore* store, std::string coaps_url,
+BootstrapService::BootstrapService(registry::KeyStore* store, std::string coaps_url,
                                    uint32_t capacity, BootstrapLimits limits, Clock now_s,
                                    Clock now_ms)
     : store_(store),

@@ -1,7 +1,7 @@
-// BootstrapService: the back half of GET /bootstrap (SPEC §6). A shard that has identified the
-// device (unknown or inactive devices get 4.01 from the shard itself) hands the request over
-// with Submit; one worker thread applies the PSK rules (PskStore::Bootstrap, which fsyncs),
-// and only then sends the reply, 2.05 "ICCID,PSK,URL" or 5.00 with a JSON body, with
+// BootstrapService: the back half of GET /bootstrap (docs/bootstrap-and-dtls.md). A shard that
+// has identified the device (unknown or inactive devices get 4.01 from the shard itself) hands
+// the request over with Submit; one worker thread applies the PSK rules (KeyStore::Bootstrap,
+// durable before it returns), and only then sends the reply, 2.05 "ICCID,PSK,URL" or 5.00 with a JSON body, with
 // sendmsg(2) on the shard's socket, from the address the request was sent to (IP_PKTINFO /
 // IPV6_PKTINFO). A UDP sendmsg is atomic per datagram, so sharing the socket with the shard's
 // own sends needs no coordination. The fsync is why this is off the shards: a shard never
@@ -36,7 +36,7 @@
 #include <vector>
 
 #include "net/datagram_io.h"
-#include "registry/psk_store.h"
+#include "registry/key_store.h"
 
 namespace coapgate::bootstrap {
 
@@ -65,7 +65,7 @@ struct BootstrapLimits {
 
 class BootstrapService {
  public:
-  // Unix seconds: the time the PSK rules compare (PskStore::Bootstrap's now_s).
+  // Unix seconds: the time the PSK rules compare (KeyStore::Bootstrap's now_s).
   using Clock = std::function<uint64_t()>;
   [[nodiscard]] static uint64_t SystemNowSeconds();
   [[nodiscard]] static uint64_t MonotonicNowMs();
@@ -74,11 +74,11 @@ class BootstrapService {
   // bootstrap.coaps_url, validated there). `capacity` requests can wait at once (e.g. 1024:
   // a whole fleet rebooting after an outage bootstraps within seconds; beyond that devices
   // get 5.03 and retry).
-  BootstrapService(registry::PskStore* store, std::string coaps_url, uint32_t capacity,
+  BootstrapService(registry::KeyStore* store, std::string coaps_url, uint32_t capacity,
                    Clock now_s = SystemNowSeconds);
   // The same with `limits`; `now_ms` is the monotonic clock requests are stamped and aged
   // with (Submit's thread and the worker; must be thread-safe).
-  BootstrapService(registry::PskStore* store, std::string coaps_url, uint32_t capacity,
+  BootstrapService(registry::KeyStore* store, std::string coaps_url, uint32_t capacity,
                    BootstrapLimits limits, Clock now_s = SystemNowSeconds,
                    Clock now_ms = MonotonicNowMs);
   BootstrapService(const BootstrapService&) = delete;
@@ -137,7 +137,7 @@ class BootstrapService {
               std::atomic<uint64_t>& success);
   [[nodiscard]] bool Send(const BootstrapRequest& request, std::span<const std::byte> bytes);
 
-  registry::PskStore* const store_;
+  registry::KeyStore* const store_;
   const std::string coaps_url_;
   const Clock now_s_;
   const Clock now_ms_;

@@ -42,7 +42,7 @@ namespace coapgate::bootstrap {
 class BootstrapService;
 }  // namespace coapgate::bootstrap
 namespace coapgate::registry {
-class PskStore;
+class KeyStore;
 }  // namespace coapgate::registry
 
 namespace coapgate::engine {
@@ -54,7 +54,7 @@ struct ShardOptions {
   // Per socket: true for coaps:// (DTLS) sockets. Empty: all plain.
   std::vector<bool> secure;
   dtls::EndpointOptions dtls;   ///< used when a socket is secure
-  const registry::PskStore* psk_store = nullptr;  ///< generated PSKs for DTLS (may be null)
+  const registry::KeyStore* psk_store = nullptr;  ///< generated PSKs for DTLS (may be null)
   // Builds the shard's DatagramIo on the shard thread (net::MakeUringIo, net::MakeRecvmmsgIo,
   // or a test's fake). Required.
   net::DatagramIoFactory io_factory;

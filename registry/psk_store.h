@@ -1,4 +1,4 @@
-// PskStore: the durable bootstrap state of SPEC §3/§6 (`devices.state`): per ICCID the key the
+// PskStore: the KeyStore of one node (`devices.state`): per ICCID the key the
 // last bootstrap generated and the time of the last bootstrap call, in an SQLite file (WAL,
 // synchronous=FULL), with an in-memory copy of the generated keys for DTLS handshakes.
 //
@@ -24,6 +24,7 @@
 #include <unordered_map>
 
 #include "common/result.h"
+#include "registry/key_store.h"
 
 struct sqlite3;
 struct sqlite3_stmt;
@@ -39,7 +40,7 @@ inline constexpr size_t kGeneratedPskLength = 19;
 inline constexpr std::string_view kGeneratedPskAlphabet =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-class PskStore {
+class PskStore final : public KeyStore {
  public:
   // Opens (creating it and its schema when needed) the state file at `path`. Refuses a file
   // that is not a coapgate state file or has a newer schema version. Errors start with the path.
@@ -48,7 +49,7 @@ class PskStore {
 
   PskStore(const PskStore&) = delete;
   PskStore& operator=(const PskStore&) = delete;
-  ~PskStore();
+  ~PskStore() override;
 
   // One bootstrap call of `iccid` at `now_s` (Unix seconds), per reference §3.3; returns the
   // key to send:
@@ -65,7 +66,7 @@ class PskStore {
   // REQUIRES: iccid is non-empty.
   [[nodiscard]] Result<std::string, std::string> Bootstrap(std::string_view iccid,
                                                            std::string_view user_psk,
-                                                           uint64_t now_s);
+                                                           uint64_t now_s) override;
 
   // The generated key of `iccid` that its last bootstrap handed out (what DTLS must accept
   // for a device without a user-set key; a user-set key in the registry takes precedence),
@@ -73,12 +74,14 @@ class PskStore {
   [[nodiscard]] bool GeneratedKey(std::string_view iccid, std::string* key) const;
   // The same into `out`, for the shards' handshakes: no allocation. Returns the key's length,
   // 0 if there is none or it does not fit.
-  [[nodiscard]] size_t GeneratedKey(std::string_view iccid, std::span<std::byte> out) const;
+  [[nodiscard]] size_t GeneratedKey(std::string_view iccid,
+                                    std::span<std::byte> out) const override;
 
   // Devices with bootstrap state (generated key or not).
-  [[nodiscard]] size_t size() const;
+  [[nodiscard]] size_t size() const override;
 
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
+  [[nodiscard]] const std::string& name() const noexcept override { return path_; }
 
  private:
   struct Entry {

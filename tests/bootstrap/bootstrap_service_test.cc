@@ -1,5 +1,7 @@
 #include "bootstrap/bootstrap_service.h"
 
+#include "registry/psk_store.h"
+
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>

@@ -1,0 +1,49 @@
+// KeyStore: the bootstrap's durable state (docs/bootstrap-and-dtls.md) — per ICCID the key the
+// last bootstrap generated and the time of that call — and the in-memory view of generated
+// keys that DTLS handshakes read. PskStore (an SQLite file, one node) implements it; a backend
+// shared by several nodes implements the same contract, deciding the regeneration window
+// with the database's clock.
+//
+// Thread contract: Bootstrap is called by the bootstrap worker only and may block (each call
+// waits until its change is durable). GeneratedKey and size() may be called from any thread
+// at any time, also during Bootstrap, and never block for long: the shards call GeneratedKey
+// during a handshake.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+
+namespace coapgate::registry {
+
+class KeyStore {
+ public:
+  virtual ~KeyStore() = default;
+
+  // One bootstrap call of `iccid` at `now_s` (Unix seconds); returns the key to hand out:
+  // `user_psk` (the registry's user-set key) when non-empty, never replaced; else the current
+  // generated key, or a new one when there is none or the previous call is at least the
+  // regeneration window old. The call time is recorded in every case. Returns only after the
+  // new state is durable and GeneratedKey answers with it; on failure nothing changed and the
+  // text says why. REQUIRES: iccid is non-empty.
+  [[nodiscard]] virtual Result<std::string, std::string> Bootstrap(std::string_view iccid,
+                                                                   std::string_view user_psk,
+                                                                   uint64_t now_s) = 0;
+
+  // The generated key the last bootstrap of `iccid` handed out, copied into `out`; its length,
+  // or 0 if there is none or it does not fit. No allocation, no I/O.
+  [[nodiscard]] virtual size_t GeneratedKey(std::string_view iccid,
+                                            std::span<std::byte> out) const = 0;
+
+  // Devices with bootstrap state (generated key or not).
+  [[nodiscard]] virtual size_t size() const = 0;
+
+  // What logs and messages call the store: its file, a database name (never a password).
+  [[nodiscard]] virtual const std::string& name() const noexcept = 0;
+};
+
+}  // namespace coapgate::registry
