@@ -342,7 +342,8 @@ TEST_F(PublisherWorkerTest, StopWaitsForOutstandingThenGiveUpAbandons) {
   StartAll();
   Send("a");
   Send("b");
-  while (sink.seen().size() < 2) std::this_thread::sleep_for(1ms);
+  for (int i = 0; i < 2000 && sink.seen().size() < 2; ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(sink.seen().size(), 2u) << "the worker did not publish within 10 s";
   w.RequestStop();
   std::this_thread::sleep_for(100ms);
   EXPECT_FALSE(w.finished()) << "finished with messages outstanding";
@@ -363,7 +364,8 @@ TEST_F(PublisherWorkerTest, StopFinishesOnceEverythingSettled) {
   ScriptedSink& sink = AddSink(w, Mode::kDeliverLater);
   StartAll();
   Send("a");
-  while (sink.seen().empty()) std::this_thread::sleep_for(1ms);
+  for (int i = 0; i < 2000 && sink.seen().empty(); ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(sink.seen().size(), 1u) << "the worker did not publish within 10 s";
   w.RequestStop();
   sink.Release();
   for (int i = 0; i < 2000 && !w.finished(); ++i) std::this_thread::sleep_for(5ms);
