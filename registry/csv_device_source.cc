@@ -8,8 +8,14 @@
 namespace coapgate::registry {
 
 Result<LoadedDevices, Error> CsvDeviceSource::Load() {
+  // Only "no such file" is a missing registry; a file we may not look at (EACCES on its
+  // directory, say) is an error, never an empty registry.
   std::error_code ec;
-  if (!std::filesystem::exists(path_, ec)) {
+  const bool exists = std::filesystem::exists(path_, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return FailEnvironment(path_ + ": cannot stat: " + ec.message());
+  }
+  if (!exists) {
     auto empty = DeviceRegistry::ParseCsv("iccid,imsi,ip,status,psk,psk_format\n", path_);
     CHECK(empty, "the header-only registry always parses");
     return LoadedDevices{std::move(*empty), true};

@@ -1,5 +1,7 @@
-// DeviceRegistry: the set of known devices, loaded from the operator's CSV file (SPEC §3),
-// with O(1) lookup by source address (once per datagram) and by ICCID (DTLS PSK identity).
+// DeviceRegistry: an immutable snapshot of the known devices (docs/registry.md), with O(1)
+// lookup by source address (once per datagram) and by ICCID (DTLS PSK identity). Built from
+// the operator's CSV file (LoadCsvFile, ParseCsv) or row by row by any other DeviceSource
+// (Builder), with the same validation either way.
 //
 // Thread contract: a snapshot is immutable once loaded, so any number of threads may read one
 // at the same time without locking. A reload (SIGHUP) builds a new snapshot and swaps the
@@ -75,7 +77,7 @@ class DeviceRegistry {
   class Loader;  // the CSV file's reader: header, then rows into a Builder (device_registry.cc)
 
   // One device in 24 bytes; its text lives in `arena_` as iccid, imsi, psk back to back from
-  // `text_offset`. Fixed-size and pointer-free so that 1M devices are one allocation (SPEC §3:
+  // `text_offset`. Fixed-size and pointer-free so that 1M devices are one allocation (docs/registry.md:
   // at most 200 bytes per device) and lookups touch one cache line per candidate.
   struct Record {
     net::IpAddress ip;  // :: when !(flags & kHasIp)
@@ -109,7 +111,8 @@ class DeviceRegistry {
 // Row-at-a-time construction of a snapshot with the CSV file's validation and its messages,
 // for every source of devices: the CSV file, and a database table whose columns are the same
 // fields as text. A second backend therefore builds the same snapshot and reports the same
-// errors ("NAME:LINE: column: reason: value", the key never shown) as the CSV loader.
+// errors ("NAME:LINE: reason", naming the column and showing the value, never a key) as the
+// CSV loader.
 //
 // Not thread-safe (one loading thread); the snapshot it finishes is immutable and shared.
 class DeviceRegistry::Builder {

@@ -37,10 +37,10 @@ class KeyStore {
   // The generated key the last bootstrap of `iccid` handed out, copied into `out`; its length,
   // or 0 if there is none or it does not fit. No allocation, no I/O.
   [[nodiscard]] virtual size_t GeneratedKey(std::string_view iccid,
-                                            std::span<std::byte> out) const = 0;
+                                            std::span<std::byte> out) const noexcept = 0;
 
   // Devices with bootstrap state (generated key or not).
-  [[nodiscard]] virtual size_t size() const = 0;
+  [[nodiscard]] virtual size_t size() const noexcept = 0;
 
   // What logs and messages call the store: its file, a database name (never a password).
   [[nodiscard]] virtual const std::string& name() const noexcept = 0;

@@ -378,7 +378,7 @@ bool PskStore::GeneratedKey(std::string_view iccid, std::string* key) const {
   return true;
 }
 
-size_t PskStore::GeneratedKey(std::string_view iccid, std::span<std::byte> out) const {
+size_t PskStore::GeneratedKey(std::string_view iccid, std::span<std::byte> out) const noexcept {
   std::shared_lock lock(map_mutex_);
   const auto it = map_.find(iccid);
   if (it == map_.end()) return 0;
@@ -388,7 +388,7 @@ size_t PskStore::GeneratedKey(std::string_view iccid, std::span<std::byte> out) 
   return key.size();
 }
 
-size_t PskStore::size() const {
+size_t PskStore::size() const noexcept {
   std::shared_lock lock(map_mutex_);
   return map_.size();
 }

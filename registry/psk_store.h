@@ -75,10 +75,10 @@ class PskStore final : public KeyStore {
   // The same into `out`, for the shards' handshakes: no allocation. Returns the key's length,
   // 0 if there is none or it does not fit.
   [[nodiscard]] size_t GeneratedKey(std::string_view iccid,
-                                    std::span<std::byte> out) const override;
+                                    std::span<std::byte> out) const noexcept override;
 
   // Devices with bootstrap state (generated key or not).
-  [[nodiscard]] size_t size() const override;
+  [[nodiscard]] size_t size() const noexcept override;
 
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
   [[nodiscard]] const std::string& name() const noexcept override { return path_; }
