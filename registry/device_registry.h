@@ -77,8 +77,8 @@ class DeviceRegistry {
   class Loader;  // the CSV file's reader: header, then rows into a Builder (device_registry.cc)
 
   // One device in 24 bytes; its text lives in `arena_` as iccid, imsi, psk back to back from
-  // `text_offset`. Fixed-size and pointer-free so that 1M devices are one allocation (docs/registry.md:
-  // at most 200 bytes per device) and lookups touch one cache line per candidate.
+  // `text_offset`. Fixed-size and pointer-free so that 1M devices are one allocation (at most
+  // 200 bytes per device, docs/registry.md) and lookups touch one cache line per candidate.
   struct Record {
     net::IpAddress ip;  // :: when !(flags & kHasIp)
     uint32_t text_offset;
