@@ -1,0 +1,95 @@
+#include "registry/postgres_device_source.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <ctime>
+#include <system_error>
+
+#include <spdlog/spdlog.h>
+
+#include "registry/postgres_device_table.h"
+
+namespace coapgate::registry {
+namespace {
+
+std::string ErrnoText(int error) { return std::error_code(error, std::generic_category()).message(); }
+
+// Writes `text` to `path` so that a reader sees the old file or the new one, never half of
+// either: a temporary file beside it, fsynced, renamed over it.
+Result<void, Error> WriteFileAtomically(const std::string& path, std::string_view text) {
+  const std::string temporary = path + ".tmp";
+  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return FailEnvironment(temporary + ": cannot create: " + ErrnoText(errno));
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int error = errno;
+      ::close(fd);
+      ::unlink(temporary.c_str());
+      return FailEnvironment(temporary + ": cannot write: " + ErrnoText(error));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    const int error = errno;
+    ::unlink(temporary.c_str());
+    return FailEnvironment(temporary + ": cannot sync: " + ErrnoText(error));
+  }
+  if (::rename(temporary.c_str(), path.c_str()) != 0) {
+    const int error = errno;
+    ::unlink(temporary.c_str());
+    return FailEnvironment(path + ": cannot replace: " + ErrnoText(error));
+  }
+  return {};
+}
+
+}  // namespace
+
+PostgresDeviceSource::PostgresDeviceSource(std::string dsn, std::string snapshot_path)
+    : dsn_(std::move(dsn)), snapshot_path_(std::move(snapshot_path)) {}
+
+Result<LoadedDevices, Error> PostgresDeviceSource::Load() {
+  auto db = PostgresConnection::Connect(dsn_);
+  if (!db) return LoadSnapshotFile(db.error());
+  if (auto migrated = PostgresDeviceTable::Migrate(*db); !migrated) {
+    return LoadSnapshotFile(migrated.error());
+  }
+  auto table = PostgresDeviceTable::ReadAll(*db);
+  if (!table) return LoadSnapshotFile(table.error());
+  reachable_.store(true, std::memory_order_release);
+  auto devices = DeviceRegistry::ParseCsv(table->csv, name_);
+  if (!devices) return tl::unexpected<Error>(std::move(devices).error());
+  // The local copy is a convenience for the next start: failing to write it is logged, and the
+  // registry is served all the same.
+  if (auto written = WriteFileAtomically(snapshot_path_, table->csv); !written) {
+    spdlog::warn("registry snapshot not written: {}", written.error().message);
+  }
+  loaded_seq_.store(table->seq, std::memory_order_release);
+  return LoadedDevices{std::move(*devices), false};
+}
+
+Result<LoadedDevices, Error> PostgresDeviceSource::LoadSnapshotFile(const Error& why) {
+  reachable_.store(false, std::memory_order_release);
+  struct stat st;
+  if (::stat(snapshot_path_.c_str(), &st) != 0) {
+    return FailEnvironment(why.message + " (and no registry snapshot at " + snapshot_path_ +
+                           " to start from)");
+  }
+  auto devices = DeviceRegistry::LoadCsvFile(snapshot_path_);
+  if (!devices) return tl::unexpected<Error>(std::move(devices).error());
+  char when[32] = "?";
+  const std::time_t written = st.st_mtime;
+  std::tm utc;
+  if (gmtime_r(&written, &utc) != nullptr) std::strftime(when, sizeof when, "%FT%TZ", &utc);
+  spdlog::warn("{}; serving the registry snapshot {} written {} ({} devices) until the "
+               "database is back",
+               why.message, snapshot_path_, when, (*devices)->size());
+  return LoadedDevices{std::move(*devices), false};
+}
+
+}  // namespace coapgate::registry
