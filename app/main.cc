@@ -3,6 +3,7 @@
 //   coapgate --check-config [--config FILE]   validate config and devices, exit 0 or 2
 //   coapgate dissect [HEX...]                 show what the codec makes of datagrams
 //   coapgate translate --template F (--hex H | --base64 B)   the Energy Saver tester
+//   coapgate devices import FILE [--replace] | export          the PostgreSQL registry
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "app/devices_command.h"
 #include "app/dissect.h"
 #include "common/base64.h"
 #include "common/error.h"
@@ -177,6 +179,24 @@ int main(int argc, char** argv) {
     }
   });
 
+  CLI::App* devices = app.add_subcommand(
+      "devices", "Import into or export from the PostgreSQL registry (devices.backend = postgres)");
+  devices->require_subcommand(1);
+  std::string import_file;
+  bool import_replace = false;
+  CLI::App* import = devices->add_subcommand(
+      "import", "Validate a devices CSV and write it into the registry in one transaction");
+  import->add_option("file", import_file, "devices CSV (the format of devices.file)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  import->add_flag("--replace", import_replace,
+                   "also remove the devices the file does not list (default: add and update)");
+  CLI::App* export_devices =
+      devices->add_subcommand("export", "Write the registry's devices as a devices CSV to stdout");
+  for (CLI::App* sub : {devices, import, export_devices}) {
+    sub->fallthrough();  // --config may come after the subcommand too
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -186,6 +206,17 @@ int main(int argc, char** argv) {
   }
   if (dissect->parsed()) return RunDissect(hex_datagrams, max_payload);
   if (translate->parsed()) return RunTranslate(template_path, payload_hex, payload_base64);
+  if (devices->parsed()) {
+    auto config = LoadConfig(config_path);
+    if (!config) {
+      std::cerr << config.error().message << "\n";
+      return coapgate::ExitCode(config.error().kind);
+    }
+    const std::string name = config_path.empty() ? "(embedded defaults)" : config_path;
+    return import->parsed()
+               ? coapgate::app::ImportDevices(*config, name, import_file, import_replace)
+               : coapgate::app::ExportDevices(*config, name);
+  }
   if (check_only) return CheckConfig(config_path);
   return Serve(config_path);
 }

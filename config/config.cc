@@ -30,6 +30,8 @@ constexpr size_t kMaxCoapsUrlBytes = 149 - 55;
 constexpr Named<IoBackend> kIoBackends[] = {{"auto", IoBackend::kAuto},
                                             {"io_uring", IoBackend::kIoUring},
                                             {"recvmmsg", IoBackend::kRecvmmsg}};
+constexpr Named<DeviceBackend> kDeviceBackends[] = {{"csv", DeviceBackend::kCsv},
+                                                    {"postgres", DeviceBackend::kPostgres}};
 constexpr Named<AckMode> kAckModes[] = {{"sink", AckMode::kSink}, {"enqueue", AckMode::kEnqueue}};
 constexpr Named<TranslationErrorPolicy> kTranslationErrorPolicies[] = {
     {"accept", TranslationErrorPolicy::kAccept}, {"reject", TranslationErrorPolicy::kReject}};
@@ -179,9 +181,25 @@ bool ReadAdmin(TableReader& r, Config::Admin* admin) {
   return true;
 }
 
+bool ReadPostgres(TableReader& r, Config::Devices::Postgres* postgres) {
+  return r.OnlyKeys({"dsn", "snapshot"}) &&
+         r.String("dsn", /*non_empty=*/true, &postgres->dsn) &&
+         r.String("snapshot", /*non_empty=*/true, &postgres->snapshot);
+}
+
 bool ReadDevices(TableReader& r, Config::Devices* devices) {
-  return r.OnlyKeys({"file", "state"}) && r.String("file", /*non_empty=*/true, &devices->file) &&
-         r.String("state", /*non_empty=*/true, &devices->state);
+  if (!(r.OnlyKeys({"backend", "file", "state", "postgres"}) &&
+        r.Choice("backend", kDeviceBackends, &devices->backend) &&
+        r.String("file", /*non_empty=*/true, &devices->file) &&
+        r.String("state", /*non_empty=*/true, &devices->state) &&
+        r.Section("postgres",
+                  [&](TableReader& t) { return ReadPostgres(t, &devices->postgres); }))) {
+    return false;
+  }
+  if (devices->backend == DeviceBackend::kPostgres && devices->postgres.dsn.empty()) {
+    return r.FailAt("devices.postgres.dsn", "required when devices.backend = \"postgres\"");
+  }
+  return true;
 }
 
 bool ReadCoap(TableReader& r, Config::Coap* coap) {

@@ -39,6 +39,10 @@ enum class IoBackend : uint8_t {
 };
 
 // When a 2.04 may leave (SPEC §4).
+// Where the device registry lives: the CSV file of one node, or a PostgreSQL table that several
+// nodes share.
+enum class DeviceBackend : uint8_t { kCsv, kPostgres };
+
 enum class AckMode : uint8_t {
   kSink,     ///< after every configured sink accepted the message
   kEnqueue,  ///< once the message is on the bounded sink queue
@@ -75,8 +79,18 @@ struct Config {
   } admin;
 
   struct Devices {
-    std::string file = "devices.csv";         // the registry CSV (SPEC §3)
+    DeviceBackend backend = DeviceBackend::kCsv;  // where the registry lives
+    std::string file = "devices.csv";         // the registry CSV (docs/registry.md)
     std::string state = "coapgate-state.db";  // durable bootstrap state
+
+    // backend = "postgres": the shared registry of several nodes (docs/cluster.md).
+    struct Postgres {
+      std::string dsn;  // libpq connection string or URI; the password via passfile/PGPASSWORD
+      // The last registry loaded from the database, for a start while it is unreachable.
+      std::string snapshot = "registry-snapshot.csv";
+
+      bool operator==(const Postgres&) const = default;
+    } postgres;
 
     bool operator==(const Devices&) const = default;
   } devices;

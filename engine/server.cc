@@ -19,6 +19,8 @@
 #include "net/reuseport_steering.h"
 #include "net/udp_socket.h"
 #include "registry/csv_device_source.h"
+#include "registry/postgres_change_follower.h"
+#include "registry/postgres_device_source.h"
 #include "registry/psk_store.h"
 
 namespace coapgate::engine {
@@ -72,12 +74,19 @@ std::vector<int> AllowedCpus() {
 void BlockServerSignals() {
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&set, s);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&set, s);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a closed stdout must be a write error, not a kill
 }
 
 std::unique_ptr<registry::DeviceSource> MakeDeviceSource(const config::Config& config) {
+  switch (config.devices.backend) {
+    case config::DeviceBackend::kCsv:
+      break;
+    case config::DeviceBackend::kPostgres:
+      return std::make_unique<registry::PostgresDeviceSource>(config.devices.postgres.dsn,
+                                                              config.devices.postgres.snapshot);
+  }
   return std::make_unique<registry::CsvDeviceSource>(config.devices.file);
 }
 
@@ -91,6 +100,7 @@ Server::Server(const config::Config& config) : config_(config) {}
 
 Server::~Server() {
   admin_.reset();
+  follower_.reset();
   for (auto& shard : shards_) shard->RequestStop();
   for (auto& shard : shards_) shard->Join();
   if (bootstrap_) bootstrap_->Stop();
@@ -119,6 +129,13 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
     spdlog::info("{}: {} devices", server->device_source_->name(), devices->devices->size());
   }
   server->registry_ = std::make_unique<registry::RegistryHolder>(std::move(devices->devices));
+  if (auto* postgres = dynamic_cast<registry::PostgresDeviceSource*>(server->device_source_.get())) {
+    // Changes committed in the database reach this node through a reload on the main thread,
+    // the same path as SIGHUP's, so that reloads never race.
+    server->follower_ = std::make_unique<registry::PostgresChangeFollower>(
+        postgres->dsn(), [postgres] { return postgres->loaded_seq(); },
+        [] { ::kill(::getpid(), SIGUSR2); });
+  }
 
   auto templates = LoadTemplates(config);
   if (!templates) return tl::unexpected<Error>(std::move(templates).error());
@@ -277,8 +294,9 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
 int Server::Run() {
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&set, s);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&set, s);
   serving_.store(true, std::memory_order_release);
+  if (follower_) follower_->Start();
   notifier_.Ready(StatusLine(0));
   // The watchdog is judged once per check interval: a quarter of WatchdogSec, so that one slow
   // turn of the control loop never misses a ping; at most 1 s, and at least 250 ms, longer
@@ -296,6 +314,11 @@ int Server::Run() {
     if (signal_number == SIGHUP) {
       notifier_.Reloading();
       Reload();
+      notifier_.Ready(StatusLine(0));
+    } else if (signal_number == SIGUSR2) {
+      // The registry alone: raised by the PostgreSQL change follower, or by an operator.
+      notifier_.Reloading();
+      ReloadDevices();
       notifier_.Ready(StatusLine(0));
     } else if (signal_number == SIGUSR1) {
       LogCounters("counters");
@@ -359,6 +382,10 @@ void Server::Reload() {
       spdlog::info("reloaded the energy saver templates");
     }
   }
+  ReloadDevices();
+}
+
+void Server::ReloadDevices() {
   auto devices = device_source_->Load();
   if (!devices) {
     spdlog::error("reload failed, keeping the previous devices: {}", devices.error().message);

@@ -1,10 +1,10 @@
 // Server: the running coapgate process: the shards, the publishers, the device registry, the
-// Energy Saver templates and the signals (SPEC §10): SIGTERM/SIGINT drain and exit 0, SIGHUP
-// reloads the devices and the templates, SIGUSR1 logs the counters.
+// Energy Saver templates and the signals (docs/cli.md): SIGTERM/SIGINT drain and exit 0, SIGHUP
+// reloads the devices and the templates, SIGUSR2 the devices only, SIGUSR1 logs the counters.
 //
 // Control plane: Create and Run on the main thread, which must have blocked SIGTERM, SIGINT,
-// SIGHUP and SIGUSR1 before any thread was started (BlockServerSignals) so that only Run's
-// sigtimedwait sees them.
+// SIGHUP, SIGUSR1 and SIGUSR2 before any thread was started (BlockServerSignals) so that only
+// Run's sigtimedwait sees them.
 #pragma once
 
 #include <atomic>
@@ -20,6 +20,7 @@
 #include "bootstrap/bootstrap_service.h"
 #include "config/config.h"
 #include "registry/device_source.h"
+#include "registry/postgres_change_follower.h"
 #include "registry/key_store.h"
 #include "registry/registry_holder.h"
 #include "engine/instance_lock.h"
@@ -56,6 +57,8 @@ class Server {
  private:
   explicit Server(const config::Config& config);
   void Reload();
+  // The registry only: SIGHUP's second half, and all of SIGUSR2 (a registry change).
+  void ReloadDevices();
   void LogCounters(const char* when) const;
   [[nodiscard]] std::string SummarizeDtls() const;
   // Every DTLS endpoint counter by name, summed over the shards (the SIGUSR1 summary and
@@ -73,6 +76,8 @@ class Server {
   std::unique_ptr<InstanceLock> instance_lock_;  ///< one coapgate per UDP port
   std::unique_ptr<registry::DeviceSource> device_source_;  ///< loaded at start and on SIGHUP
   std::unique_ptr<registry::RegistryHolder> registry_;
+  // backend = "postgres": follows the table's changes (raises SIGUSR2 at the process).
+  std::unique_ptr<registry::PostgresChangeFollower> follower_;
   std::unique_ptr<SnapshotHolder<sinks::TemplateSet>> templates_;
   std::unique_ptr<sinks::PublisherPool> publishers_;
   std::unique_ptr<registry::KeyStore> psk_store_;  ///< devices.state: the bootstrap's keys

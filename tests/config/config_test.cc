@@ -457,6 +457,24 @@ TEST(Config, DtlsLimits) {
   ExpectError("[dtls]\nsessions = 1\n", "dtls.sessions", "unknown key");
 }
 
+TEST(Config, PostgresRegistryBackend) {
+  EXPECT_EQ(Config{}.devices.backend, DeviceBackend::kCsv);
+  const Config config = Parse(
+      "[devices]\nbackend = \"postgres\"\n"
+      "[devices.postgres]\ndsn = \"host=/run/postgresql dbname=coapgate\"\n"
+      "snapshot = \"/var/lib/coapgate/registry.csv\"\n");
+  EXPECT_EQ(config.devices.backend, DeviceBackend::kPostgres);
+  EXPECT_EQ(config.devices.postgres.dsn, "host=/run/postgresql dbname=coapgate");
+  EXPECT_EQ(config.devices.postgres.snapshot, "/var/lib/coapgate/registry.csv");
+  EXPECT_EQ(Config{}.devices.postgres.snapshot, "registry-snapshot.csv");
+  ExpectError("[devices]\nbackend = \"postgres\"\n", "devices.postgres.dsn",
+              "required when devices.backend = \"postgres\"");
+  ExpectError("[devices]\nbackend = \"mysql\"\n", "devices.backend",
+              "must be one of \"csv\" or \"postgres\"");
+  ExpectError("[devices.postgres]\npassword = \"x\"\n", "devices.postgres.password",
+              "unknown key (expected one of: dsn, snapshot)");
+}
+
 TEST(ConfigError, MqttSinksAreChecked) {
   ExpectError("[[sinks]]\ntype = \"mqtt\"\ntopic_template = \"a/+/{t}\"\n",
               "sinks[0].topic_template", "wildcard");

@@ -44,7 +44,7 @@ class Server:
 
     def __init__(self, io="recvmmsg", listen="127.0.0.1:0", extra_toml="", devices=None,
                  shards=2, sink_path=None, drain_timeout_ms=5000, wrapper=(), sinks_toml=None,
-                 state_path=None, coaps='"127.0.0.1:0"', env=None):
+                 state_path=None, coaps='"127.0.0.1:0"', env=None, devices_toml=""):
         self.dir = tempfile.mkdtemp(prefix="coapgate-e2e-")
         self.state_path = state_path or os.path.join(self.dir, "state.db")
         self.devices_path = os.path.join(self.dir, "devices.csv")
@@ -72,6 +72,7 @@ drain_timeout_ms = {drain_timeout_ms}
 [devices]
 file = "{self.devices_path}"
 state = "{self.state_path}"
+{devices_toml}
 
 {extra_toml}
 

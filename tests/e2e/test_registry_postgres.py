@@ -1,0 +1,165 @@
+"""The PostgreSQL registry end to end (devices.backend = "postgres"): a PostgreSQL server the
+test starts (tests/e2e/postgres.py), `coapgate devices import/export`, a node that serves what
+the table holds, picks up committed changes without a signal, keeps serving while the database
+is away and starts from its local snapshot when the database is down.
+
+Waits are bounded and assert what happened, never how fast."""
+
+import os
+import subprocess
+import tempfile
+import time
+import unittest
+
+from harness import COAPGATE, DEVICES, Device, Server, code, devices_csv, parse, post
+from postgres import Postgres
+
+CHANGED = code(2, 4)
+UNAUTHORIZED = code(4, 1)
+WAIT_S = 15  # for a change to reach the node: bounded, far above what it needs
+
+
+class PostgresRegistryTests(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = Postgres()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.close()
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="coapgate-pgreg-")
+        self.database = "t_" + self._testMethodName.lower()
+        self.pg.psql(f"CREATE DATABASE {self.database}")
+        self.dsn = self.pg.dsn(self.database)
+        self.snapshot = os.path.join(self.dir, "registry-snapshot.csv")
+        self.config = os.path.join(self.dir, "cli.toml")
+        with open(self.config, "w") as f:
+            f.write(f'[devices]\nbackend = "postgres"\n[devices.postgres]\ndsn = "{self.dsn}"\n')
+        self.mid = 0x4000
+
+    def cli(self, *args, config=None):
+        return subprocess.run([COAPGATE, *args, "--config", config or self.config],
+                              capture_output=True, text=True, timeout=120)
+
+    def write_csv(self, name, devices):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(devices_csv(devices))
+        return path
+
+    def import_devices(self, devices, *flags):
+        r = self.cli("devices", "import", self.write_csv("import.csv", devices), *flags)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout
+
+    def server(self):
+        return Server(devices=[], coaps="",
+                      devices_toml='backend = "postgres"',
+                      extra_toml=f'[devices.postgres]\ndsn = "{self.dsn}"\n'
+                                 f'snapshot = "{self.snapshot}"\n')
+
+    def answer(self, server, source):
+        self.mid += 1
+        d = Device(server, source)
+        try:
+            reply = d.request(post("t", b"x%d" % self.mid, mid=self.mid), timeout=3)
+        finally:
+            d.close()
+        self.assertIsNotNone(reply, f"no answer to {source}")
+        return parse(reply)[1]
+
+    def wait_for_answer(self, server, source, expected):
+        deadline = time.monotonic() + WAIT_S
+        got = None
+        while time.monotonic() < deadline:
+            got = self.answer(server, source)
+            if got == expected:
+                return
+            time.sleep(0.1)
+        self.fail(f"{source}: still {got:#x}, not {expected:#x}, after {WAIT_S} s")
+
+    def test_imported_devices_are_served_and_committed_changes_go_live(self):
+        out = self.import_devices([DEVICES[0]])
+        self.assertIn("1 devices: 1 added, 0 changed, 0 removed", out)
+        with self.server() as s:
+            s.wait_for_log(r"postgres table coapgate_devices: 1 devices")
+            self.assertEqual(self.answer(s, "127.0.0.1"), CHANGED)
+            self.assertEqual(self.answer(s, "127.0.0.2"), UNAUTHORIZED)
+            # Added with the CLI: live on the node without a signal.
+            self.import_devices([DEVICES[0], DEVICES[1]])
+            self.wait_for_answer(s, "127.0.0.2", CHANGED)
+            # Changed with plain SQL, by another tool: live all the same.
+            self.pg.psql("UPDATE coapgate_devices SET status = 'inactive' "
+                         f"WHERE iccid = '{DEVICES[0][0]}'", self.database)
+            self.wait_for_answer(s, "127.0.0.1", UNAUTHORIZED)
+            # Removed by a replacing import.
+            self.import_devices([DEVICES[0]], "--replace")
+            self.wait_for_answer(s, "127.0.0.2", UNAUTHORIZED)
+            s.wait_for_log(r"reloaded postgres table coapgate_devices")
+
+    def test_the_node_serves_on_while_the_database_is_away_and_catches_up(self):
+        self.import_devices([DEVICES[0]])
+        with self.server() as s:
+            self.assertEqual(self.answer(s, "127.0.0.1"), CHANGED)
+            self.pg.stop()
+            try:
+                s.wait_for_log(r"registry changes: .*(connection|connect)")
+                for _ in range(5):
+                    self.assertEqual(self.answer(s, "127.0.0.1"), CHANGED)
+            finally:
+                self.pg.start()
+            # Back: a change made now reaches the node once the follower reconnected.
+            self.import_devices([DEVICES[0], DEVICES[1]])
+            self.wait_for_answer(s, "127.0.0.2", CHANGED)
+
+    def test_a_node_starts_from_its_snapshot_when_the_database_is_down(self):
+        self.import_devices([DEVICES[0]])
+        with self.server() as s:  # writes the snapshot
+            self.assertEqual(self.answer(s, "127.0.0.1"), CHANGED)
+        self.assertEqual(os.stat(self.snapshot).st_mode & 0o777, 0o600, "it holds keys")
+        self.pg.stop()
+        try:
+            with self.server() as s:
+                s.wait_for_log(r"serving the registry snapshot .* \(1 devices\)")
+                self.assertEqual(self.answer(s, "127.0.0.1"), CHANGED)
+        finally:
+            self.pg.start()
+
+    def test_export_gives_back_what_was_imported(self):
+        self.import_devices(DEVICES[:4])
+        r = self.cli("devices", "export")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.strip().split("\n")
+        self.assertEqual(lines[0], "iccid,imsi,ip,status,psk,psk_format")
+        self.assertEqual(len(lines), 5)
+        self.assertIn(",".join(DEVICES[3]) + ",\"\",\"\"", lines)
+
+    def test_a_bad_file_is_refused_with_its_line_and_nothing_changes(self):
+        self.import_devices([DEVICES[0]])
+        path = self.write_csv("bad.csv", [DEVICES[1], ("12", "", "", "active")])
+        r = self.cli("devices", "import", path)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn(f"{path}:3: iccid", r.stderr)
+        self.assertEqual(self.pg.psql("SELECT count(*) FROM coapgate_devices", self.database), "1")
+
+    def test_import_needs_the_postgres_backend_and_a_reachable_database(self):
+        csv_config = os.path.join(self.dir, "csv.toml")
+        with open(csv_config, "w") as f:
+            f.write("[devices]\nfile = \"devices.csv\"\n")
+        path = self.write_csv("ok.csv", [DEVICES[0]])
+        r = self.cli("devices", "import", path, config=csv_config)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn('devices.backend is "csv"', r.stderr)
+        gone = os.path.join(self.dir, "gone.toml")
+        with open(gone, "w") as f:
+            f.write('[devices]\nbackend = "postgres"\n[devices.postgres]\n'
+                    f'dsn = "host={self.dir} port=1 dbname=x"\n')
+        r = self.cli("devices", "import", path, config=gone)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("postgres: cannot connect", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
