@@ -19,6 +19,7 @@
 #include "codec/encoder.h"
 #include "bootstrap/bootstrap_reply.h"
 #include "bootstrap/bootstrap_service.h"
+#include "engine/device_log.h"
 #include "registry/psk_store.h"
 
 namespace coapgate::engine {
@@ -251,6 +252,10 @@ bool Shard::AnswerTriage(const Peer& peer, const codec::Triage& t) noexcept {
         counters_.Add(Counter::kReset);
       } else {
         CountReply(t.response_code);
+        Refused(peer.address, {}, t.response_code,
+                t.response_code == codec::code::kRequestEntityTooLarge
+                    ? registry::Reason::kPayloadTooLarge
+                    : registry::Reason::kBadRequest);
       }
       return false;
     }
@@ -299,6 +304,26 @@ void Shard::Deliver(dtls::SessionId session, std::string_view identity, const dt
   Ingest(Origin{peer, *ip, identity}, t);
 }
 
+void Shard::HandshakeFailed(const dtls::Route& from, std::string_view identity,
+                            dtls::HandshakeFailure why) noexcept {
+  registry::Reason reason = registry::Reason::kHandshakeFailed;
+  switch (why) {
+    case dtls::HandshakeFailure::kUnknownIdentity: reason = registry::Reason::kUnknownIdentity; break;
+    case dtls::HandshakeFailure::kWrongKey: reason = registry::Reason::kWrongKey; break;
+    case dtls::HandshakeFailure::kTimeout: reason = registry::Reason::kHandshakeTimeout; break;
+    case dtls::HandshakeFailure::kFailed: reason = registry::Reason::kHandshakeFailed; break;
+    case dtls::HandshakeFailure::kHandshakeLimit: reason = registry::Reason::kHandshakeLimit; break;
+    case dtls::HandshakeFailure::kPerSourceCap: reason = registry::Reason::kPerSourceCap; break;
+    case dtls::HandshakeFailure::kTableFull: reason = registry::Reason::kTableFull; break;
+  }
+  Refused(reinterpret_cast<const sockaddr*>(&from.address), identity, 0, reason);
+}
+
+void Shard::Refused(const sockaddr* peer, std::string_view iccid, uint8_t code,
+                    registry::Reason why) noexcept {
+  LogRefusal(peer, iccid, code, why, now_ms_);
+}
+
 size_t Shard::LookupPsk(std::string_view identity,
                         std::span<std::byte, kMaxPskLength> key) const noexcept {
   const std::optional<registry::DeviceView> device = registry_->FindByIccid(identity);
@@ -345,6 +370,8 @@ void Shard::Bootstrap(const net::ReceivedDatagram& d, const codec::Triage& t) no
     CHECK(reply.has_value(), "the bootstrap error reply did not fit kMaxReplySize");
     io_->Send(d.socket, d.peer, d.peer_length, d.local, std::span(out).first(reply->size));
     CountReply(codec::code::kUnauthorized);
+    Refused(d.peer, device ? device->iccid : std::string_view(), codec::code::kUnauthorized,
+            device ? registry::Reason::kInactive : registry::Reason::kUnknownDevice);
     return;
   }
   bootstrap::BootstrapRequest r;
@@ -363,6 +390,8 @@ void Shard::Bootstrap(const net::ReceivedDatagram& d, const codec::Triage& t) no
   if (!options_.bootstrap->Submit(r)) {
     counters_.Add(Counter::kBootstrapQueueFull);
     SendReply(peer, type, codec::code::kServiceUnavailable, message_id, m.token, BusyMaxAge());
+    Refused(d.peer, device->iccid, codec::code::kServiceUnavailable,
+            registry::Reason::kBootstrapBusy);
     return;
   }
   counters_.Add(Counter::kBootstrap);
@@ -384,6 +413,7 @@ void Shard::HandleTruncated(const net::ReceivedDatagram& d) noexcept {
   CHECK(n.has_value(), "a 4.13 reply did not fit kMaxReplySize");
   io_->Send(d.socket, d.peer, d.peer_length, d.local, std::span(out).first(*n));
   CountReply(codec::code::kRequestEntityTooLarge);
+  Refused(d.peer, {}, codec::code::kRequestEntityTooLarge, registry::Reason::kPayloadTooLarge);
 }
 
 void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
@@ -398,11 +428,14 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
   if (!device || !device->active) {
     Answer(ExchangeMemory::kNoHandle, peer, m.confirmable(), m.message_id, m.token,
            codec::code::kUnauthorized);
+    Refused(peer.address, device ? device->iccid : origin.identity, codec::code::kUnauthorized,
+            device ? registry::Reason::kInactive : registry::Reason::kUnknownDevice);
     return;
   }
   if (t.request.topic_status == codec::TopicStatus::kInvalid) {
     Answer(ExchangeMemory::kNoHandle, peer, m.confirmable(), m.message_id, m.token,
            codec::code::kBadRequest);
+    Refused(peer.address, device->iccid, codec::code::kBadRequest, registry::Reason::kBadTopic);
     return;
   }
   // Plain CoAP: the source IP without the port, so a NAT rebinding keeps the device's
@@ -427,18 +460,21 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
       counters_.Add(Counter::kDedupFull);
       Answer(ExchangeMemory::kNoHandle, peer, m.confirmable(), m.message_id, m.token,
              codec::code::kServiceUnavailable);
+      Refused(peer.address, device->iccid, codec::code::kServiceUnavailable,
+              registry::Reason::kExchangeMemoryFull);
       return;
     case ExchangeMemory::Verdict::kNew:
       break;
   }
   const ExchangeMemory::Handle handle = admission.handle;
-  auto refuse = [&](Counter why) noexcept {
-    counters_.Add(why);
+  auto refuse = [&](Counter counter, registry::Reason why) noexcept {
+    counters_.Add(counter);
     Answer(handle, peer, m.confirmable(), m.message_id, m.token,
            codec::code::kServiceUnavailable);
+    Refused(peer.address, device->iccid, codec::code::kServiceUnavailable, why);
   };
   if (draining_.load(std::memory_order_relaxed)) {
-    refuse(Counter::kDraining);
+    refuse(Counter::kDraining, registry::Reason::kDraining);
     return;
   }
   // Per device, so that one device's messages keep their order on one broker connection.
@@ -449,12 +485,12 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
   if (options_.sinks_available != nullptr &&
       !options_.sinks_available[lane].load(std::memory_order_relaxed)) {
     // Circuit breaking: a sink is known down, so answer now instead of queueing behind it.
-    refuse(Counter::kSinkDown);
+    refuse(Counter::kSinkDown, registry::Reason::kSinkDown);
     return;
   }
   uint32_t slot;
   if (!handoff_.Acquire(&slot)) {
-    refuse(Counter::kInflightFull);
+    refuse(Counter::kInflightFull, registry::Reason::kQueueFull);
     return;
   }
 
@@ -485,7 +521,7 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
 
   if (!handoff_.PushOutbound(lane, slot)) {
     handoff_.Release(slot);
-    refuse(Counter::kQueueFull);
+    refuse(Counter::kQueueFull, registry::Reason::kQueueFull);
     return;
   }
   pushed_lanes_ |= uint64_t{1} << lane;
@@ -543,15 +579,21 @@ void Shard::DrainCompletions() noexcept {
     }
     if (!s.answered) {
       uint8_t code = codec::code::kChanged;
+      registry::Reason why = registry::Reason::kNone;
       if (outcome == sinks::Outcome::kUnavailable) {
         code = codec::code::kServiceUnavailable;
+        why = registry::Reason::kSinkRefused;
         counters_.Add(Counter::kSinkRefused);
       } else if (outcome == sinks::Outcome::kBadPayload) {
         code = codec::code::kBadRequest;
+        why = registry::Reason::kBadPayload;
       }
       inflight_.MarkAnswered(slot);
       const sinks::InflightMessage& msg = handoff_.message(slot);
       Answer(s.exchange, PeerOf(s), s.confirmable, msg.message_id, msg.Token(), code);
+      if (why != registry::Reason::kNone) {
+        Refused(PeerOf(s).address, msg.Iccid(), code, why);
+      }
     }
     handoff_.Release(slot);
   }
@@ -568,6 +610,8 @@ void Shard::ExpireBudgets() noexcept {
     const sinks::InflightMessage& msg = handoff_.message(slot);
     Answer(s.exchange, PeerOf(s), s.confirmable, msg.message_id, msg.Token(),
            codec::code::kServiceUnavailable);
+    Refused(PeerOf(s).address, msg.Iccid(), codec::code::kServiceUnavailable,
+            registry::Reason::kSinkTimeout);
   }
 }
 
