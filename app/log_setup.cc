@@ -4,13 +4,13 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <chrono>
-#include <cstdio>
-#include <ctime>
 #include <string_view>
 
 #include "common/json_escape.h"
 #include "common/log_fields.h"
+#include "common/rfc3339.h"
 
 namespace coapgate::app {
 namespace {
@@ -55,17 +55,13 @@ void AppendEscaped(spdlog::memory_buf_t& dest, std::string_view text) {
 class JsonFormatter final : public spdlog::formatter {
  public:
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
-    const auto since_epoch = msg.time.time_since_epoch();
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch).count();
-    const std::time_t seconds = static_cast<std::time_t>(ms / 1000);
-    std::tm utc{};
-    gmtime_r(&seconds, &utc);
-    char ts[32];
-    const int n = std::snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-                                utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour,
-                                utc.tm_min, utc.tm_sec, static_cast<int>(ms % 1000));
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        msg.time.time_since_epoch())
+                        .count();
+    std::array<char, kRfc3339Size> ts;
+    const size_t n = FormatRfc3339(static_cast<uint64_t>(ms), /*milliseconds=*/true, ts);
     Append(dest, "{\"ts\":\"");
-    Append(dest, std::string_view(ts, n > 0 ? static_cast<size_t>(n) : 0));
+    Append(dest, std::string_view(ts.data(), n));
     Append(dest, "\",\"level\":\"");
     Append(dest, LevelName(msg.level));
     Append(dest, "\",\"msg\":\"");

@@ -252,7 +252,7 @@ bool Shard::AnswerTriage(const Peer& peer, const codec::Triage& t) noexcept {
         counters_.Add(Counter::kReset);
       } else {
         CountReply(t.response_code);
-        Refused(peer.address, {}, t.response_code,
+        Refused(peer, nullptr, {}, t.response_code,
                 t.response_code == codec::code::kRequestEntityTooLarge
                     ? registry::Reason::kPayloadTooLarge
                     : registry::Reason::kBadRequest);
@@ -316,12 +316,40 @@ void Shard::HandshakeFailed(const dtls::Route& from, std::string_view identity,
     case dtls::HandshakeFailure::kPerSourceCap: reason = registry::Reason::kPerSourceCap; break;
     case dtls::HandshakeFailure::kTableFull: reason = registry::Reason::kTableFull; break;
   }
-  Refused(reinterpret_cast<const sockaddr*>(&from.address), identity, 0, reason);
+  const auto* address = reinterpret_cast<const sockaddr*>(&from.address);
+  // The device: by the identity it sent, or (refused at the ClientHello, before any
+  // identity) by its address.
+  std::optional<registry::DeviceView> device;
+  if (!identity.empty()) {
+    device = registry_->FindByIccid(identity);
+  } else if (const std::optional<net::IpAddress> ip = net::IpAddress::FromSockaddr(address)) {
+    device = registry_->FindByIp(*ip);
+  }
+  if (device && reason == registry::Reason::kUnknownIdentity) {
+    // LookupPsk found the device but gave no key: say which of the two it was.
+    reason = device->active ? registry::Reason::kNoKey : registry::Reason::kInactive;
+  }
+  if (device) {
+    registry_->StoreHandshakeActivity(
+        device->index, {static_cast<uint32_t>(wall_ms_ / 1000), reason});
+  }
+  LogRefusal(address, device ? device->iccid : identity, 0, reason, now_ms_);
 }
 
-void Shard::Refused(const sockaddr* peer, std::string_view iccid, uint8_t code,
-                    registry::Reason why) noexcept {
-  LogRefusal(peer, iccid, code, why, now_ms_);
+void Shard::Refused(const Peer& peer, const registry::DeviceView* device,
+                    std::string_view claimed, uint8_t code, registry::Reason why) noexcept {
+  std::optional<registry::DeviceView> found;
+  if (device == nullptr && peer.session == 0 && why != registry::Reason::kUnknownDevice) {
+    if (const std::optional<net::IpAddress> ip = net::IpAddress::FromSockaddr(peer.address)) {
+      found = registry_->FindByIp(*ip);
+      if (found) device = &*found;
+    }
+  }
+  if (device != nullptr) {
+    registry_->StoreRequestActivity(
+        device->index, {static_cast<uint32_t>(wall_ms_ / 1000), code, why, peer.session != 0});
+  }
+  LogRefusal(peer.address, device != nullptr ? device->iccid : claimed, code, why, now_ms_);
 }
 
 size_t Shard::LookupPsk(std::string_view identity,
@@ -370,7 +398,7 @@ void Shard::Bootstrap(const net::ReceivedDatagram& d, const codec::Triage& t) no
     CHECK(reply.has_value(), "the bootstrap error reply did not fit kMaxReplySize");
     io_->Send(d.socket, d.peer, d.peer_length, d.local, std::span(out).first(reply->size));
     CountReply(codec::code::kUnauthorized);
-    Refused(d.peer, device ? device->iccid : std::string_view(), codec::code::kUnauthorized,
+    Refused(peer, device ? &*device : nullptr, {}, codec::code::kUnauthorized,
             device ? registry::Reason::kInactive : registry::Reason::kUnknownDevice);
     return;
   }
@@ -390,8 +418,7 @@ void Shard::Bootstrap(const net::ReceivedDatagram& d, const codec::Triage& t) no
   if (!options_.bootstrap->Submit(r)) {
     counters_.Add(Counter::kBootstrapQueueFull);
     SendReply(peer, type, codec::code::kServiceUnavailable, message_id, m.token, BusyMaxAge());
-    Refused(d.peer, device->iccid, codec::code::kServiceUnavailable,
-            registry::Reason::kBootstrapBusy);
+    Refused(peer, &*device, {}, codec::code::kServiceUnavailable, registry::Reason::kBootstrapBusy);
     return;
   }
   counters_.Add(Counter::kBootstrap);
@@ -413,7 +440,8 @@ void Shard::HandleTruncated(const net::ReceivedDatagram& d) noexcept {
   CHECK(n.has_value(), "a 4.13 reply did not fit kMaxReplySize");
   io_->Send(d.socket, d.peer, d.peer_length, d.local, std::span(out).first(*n));
   CountReply(codec::code::kRequestEntityTooLarge);
-  Refused(d.peer, {}, codec::code::kRequestEntityTooLarge, registry::Reason::kPayloadTooLarge);
+  Refused(Peer{d.peer, d.peer_length, d.socket, d.local}, nullptr, {},
+          codec::code::kRequestEntityTooLarge, registry::Reason::kPayloadTooLarge);
 }
 
 void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
@@ -428,14 +456,14 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
   if (!device || !device->active) {
     Answer(ExchangeMemory::kNoHandle, peer, m.confirmable(), m.message_id, m.token,
            codec::code::kUnauthorized);
-    Refused(peer.address, device ? device->iccid : origin.identity, codec::code::kUnauthorized,
+    Refused(peer, device ? &*device : nullptr, origin.identity, codec::code::kUnauthorized,
             device ? registry::Reason::kInactive : registry::Reason::kUnknownDevice);
     return;
   }
   if (t.request.topic_status == codec::TopicStatus::kInvalid) {
     Answer(ExchangeMemory::kNoHandle, peer, m.confirmable(), m.message_id, m.token,
            codec::code::kBadRequest);
-    Refused(peer.address, device->iccid, codec::code::kBadRequest, registry::Reason::kBadTopic);
+    Refused(peer, &*device, {}, codec::code::kBadRequest, registry::Reason::kBadTopic);
     return;
   }
   // Plain CoAP: the source IP without the port, so a NAT rebinding keeps the device's
@@ -460,7 +488,7 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
       counters_.Add(Counter::kDedupFull);
       Answer(ExchangeMemory::kNoHandle, peer, m.confirmable(), m.message_id, m.token,
              codec::code::kServiceUnavailable);
-      Refused(peer.address, device->iccid, codec::code::kServiceUnavailable,
+      Refused(peer, &*device, {}, codec::code::kServiceUnavailable,
               registry::Reason::kExchangeMemoryFull);
       return;
     case ExchangeMemory::Verdict::kNew:
@@ -471,7 +499,7 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
     counters_.Add(counter);
     Answer(handle, peer, m.confirmable(), m.message_id, m.token,
            codec::code::kServiceUnavailable);
-    Refused(peer.address, device->iccid, codec::code::kServiceUnavailable, why);
+    Refused(peer, &*device, {}, codec::code::kServiceUnavailable, why);
   };
   if (draining_.load(std::memory_order_relaxed)) {
     refuse(Counter::kDraining, registry::Reason::kDraining);
@@ -526,6 +554,11 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
   }
   pushed_lanes_ |= uint64_t{1} << lane;
   counters_.Add(Counter::kAccepted);
+  // 2.04 now, on the record the lookup just read; a sink's refusal or timeout overwrites it
+  // (Refused), so the common completion needs no second lookup.
+  registry_->StoreRequestActivity(
+      device->index, {static_cast<uint32_t>(wall_ms_ / 1000), codec::code::kChanged,
+                      registry::Reason::kNone, !plain});
   if (options_.ack_on_enqueue) {
     s.answered = true;  // never on the unanswered list: no budget applies
     Answer(handle, peer, m.confirmable(), m.message_id, m.token, codec::code::kChanged);
@@ -592,7 +625,8 @@ void Shard::DrainCompletions() noexcept {
       const sinks::InflightMessage& msg = handoff_.message(slot);
       Answer(s.exchange, PeerOf(s), s.confirmable, msg.message_id, msg.Token(), code);
       if (why != registry::Reason::kNone) {
-        Refused(PeerOf(s).address, msg.Iccid(), code, why);
+        const std::optional<registry::DeviceView> device = registry_->FindByIccid(msg.Iccid());
+        Refused(PeerOf(s), device ? &*device : nullptr, msg.Iccid(), code, why);
       }
     }
     handoff_.Release(slot);
@@ -610,7 +644,8 @@ void Shard::ExpireBudgets() noexcept {
     const sinks::InflightMessage& msg = handoff_.message(slot);
     Answer(s.exchange, PeerOf(s), s.confirmable, msg.message_id, msg.Token(),
            codec::code::kServiceUnavailable);
-    Refused(PeerOf(s).address, msg.Iccid(), codec::code::kServiceUnavailable,
+    const std::optional<registry::DeviceView> device = registry_->FindByIccid(msg.Iccid());
+    Refused(PeerOf(s), device ? &*device : nullptr, msg.Iccid(), codec::code::kServiceUnavailable,
             registry::Reason::kSinkTimeout);
   }
 }

@@ -165,10 +165,12 @@ class Shard final : private dtls::Transport {
                std::span<const std::byte> plaintext) noexcept override;
   void HandshakeFailed(const dtls::Route& from, std::string_view identity,
                        dtls::HandshakeFailure why) noexcept override;
-  // A refused request (code >= 4.00) or failed handshake (code 0): the per-device log line
-  // (engine/device_log.h). `iccid`: the device's, or the PSK identity it claimed; may be empty.
-  void Refused(const sockaddr* peer, std::string_view iccid, uint8_t code,
-               registry::Reason why) noexcept;
+  // A refused request (code >= 4.00): the per-device log line (engine/device_log.h), and
+  // the answer in the device's activity word when `device` (of registry_) is given, else
+  // looked up by the peer's address on plain CoAP (a refusal path: the lookup is its cost
+  // only). `claimed`: the PSK identity of an unknown DTLS device; may be empty.
+  void Refused(const Peer& peer, const registry::DeviceView* device, std::string_view claimed,
+               uint8_t code, registry::Reason why) noexcept;
   // The DTLS key of a PSK identity (SPEC §3, §6): the device's CSV key (hex-decoded when so
   // marked), else its generated key; 0 for unknown or inactive devices.
   size_t LookupPsk(std::string_view identity,

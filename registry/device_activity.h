@@ -38,7 +38,8 @@ enum class Reason : uint8_t {
   kDraining,            ///< 5.03: the server is shutting down
   kBootstrapBusy,       ///< 5.03: the bootstrap worker's queue is full
   // DTLS handshakes (no CoAP code).
-  kUnknownIdentity,     ///< the PSK identity is not a registered, active device
+  kUnknownIdentity,     ///< the PSK identity is not a registered device
+  kNoKey,               ///< a registered, active device with neither a CSV nor a generated key
   kWrongKey,            ///< the handshake's Finished did not decrypt: the device has another key
   kHandshakeTimeout,    ///< the peer stopped answering mid-handshake
   kHandshakeFailed,     ///< alert, protocol error or a wolfSSL failure
@@ -67,6 +68,7 @@ static_assert(static_cast<unsigned>(Reason::kCount) <= 32, "a reason is 5 bits i
     case Reason::kDraining: return "draining";
     case Reason::kBootstrapBusy: return "bootstrap_busy";
     case Reason::kUnknownIdentity: return "unknown_identity";
+    case Reason::kNoKey: return "no_key";
     case Reason::kWrongKey: return "wrong_key";
     case Reason::kHandshakeTimeout: return "handshake_timeout";
     case Reason::kHandshakeFailed: return "handshake_failed";

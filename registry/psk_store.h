@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <span>
 #include <string>
@@ -74,6 +75,17 @@ class PskStore {
   // The same into `out`, for the shards' handshakes: no allocation. Returns the key's length,
   // 0 if there is none or it does not fit.
   [[nodiscard]] size_t GeneratedKey(std::string_view iccid, std::span<std::byte> out) const;
+
+  // What the bootstrap state says about `iccid`, without the key (for the admin listener's
+  // GET /devices): whether a generated key is held, and the time of the last bootstrap call
+  // (the key is that call's, or an earlier one's within regenerate_after_s: the store keeps
+  // call times, not key creation times). nullopt: no bootstrap state. Memory only, a shared
+  // lock held for one hash lookup, like GeneratedKey: it never waits for SQLite.
+  struct BootstrapState {
+    bool generated_key;
+    uint64_t last_call_s;
+  };
+  [[nodiscard]] std::optional<BootstrapState> StateOf(std::string_view iccid) const;
 
   // Devices with bootstrap state (generated key or not).
   [[nodiscard]] size_t size() const;
