@@ -1,7 +1,6 @@
 #include "engine/device_inspection.h"
 
 #include <array>
-#include <cstdio>
 #include <string>
 
 #include "codec/code.h"
@@ -63,10 +62,7 @@ admin::JsonReply Describe(const registry::DeviceRegistry& registry,
   if (request.code == 0) {
     out += "null";
   } else {
-    char code[8];
-    const int n = std::snprintf(code, sizeof(code), "%u.%02u", codec::CodeClass(request.code),
-                                codec::CodeDetail(request.code));
-    AppendString(out, std::string_view(code, n > 0 ? static_cast<size_t>(n) : 0));
+    AppendString(out, codec::Dotted(request.code).view());
   }
   out += ",\"last_reason\":";
   AppendReason(out, request.reason);

@@ -73,12 +73,8 @@ void LogRefusal(const sockaddr* peer, std::string_view iccid, uint8_t code, regi
   const std::string_view address = FormatAddress(peer, address_buffer);
   std::array<char, 32> iccid_buffer;
   const std::string_view device = Printable(iccid, iccid_buffer);
-  std::array<char, 8> code_buffer{};
-  const int code_length =
-      code == 0 ? 0
-                : std::snprintf(code_buffer.data(), code_buffer.size(), "%u.%02u",
-                                codec::CodeClass(code), codec::CodeDetail(code));
-  const std::string_view code_text(code_buffer.data(), code_length > 0 ? size_t(code_length) : 0);
+  const codec::DottedCode dotted = codec::Dotted(code);
+  const std::string_view code_text = code == 0 ? std::string_view() : dotted.view();
   std::array<char, 24> suppressed_buffer;
   const auto [end, ec] = std::to_chars(suppressed_buffer.data(),
                                        suppressed_buffer.data() + suppressed_buffer.size(),
