@@ -422,6 +422,10 @@ void Shard::Bootstrap(const net::ReceivedDatagram& d, const codec::Triage& t) no
     return;
   }
   counters_.Add(Counter::kBootstrap);
+  // The worker answers 2.05 (or, when its store fails, 5.00: it logs that itself).
+  registry_->StoreRequestActivity(
+      device->index, {static_cast<uint32_t>(wall_ms_ / 1000), codec::code::kContent,
+                      registry::Reason::kNone, false});
 }
 
 void Shard::HandleTruncated(const net::ReceivedDatagram& d) noexcept {

@@ -120,6 +120,7 @@ class DeviceInspectionTests(unittest.TestCase):
             status, boot, raw = get(s.admin_port, "/devices/8988280666000000001")
             self.assertEqual(status, 200)
             self.assertEqual(boot["key_source"], "generated")
+            self.assertEqual(boot["last_code"], "2.05")
             self.assertRegex(boot["last_bootstrap"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
             self.assertNotIn(generated, raw)
 
