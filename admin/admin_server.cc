@@ -29,6 +29,25 @@ Result<std::unique_ptr<AdminServer>, std::string> AdminServer::Start(const std::
   http.Get("/readyz", [probe = handlers.readyz](const httplib::Request&, httplib::Response& res) {
     Answer(probe(), res);
   });
+  // Registered before /devices/{iccid}: the by-address path has one segment more, so the two
+  // patterns never both match.
+  if (handlers.device_by_address) {
+    http.Get(R"(/devices/by-address/([^/]+))",
+             [device = handlers.device_by_address](const httplib::Request& req,
+                                                   httplib::Response& res) {
+               const JsonReply reply = device(req.matches[1].str());
+               res.status = reply.status;
+               res.set_content(reply.body + "\n", "application/json");
+             });
+  }
+  if (handlers.device_by_iccid) {
+    http.Get(R"(/devices/([^/]+))", [device = handlers.device_by_iccid](
+                                        const httplib::Request& req, httplib::Response& res) {
+      const JsonReply reply = device(req.matches[1].str());
+      res.status = reply.status;
+      res.set_content(reply.body + "\n", "application/json");
+    });
+  }
   const std::string where = (host.find(':') != std::string::npos ? "[" + host + "]" : host) +
                             ":" + std::to_string(port);
   if (port == 0) {

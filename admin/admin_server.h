@@ -1,7 +1,8 @@
 // AdminServer: the operator's HTTP listener ([admin] listen, loopback by default), served on
 // threads of its own, never on a shard: GET /metrics (Prometheus text exposition), GET
 // /healthz (alive: every shard makes progress) and GET /readyz (listening, registry loaded,
-// sinks up, not draining) for load-balancer health checks.
+// sinks up, not draining) for load-balancer health checks; GET /devices/{iccid} and
+// GET /devices/by-address/{ip} for what one device did last.
 //
 // HTTP is cpp-httplib's (Debian libcpp-httplib-dev): a small, well-kept server whose
 // thread-per-connection model suits a listener scraped every few seconds, and whose handlers
@@ -13,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "common/result.h"
@@ -29,10 +31,20 @@ struct Probe {
   std::string detail;
 };
 
+// A JSON answer and its HTTP status.
+struct JsonReply {
+  int status;
+  std::string body;
+};
+
 struct Handlers {
   std::function<std::string()> metrics;  ///< the whole exposition, text format 0.0.4
   std::function<Probe()> healthz;
   std::function<Probe()> readyz;
+  // GET /devices/{iccid} and GET /devices/by-address/{ip} (the path segment as sent, not
+  // decoded); null: the route answers 404.
+  std::function<JsonReply(std::string_view iccid)> device_by_iccid;
+  std::function<JsonReply(std::string_view ip)> device_by_address;
 };
 
 class AdminServer {

@@ -1,11 +1,10 @@
 // coapgate's command line (SPEC §10):
-//   coapgate [--config FILE]                  run (embedded defaults without a file)
+//   coapgate [--config FILE] [--log-level L]  run (embedded defaults without a file)
 //   coapgate --check-config [--config FILE]   validate config and devices, exit 0 or 2
 //   coapgate dissect [HEX...]                 show what the codec makes of datagrams
 //   coapgate translate --template F (--hex H | --base64 B)   the Energy Saver tester
 //   coapgate devices import FILE [--replace] | export          the PostgreSQL registry
 #include <CLI/CLI.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <array>
@@ -17,6 +16,7 @@
 #include "config/config.h"
 #include "app/devices_command.h"
 #include "app/dissect.h"
+#include "app/log_setup.h"
 #include "common/base64.h"
 #include "common/error.h"
 #include "common/hex.h"
@@ -123,12 +123,16 @@ int CheckConfig(const std::string& path) {
   return 0;
 }
 
-int Serve(const std::string& path) {
+// `log_level`: --log-level, which wins over [log] level; empty: the file's.
+int Serve(const std::string& path, const std::string& log_level) {
   auto config = LoadConfig(path);
   if (!config) {
     spdlog::error("{}", config.error().message);
     return coapgate::ExitCode(config.error().kind);
   }
+  coapgate::config::LogLevel level = config->log.level;
+  if (!log_level.empty()) level = *coapgate::config::ParseLogLevel(log_level);  // CLI-checked
+  coapgate::app::SetUpLogging(level, config->log.format);
   coapgate::engine::BlockServerSignals();
   auto server = coapgate::engine::Server::Create(*config);
   if (!server) {
@@ -141,9 +145,9 @@ int Serve(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto logger = spdlog::stderr_color_mt("coapgate");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
-  spdlog::set_default_logger(logger);
+  // Until the configuration is read (its errors are logged too): info, text.
+  coapgate::app::SetUpLogging(coapgate::config::LogLevel::kInfo,
+                              coapgate::config::LogFormat::kText);
 
   CLI::App app{"coapgate: high-throughput CoAP ingestion engine"};
   app.set_version_flag("--version", std::string(COAPGATE_VERSION));
@@ -152,6 +156,13 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_path, "TOML configuration file (default: embedded defaults)")
       ->check(CLI::ExistingFile);
   app.add_flag("--check-config", check_only, "validate the configuration and devices, then exit");
+  std::string log_level;
+  app.add_option("--log-level", log_level,
+                 "debug, info, warn or error: overrides [log] level of the configuration")
+      ->check([](const std::string& text) {
+        auto level = coapgate::config::ParseLogLevel(text);
+        return level ? std::string() : level.error();
+      });
 
   std::vector<std::string> hex_datagrams;
   size_t max_payload = 1024;
@@ -218,5 +229,5 @@ int main(int argc, char** argv) {
                : coapgate::app::ExportDevices(*config, name);
   }
   if (check_only) return CheckConfig(config_path);
-  return Serve(config_path);
+  return Serve(config_path, log_level);
 }

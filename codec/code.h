@@ -52,4 +52,16 @@ inline constexpr uint8_t kProxyingNotSupported = MakeCode(5, 5);
 // diagnostic payload of error responses and in logs.
 [[nodiscard]] std::string_view CodeName(uint8_t code) noexcept;
 
+// The "c.dd" text of a code ("2.04", "4.01"), for logs and JSON answers; no allocation.
+struct DottedCode {
+  char text[4];
+  [[nodiscard]] constexpr std::string_view view() const noexcept { return {text, 4}; }
+};
+[[nodiscard]] constexpr DottedCode Dotted(uint8_t code) noexcept {
+  const unsigned detail = CodeDetail(code);
+  return {{static_cast<char>('0' + CodeClass(code)), '.', static_cast<char>('0' + detail / 10),
+           static_cast<char>('0' + detail % 10)}};
+}
+static_assert(Dotted(MakeCode(4, 13)).view() == "4.13");
+
 }  // namespace coapgate::codec

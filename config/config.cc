@@ -41,6 +41,12 @@ constexpr Named<SinkKind> kSinkKinds[] = {
 constexpr Named<MqttFormat> kMqttFormats[] = {{"envelope", MqttFormat::kEnvelope},
                                               {"raw", MqttFormat::kRaw}};
 constexpr Named<int> kMqttProtocols[] = {{"5", 5}, {"3.1.1", 4}};
+constexpr Named<LogLevel> kLogLevels[] = {{"debug", LogLevel::kDebug},
+                                          {"info", LogLevel::kInfo},
+                                          {"warn", LogLevel::kWarn},
+                                          {"error", LogLevel::kError}};
+constexpr Named<LogFormat> kLogFormats[] = {{"text", LogFormat::kText},
+                                            {"json", LogFormat::kJson}};
 
 // "a.b.c.d:port" or "[v6]:port", both literals checked by inet_pton. Names are refused: a
 // listen address is bound at startup, and a resolver has no business there.
@@ -179,6 +185,11 @@ bool ReadAdmin(TableReader& r, Config::Admin* admin) {
   admin->enabled = true;
   admin->listen = std::move(*address);
   return true;
+}
+
+bool ReadLog(TableReader& r, Config::Log* log) {
+  return r.OnlyKeys({"level", "format"}) && r.Choice("level", kLogLevels, &log->level) &&
+         r.Choice("format", kLogFormats, &log->format);
 }
 
 bool ReadPostgres(TableReader& r, Config::Devices::Postgres* postgres) {
@@ -441,7 +452,7 @@ bool ReadSinks(TableReader& root, Errors* errors, std::vector<SinkConfig>* out) 
 bool ReadConfig(const toml::table& root, Errors* errors, Config* config) {
   TableReader r(root, "", errors);
   return r.OnlyKeys({"server", "admin", "devices", "coap", "bootstrap", "dtls", "energy_saver",
-                     "sinks"}) &&
+                     "log", "sinks"}) &&
          r.Section("server", [&](TableReader& t) { return ReadServer(t, &config->server); }) &&
          r.Section("admin", [&](TableReader& t) { return ReadAdmin(t, &config->admin); }) &&
          r.Section("devices", [&](TableReader& t) { return ReadDevices(t, &config->devices); }) &&
@@ -451,6 +462,7 @@ bool ReadConfig(const toml::table& root, Errors* errors, Config* config) {
          r.Section("dtls", [&](TableReader& t) { return ReadDtls(t, &config->dtls); }) &&
          r.Section("energy_saver",
                    [&](TableReader& t) { return ReadEnergySaver(t, &config->energy_saver); }) &&
+         r.Section("log", [&](TableReader& t) { return ReadLog(t, &config->log); }) &&
          ReadSinks(r, errors, &config->sinks);
 }
 
@@ -510,5 +522,14 @@ Result<Config, Error> LoadConfigFile(const std::string& path) noexcept {
 
 std::string ToString(IoBackend io) { return NameOf(kIoBackends, io); }
 std::string ToString(AckMode ack) { return NameOf(kAckModes, ack); }
+std::string ToString(LogLevel level) { return NameOf(kLogLevels, level); }
+std::string ToString(LogFormat format) { return NameOf(kLogFormats, format); }
+
+Result<LogLevel, std::string> ParseLogLevel(std::string_view text) {
+  for (const Named<LogLevel>& choice : kLogLevels) {
+    if (choice.name == text) return choice.value;
+  }
+  return Fail("must be one of " + ListNames(kLogLevels) + " (got " + QuoteForMessage(text) + ")");
+}
 
 }  // namespace coapgate::config

@@ -50,6 +50,13 @@ enum class AckMode : uint8_t {
 
 enum class TranslationErrorPolicy : uint8_t { kAccept, kReject };
 
+// [log] (docs/operations.md "Logs"): the least severe level written, and the line format.
+enum class LogLevel : uint8_t { kDebug, kInfo, kWarn, kError };
+enum class LogFormat : uint8_t {
+  kText,  ///< "2026-12-02T10:00:00.123 info message"
+  kJson,  ///< one object per line: {"ts", "level", "msg", and the call site's fields}
+};
+
 using sinks::FileSinkConfig;
 using sinks::KafkaSinkConfig;
 using sinks::MqttFormat;
@@ -141,6 +148,14 @@ struct Config {
     bool operator==(const EnergySaver&) const = default;
   } energy_saver;
 
+  // Read at startup only: SIGHUP re-reads the devices and templates, not this file.
+  struct Log {
+    LogLevel level = LogLevel::kInfo;
+    LogFormat format = LogFormat::kText;
+
+    bool operator==(const Log&) const = default;
+  } log;
+
   // At least one. `[[sinks]]` in a file replaces this default.
   std::vector<SinkConfig> sinks{SinkConfig{"file", FileSinkConfig{}}};
 
@@ -163,5 +178,10 @@ struct Config {
 // The spelling the configuration file uses: "auto", "io_uring", "recvmmsg"; "sink", "enqueue".
 [[nodiscard]] std::string ToString(IoBackend io);
 [[nodiscard]] std::string ToString(AckMode ack);
+// "debug", "info", "warn", "error"; "text", "json".
+[[nodiscard]] std::string ToString(LogLevel level);
+[[nodiscard]] std::string ToString(LogFormat format);
+// A level as the file and `--log-level` spell it; the error is "must be one of ... (got ...)".
+[[nodiscard]] Result<LogLevel, std::string> ParseLogLevel(std::string_view text);
 
 }  // namespace coapgate::config

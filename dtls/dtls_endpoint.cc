@@ -324,6 +324,7 @@ uint32_t DtlsEndpoint::HandshakesFromHost(const Route& from) const noexcept {
 bool DtlsEndpoint::MakeRoom(const Route& from, uint32_t* predecessor, uint64_t now_ms) noexcept {
   if (table_.handshakes() >= options_.max_handshakes) {
     Bump(counters_.handshakes_refused);
+    transport_->HandshakeFailed(from, {}, HandshakeFailure::kHandshakeLimit);
     return false;
   }
   // A walk over the unfinished handshakes, once per cookie-verified hello that would start
@@ -331,6 +332,7 @@ bool DtlsEndpoint::MakeRoom(const Route& from, uint32_t* predecessor, uint64_t n
   if (table_.handshakes() >= options_.max_handshakes_per_source &&
       HandshakesFromHost(from) >= options_.max_handshakes_per_source) {
     Bump(counters_.handshakes_refused_per_source);
+    transport_->HandshakeFailed(from, {}, HandshakeFailure::kPerSourceCap);
     return false;
   }
   if (table_.size() < table_.capacity()) return true;
@@ -338,6 +340,7 @@ bool DtlsEndpoint::MakeRoom(const Route& from, uint32_t* predecessor, uint64_t n
   if (stale == SessionTable::kNone ||
       now_ms - table_.stamp(stale) < uint64_t{options_.evict_min_idle_s} * 1000) {
     Bump(counters_.table_full_refused);
+    transport_->HandshakeFailed(from, {}, HandshakeFailure::kTableFull);
     return false;
   }
   if (stale == *predecessor) *predecessor = SessionTable::kNone;  // the peer's own old session
@@ -537,8 +540,14 @@ void DtlsEndpoint::ReleaseFinalFlight(Session& s) noexcept {
 }
 
 void DtlsEndpoint::FailHandshake(uint32_t slot) noexcept {
-  Bump(sessions_[slot]->unknown_identity ? counters_.handshake_failed_unknown_identity
-                                         : counters_.handshake_failed_other);
+  const bool unknown = sessions_[slot]->unknown_identity;
+  Bump(unknown ? counters_.handshake_failed_unknown_identity : counters_.handshake_failed_other);
+  DestroyFailed(slot, unknown ? HandshakeFailure::kUnknownIdentity : HandshakeFailure::kFailed);
+}
+
+void DtlsEndpoint::DestroyFailed(uint32_t slot, HandshakeFailure why) noexcept {
+  const Session& s = *sessions_[slot];
+  transport_->HandshakeFailed(s.route, s.identity(), why);
   Destroy(slot);
 }
 
@@ -600,9 +609,9 @@ int DtlsEndpoint::Tick(uint64_t now_ms) noexcept {
       next = std::min(next, table_.stamp(h) + handshake_timeout);
       break;
     }
-    Bump(sessions_[h]->undecryptable ? counters_.handshake_failed_wrong_key
-                                     : counters_.handshake_timeouts);
-    Destroy(h);
+    const bool wrong_key = sessions_[h]->undecryptable;
+    Bump(wrong_key ? counters_.handshake_failed_wrong_key : counters_.handshake_timeouts);
+    DestroyFailed(h, wrong_key ? HandshakeFailure::kWrongKey : HandshakeFailure::kTimeout);
   }
   // Retransmissions of the last flight of handshakes still waiting for the peer.
   for (uint32_t h = table_.OldestHandshake(); h != SessionTable::kNone;) {

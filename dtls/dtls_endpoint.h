@@ -72,6 +72,17 @@ using SessionId = uint64_t;  // index + generation: a stale id never reaches a n
 // set to the same value in dtls/CMakeLists.txt) per datagram.
 inline constexpr size_t kMaxDatagramSize = 1500;
 
+// Why a handshake ended without a session (each also counted in EndpointCounters).
+enum class HandshakeFailure : uint8_t {
+  kUnknownIdentity,  ///< PskLookup gave no key
+  kWrongKey,         ///< timed out after a record failed to decrypt: another PSK (D08)
+  kTimeout,          ///< the peer stopped answering
+  kFailed,           ///< alert, protocol error or a wolfSSL failure
+  kHandshakeLimit,   ///< max_handshakes reached: the hello was refused
+  kPerSourceCap,     ///< max_handshakes_per_source reached for the hello's host
+  kTableFull,        ///< max_sessions reached, nothing stale enough to evict
+};
+
 class Transport {  // implemented by the shard; called only from inside DtlsEndpoint calls
  public:
   virtual void Send(const Route& to, std::span<const std::byte> datagram) noexcept = 0;
@@ -79,6 +90,13 @@ class Transport {  // implemented by the shard; called only from inside DtlsEndp
   // The views are valid until Deliver returns.
   virtual void Deliver(SessionId session, std::string_view identity, const Route& from,
                        std::span<const std::byte> plaintext) noexcept = 0;
+  // A handshake from `from` failed or was refused. `identity` is its PSK identity when the
+  // peer sent one (untrusted bytes; empty for refusals at the ClientHello). For the shard's
+  // per-device log and activity; the default ignores it.
+  virtual void HandshakeFailed(const Route& from, std::string_view identity,
+                               HandshakeFailure why) noexcept {
+    (void)from, (void)identity, (void)why;
+  }
 
  protected:
   ~Transport() = default;
@@ -198,6 +216,8 @@ class DtlsEndpoint {  // one per shard; every call on the shard thread; no threa
   void ReadRecords(uint32_t slot, const Route& from, std::span<const std::byte> datagram,
                    uint64_t now_ms, DropMark* drops) noexcept;
   void FailHandshake(uint32_t slot) noexcept;
+  // Tells the transport, then destroys the slot's session.
+  void DestroyFailed(uint32_t slot, HandshakeFailure why) noexcept;
   void Destroy(uint32_t slot) noexcept;
   void SendHelloVerifyRequest(const Route& to, const PeerKey& key,
                               const ClientHelloView& hello) noexcept;

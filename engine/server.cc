@@ -15,6 +15,7 @@
 
 #include "common/check.h"
 #include "common/clock.h"
+#include "engine/device_inspection.h"
 #include "engine/instance_lock.h"
 #include "net/reuseport_steering.h"
 #include "net/udp_socket.h"
@@ -261,14 +262,24 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   for (auto& shard : server->shards_) shard->Start();
   if (config.admin.enabled) {
     Server* raw = server.get();
-    auto admin = admin::AdminServer::Start(
-        config.admin.listen.host, config.admin.listen.port,
-        admin::Handlers{[raw] { return raw->MetricsText(); }, [raw] { return raw->Healthz(); },
-                        [raw] { return raw->Readyz(); }});
+    admin::Handlers handlers;
+    handlers.metrics = [raw] { return raw->MetricsText(); };
+    handlers.healthz = [raw] { return raw->Healthz(); };
+    handlers.readyz = [raw] { return raw->Readyz(); };
+    // GET /devices: the current snapshot (held for the answer) and its activity words.
+    handlers.device_by_iccid = [raw](std::string_view iccid) {
+      return InspectDeviceByIccid(*raw->registry_->current(), raw->psk_store_.get(), iccid);
+    };
+    handlers.device_by_address = [raw](std::string_view ip) {
+      return InspectDeviceByAddress(*raw->registry_->current(), raw->psk_store_.get(), ip);
+    };
+    auto admin = admin::AdminServer::Start(config.admin.listen.host, config.admin.listen.port,
+                                           std::move(handlers));
     if (!admin) return FailEnvironment(std::move(admin).error());
     server->admin_ = std::move(*admin);
     const bool v6 = config.admin.listen.host.find(':') != std::string::npos;
-    spdlog::info("admin listening http://{}{}{}:{} (/metrics /healthz /readyz)", v6 ? "[" : "",
+    spdlog::info("admin listening http://{}{}{}:{} (/metrics /healthz /readyz /devices)",
+                 v6 ? "[" : "",
                  config.admin.listen.host, v6 ? "]" : "", server->admin_->port());
   }
   for (size_t i = 0; i < listen.size(); ++i) {
@@ -397,6 +408,8 @@ void Server::ReloadDevices() {
     return;
   }
   const size_t count = devices->devices->size();
+  // What the devices kept did last (GET /devices) survives the reload.
+  devices->devices->InheritActivity(*registry_->current());
   registry_->Replace(std::move(devices->devices));
   devices_missing_.store(false, std::memory_order_release);
   reloads_.fetch_add(1, std::memory_order_relaxed);

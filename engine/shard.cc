@@ -19,6 +19,7 @@
 #include "codec/encoder.h"
 #include "bootstrap/bootstrap_reply.h"
 #include "bootstrap/bootstrap_service.h"
+#include "engine/device_log.h"
 #include "registry/key_store.h"
 
 namespace coapgate::engine {
@@ -250,6 +251,10 @@ bool Shard::AnswerTriage(const Peer& peer, const codec::Triage& t) noexcept {
         counters_.Add(Counter::kReset);
       } else {
         CountReply(t.response_code);
+        Refused(peer, nullptr, {}, t.response_code,
+                t.response_code == codec::code::kRequestEntityTooLarge
+                    ? registry::Reason::kPayloadTooLarge
+                    : registry::Reason::kBadRequest);
       }
       return false;
     }
@@ -292,6 +297,54 @@ void Shard::Deliver(dtls::SessionId session, std::string_view identity, const dt
   const std::optional<net::IpAddress> ip = net::IpAddress::FromSockaddr(address);
   CHECK(ip.has_value(), "a DTLS route of neither AF_INET nor AF_INET6");
   Ingest(Origin{peer, *ip, identity}, t);
+}
+
+void Shard::HandshakeFailed(const dtls::Route& from, std::string_view identity,
+                            dtls::HandshakeFailure why) noexcept {
+  registry::Reason reason = registry::Reason::kHandshakeFailed;
+  switch (why) {
+    case dtls::HandshakeFailure::kUnknownIdentity: reason = registry::Reason::kUnknownIdentity; break;
+    case dtls::HandshakeFailure::kWrongKey: reason = registry::Reason::kWrongKey; break;
+    case dtls::HandshakeFailure::kTimeout: reason = registry::Reason::kHandshakeTimeout; break;
+    case dtls::HandshakeFailure::kFailed: reason = registry::Reason::kHandshakeFailed; break;
+    case dtls::HandshakeFailure::kHandshakeLimit: reason = registry::Reason::kHandshakeLimit; break;
+    case dtls::HandshakeFailure::kPerSourceCap: reason = registry::Reason::kPerSourceCap; break;
+    case dtls::HandshakeFailure::kTableFull: reason = registry::Reason::kTableFull; break;
+  }
+  const auto* address = reinterpret_cast<const sockaddr*>(&from.address);
+  // The device: by the identity it sent, or (refused at the ClientHello, before any
+  // identity) by its address.
+  std::optional<registry::DeviceView> device;
+  if (!identity.empty()) {
+    device = registry_->FindByIccid(identity);
+  } else if (const std::optional<net::IpAddress> ip = net::IpAddress::FromSockaddr(address)) {
+    device = registry_->FindByIp(*ip);
+  }
+  if (device && reason == registry::Reason::kUnknownIdentity) {
+    // LookupPsk found the device but gave no key: say which of the two it was.
+    reason = device->active ? registry::Reason::kNoKey : registry::Reason::kInactive;
+  }
+  if (device) {
+    registry_->StoreHandshakeActivity(
+        device->index, {static_cast<uint32_t>(wall_ms_ / 1000), reason});
+  }
+  LogRefusal(address, device ? device->iccid : identity, 0, reason, now_ms_);
+}
+
+void Shard::Refused(const Peer& peer, const registry::DeviceView* device,
+                    std::string_view claimed, uint8_t code, registry::Reason why) noexcept {
+  std::optional<registry::DeviceView> found;
+  if (device == nullptr && peer.session == 0 && why != registry::Reason::kUnknownDevice) {
+    if (const std::optional<net::IpAddress> ip = net::IpAddress::FromSockaddr(peer.address)) {
+      found = registry_->FindByIp(*ip);
+      if (found) device = &*found;
+    }
+  }
+  if (device != nullptr) {
+    registry_->StoreRequestActivity(
+        device->index, {static_cast<uint32_t>(wall_ms_ / 1000), code, why, peer.session != 0});
+  }
+  LogRefusal(peer.address, device != nullptr ? device->iccid : claimed, code, why, now_ms_);
 }
 
 size_t Shard::LookupPsk(std::string_view identity,
@@ -340,6 +393,8 @@ void Shard::Bootstrap(const net::ReceivedDatagram& d, const codec::Triage& t) no
     CHECK(reply.has_value(), "the bootstrap error reply did not fit kMaxReplySize");
     io_->Send(d.socket, d.peer, d.peer_length, d.local, std::span(out).first(reply->size));
     CountReply(codec::code::kUnauthorized);
+    Refused(peer, device ? &*device : nullptr, {}, codec::code::kUnauthorized,
+            device ? registry::Reason::kInactive : registry::Reason::kUnknownDevice);
     return;
   }
   bootstrap::BootstrapRequest r;
@@ -358,9 +413,14 @@ void Shard::Bootstrap(const net::ReceivedDatagram& d, const codec::Triage& t) no
   if (!options_.bootstrap->Submit(r)) {
     counters_.Add(Counter::kBootstrapQueueFull);
     SendReply(peer, type, codec::code::kServiceUnavailable, message_id, m.token, BusyMaxAge());
+    Refused(peer, &*device, {}, codec::code::kServiceUnavailable, registry::Reason::kBootstrapBusy);
     return;
   }
   counters_.Add(Counter::kBootstrap);
+  // The worker answers 2.05 (or, when its store fails, 5.00: it logs that itself).
+  registry_->StoreRequestActivity(
+      device->index, {static_cast<uint32_t>(wall_ms_ / 1000), codec::code::kContent,
+                      registry::Reason::kNone, false});
 }
 
 void Shard::HandleTruncated(const net::ReceivedDatagram& d) noexcept {
@@ -379,6 +439,8 @@ void Shard::HandleTruncated(const net::ReceivedDatagram& d) noexcept {
   CHECK(n.has_value(), "a 4.13 reply did not fit kMaxReplySize");
   io_->Send(d.socket, d.peer, d.peer_length, d.local, std::span(out).first(*n));
   CountReply(codec::code::kRequestEntityTooLarge);
+  Refused(Peer{d.peer, d.peer_length, d.socket, d.local}, nullptr, {},
+          codec::code::kRequestEntityTooLarge, registry::Reason::kPayloadTooLarge);
 }
 
 void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
@@ -393,11 +455,14 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
   if (!device || !device->active) {
     Answer(ExchangeMemory::kNoHandle, peer, m.confirmable(), m.message_id, m.token,
            codec::code::kUnauthorized);
+    Refused(peer, device ? &*device : nullptr, origin.identity, codec::code::kUnauthorized,
+            device ? registry::Reason::kInactive : registry::Reason::kUnknownDevice);
     return;
   }
   if (t.request.topic_status == codec::TopicStatus::kInvalid) {
     Answer(ExchangeMemory::kNoHandle, peer, m.confirmable(), m.message_id, m.token,
            codec::code::kBadRequest);
+    Refused(peer, &*device, {}, codec::code::kBadRequest, registry::Reason::kBadTopic);
     return;
   }
   // Plain CoAP: the source IP without the port, so a NAT rebinding keeps the device's
@@ -422,18 +487,21 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
       counters_.Add(Counter::kDedupFull);
       Answer(ExchangeMemory::kNoHandle, peer, m.confirmable(), m.message_id, m.token,
              codec::code::kServiceUnavailable);
+      Refused(peer, &*device, {}, codec::code::kServiceUnavailable,
+              registry::Reason::kExchangeMemoryFull);
       return;
     case ExchangeMemory::Verdict::kNew:
       break;
   }
   const ExchangeMemory::Handle handle = admission.handle;
-  auto refuse = [&](Counter why) noexcept {
-    counters_.Add(why);
+  auto refuse = [&](Counter counter, registry::Reason why) noexcept {
+    counters_.Add(counter);
     Answer(handle, peer, m.confirmable(), m.message_id, m.token,
            codec::code::kServiceUnavailable);
+    Refused(peer, &*device, {}, codec::code::kServiceUnavailable, why);
   };
   if (draining_.load(std::memory_order_relaxed)) {
-    refuse(Counter::kDraining);
+    refuse(Counter::kDraining, registry::Reason::kDraining);
     return;
   }
   // Per device, so that one device's messages keep their order on one broker connection.
@@ -444,12 +512,12 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
   if (options_.sinks_available != nullptr &&
       !options_.sinks_available[lane].load(std::memory_order_relaxed)) {
     // Circuit breaking: a sink is known down, so answer now instead of queueing behind it.
-    refuse(Counter::kSinkDown);
+    refuse(Counter::kSinkDown, registry::Reason::kSinkDown);
     return;
   }
   uint32_t slot;
   if (!handoff_.Acquire(&slot)) {
-    refuse(Counter::kInflightFull);
+    refuse(Counter::kInflightFull, registry::Reason::kQueueFull);
     return;
   }
 
@@ -480,11 +548,16 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
 
   if (!handoff_.PushOutbound(lane, slot)) {
     handoff_.Release(slot);
-    refuse(Counter::kQueueFull);
+    refuse(Counter::kQueueFull, registry::Reason::kQueueFull);
     return;
   }
   pushed_lanes_ |= uint64_t{1} << lane;
   counters_.Add(Counter::kAccepted);
+  // 2.04 now, on the record the lookup just read; a sink's refusal or timeout overwrites it
+  // (Refused), so the common completion needs no second lookup.
+  registry_->StoreRequestActivity(
+      device->index, {static_cast<uint32_t>(wall_ms_ / 1000), codec::code::kChanged,
+                      registry::Reason::kNone, !plain});
   if (options_.ack_on_enqueue) {
     s.answered = true;  // never on the unanswered list: no budget applies
     Answer(handle, peer, m.confirmable(), m.message_id, m.token, codec::code::kChanged);
@@ -538,15 +611,22 @@ void Shard::DrainCompletions() noexcept {
     }
     if (!s.answered) {
       uint8_t code = codec::code::kChanged;
+      registry::Reason why = registry::Reason::kNone;
       if (outcome == sinks::Outcome::kUnavailable) {
         code = codec::code::kServiceUnavailable;
+        why = registry::Reason::kSinkRefused;
         counters_.Add(Counter::kSinkRefused);
       } else if (outcome == sinks::Outcome::kBadPayload) {
         code = codec::code::kBadRequest;
+        why = registry::Reason::kBadPayload;
       }
       inflight_.MarkAnswered(slot);
       const sinks::InflightMessage& msg = handoff_.message(slot);
       Answer(s.exchange, PeerOf(s), s.confirmable, msg.message_id, msg.Token(), code);
+      if (why != registry::Reason::kNone) {
+        const std::optional<registry::DeviceView> device = registry_->FindByIccid(msg.Iccid());
+        Refused(PeerOf(s), device ? &*device : nullptr, msg.Iccid(), code, why);
+      }
     }
     handoff_.Release(slot);
   }
@@ -563,6 +643,9 @@ void Shard::ExpireBudgets() noexcept {
     const sinks::InflightMessage& msg = handoff_.message(slot);
     Answer(s.exchange, PeerOf(s), s.confirmable, msg.message_id, msg.Token(),
            codec::code::kServiceUnavailable);
+    const std::optional<registry::DeviceView> device = registry_->FindByIccid(msg.Iccid());
+    Refused(PeerOf(s), device ? &*device : nullptr, msg.Iccid(), codec::code::kServiceUnavailable,
+            registry::Reason::kSinkTimeout);
   }
 }
 

@@ -34,6 +34,7 @@
 #include "engine/exchange_memory.h"
 #include "engine/inflight_table.h"
 #include "net/ip_address.h"
+#include "registry/device_activity.h"
 #include "registry/registry_holder.h"
 #include "engine/shard_counters.h"
 #include "sinks/handoff.h"
@@ -162,6 +163,14 @@ class Shard final : private dtls::Transport {
   void Send(const dtls::Route& to, std::span<const std::byte> datagram) noexcept override;
   void Deliver(dtls::SessionId session, std::string_view identity, const dtls::Route& from,
                std::span<const std::byte> plaintext) noexcept override;
+  void HandshakeFailed(const dtls::Route& from, std::string_view identity,
+                       dtls::HandshakeFailure why) noexcept override;
+  // A refused request (code >= 4.00): the per-device log line (engine/device_log.h), and
+  // the answer in the device's activity word when `device` (of registry_) is given, else
+  // looked up by the peer's address on plain CoAP (a refusal path: the lookup is its cost
+  // only). `claimed`: the PSK identity of an unknown DTLS device; may be empty.
+  void Refused(const Peer& peer, const registry::DeviceView* device, std::string_view claimed,
+               uint8_t code, registry::Reason why) noexcept;
   // The DTLS key of a PSK identity (SPEC §3, §6): the device's CSV key (hex-decoded when so
   // marked), else its generated key; 0 for unknown or inactive devices.
   size_t LookupPsk(std::string_view identity,

@@ -235,6 +235,7 @@ std::shared_ptr<const DeviceRegistry> DeviceRegistry::Builder::Finish() && {
   if (SlotsFor(r.records_.size()) < r.by_iccid_.slots.size()) {
     RebuildIccidIndex(r.records_.size());
   }
+  r.handshakes_ = std::make_unique<std::atomic<uint64_t>[]>(r.records_.size());  // zeroed
   return std::shared_ptr<const DeviceRegistry>(std::move(registry_));
 }
 
@@ -423,6 +424,7 @@ DeviceView DeviceRegistry::ViewOf(const Record& r) const noexcept {
   view.active = (r.flags & kActive) != 0;
   view.psk = {text + r.iccid_length + r.imsi_length, r.psk_length};
   view.psk_format = (r.flags & kHexPsk) != 0 ? PskFormat::kHex : PskFormat::kString;
+  view.index = static_cast<uint32_t>(&r - records_.data());
   return view;
 }
 
@@ -446,7 +448,17 @@ std::optional<DeviceView> DeviceRegistry::FindByIccid(std::string_view iccid) co
 
 size_t DeviceRegistry::MemoryBytes() const noexcept {
   return sizeof(*this) + arena_.capacity() + records_.capacity() * sizeof(Record) +
-         (by_ip_.slots.capacity() + by_iccid_.slots.capacity()) * sizeof(uint32_t);
+         (by_ip_.slots.capacity() + by_iccid_.slots.capacity()) * sizeof(uint32_t) +
+         records_.size() * sizeof(std::atomic<uint64_t>);
+}
+
+void DeviceRegistry::InheritActivity(const DeviceRegistry& previous) const noexcept {
+  for (uint32_t i = 0; i < records_.size(); ++i) {
+    const std::optional<DeviceView> before = previous.FindByIccid(IccidOf(records_[i]));
+    if (!before) continue;
+    StoreRequestActivity(i, previous.LoadRequestActivity(before->index));
+    StoreHandshakeActivity(i, previous.LoadHandshakeActivity(before->index));
+  }
 }
 
 }  // namespace coapgate::registry

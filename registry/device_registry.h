@@ -6,8 +6,12 @@
 // Thread contract: a snapshot is immutable once loaded, so any number of threads may read one
 // at the same time without locking. A reload (SIGHUP) builds a new snapshot and swaps the
 // shared_ptr; readers that still hold the old one keep it, and every view into it, alive.
+// The one exception is each device's activity (device_activity.h): two words of relaxed
+// atomics beside its record, stored by the shards that answer the device and loaded by the
+// admin listener, never a lock.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -20,6 +24,7 @@
 #include "common/limits.h"
 #include "common/result.h"
 #include "net/ip_address.h"
+#include "registry/device_activity.h"
 
 namespace coapgate::registry {
 
@@ -37,6 +42,7 @@ struct DeviceView {
   bool active;
   std::string_view psk;  ///< empty = no user-set key; the text exactly as in the CSV
   PskFormat psk_format;
+  uint32_t index = 0;  ///< the device's place in its snapshot: Get(index), *Activity(index)
 };
 
 // Limits of the CSV's fields: common/limits.h.
@@ -73,12 +79,39 @@ class DeviceRegistry {
   // Heap bytes owned by this snapshot (arena + records + indexes + the object itself).
   [[nodiscard]] size_t MemoryBytes() const noexcept;
 
+  // The device's activity (device_activity.h), by DeviceView::index of this snapshot. Any
+  // thread, relaxed: a store is one 64-bit word, so a reader sees one whole store, never a
+  // mix; between the two words there is no ordering (a reader may see a handshake failure
+  // newer than the request word, or older). Const: the activity is not the registry's
+  // contents, and the snapshot is shared as const. REQUIRES: index < size().
+  void StoreRequestActivity(uint32_t index, const RequestActivity& activity) const noexcept {
+    std::atomic_ref<uint64_t>(records_[index].activity)
+        .store(Pack(activity), std::memory_order_relaxed);
+  }
+  [[nodiscard]] RequestActivity LoadRequestActivity(uint32_t index) const noexcept {
+    return UnpackRequest(
+        std::atomic_ref<uint64_t>(records_[index].activity).load(std::memory_order_relaxed));
+  }
+  void StoreHandshakeActivity(uint32_t index, const HandshakeActivity& activity) const noexcept {
+    handshakes_[index].store(Pack(activity), std::memory_order_relaxed);
+  }
+  [[nodiscard]] HandshakeActivity LoadHandshakeActivity(uint32_t index) const noexcept {
+    return UnpackHandshake(handshakes_[index].load(std::memory_order_relaxed));
+  }
+  // Copies the activity of every device `previous` also has (same ICCID) into this snapshot:
+  // the reload calls it before publishing, so a SIGHUP does not make every device look never
+  // seen. Stores the shards make on `previous` after the copy (until they pick up this
+  // snapshot, at most one loop turn) are lost. Control plane: O(size()).
+  void InheritActivity(const DeviceRegistry& previous) const noexcept;
+
  private:
   class Loader;  // the CSV file's reader: header, then rows into a Builder (device_registry.cc)
 
-  // One device in 24 bytes; its text lives in `arena_` as iccid, imsi, psk back to back from
+  // One device in 32 bytes; its text lives in `arena_` as iccid, imsi, psk back to back from
   // `text_offset`. Fixed-size and pointer-free so that 1M devices are one allocation (at most
   // 200 bytes per device, docs/registry.md) and lookups touch one cache line per candidate.
+  // The request activity word sits in the record, so the shard's store after a lookup hits
+  // the line the lookup just read (32-byte records never straddle a 64-byte line).
   struct Record {
     net::IpAddress ip;  // :: when !(flags & kHasIp)
     uint32_t text_offset;
@@ -86,8 +119,11 @@ class DeviceRegistry {
     uint8_t imsi_length;
     uint8_t psk_length;
     uint8_t flags;  // kHasIp | kActive | kHexPsk
+    // Pack(RequestActivity), only through std::atomic_ref (mutable: see StoreRequestActivity).
+    alignas(8) mutable uint64_t activity = 0;
   };
-  static_assert(sizeof(Record) == 24);
+  static_assert(sizeof(Record) == 32);
+  static_assert(std::atomic_ref<uint64_t>::required_alignment <= alignof(Record));
 
   // Open addressing with linear probing over record indexes. Invariants: the capacity is a
   // power of two, at most half the slots are used (so a probe sequence always ends at an empty
@@ -106,6 +142,9 @@ class DeviceRegistry {
   std::vector<Record> records_;
   Index by_ip_;     // only devices that have an ip
   Index by_iccid_;  // every device
+  // Pack(HandshakeActivity) per record: apart from the records because only failing
+  // handshakes write it (a cold path), so the hot records stay 32 bytes.
+  std::unique_ptr<std::atomic<uint64_t>[]> handshakes_;
 };
 
 // Row-at-a-time construction of a snapshot with the CSV file's validation and its messages,

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -38,6 +39,15 @@ class KeyStore {
   // or 0 if there is none or it does not fit. No allocation, no I/O.
   [[nodiscard]] virtual size_t GeneratedKey(std::string_view iccid,
                                             std::span<std::byte> out) const noexcept = 0;
+
+  // What the store holds for `iccid`, for the admin listener (GET /devices): whether a
+  // generated key is held and the time of the last bootstrap call; nullopt: no state. Memory
+  // only, never waits for the database; the key itself is not part of the answer.
+  struct BootstrapState {
+    bool generated_key;
+    uint64_t last_call_s;
+  };
+  [[nodiscard]] virtual std::optional<BootstrapState> StateOf(std::string_view iccid) const = 0;
 
   // Devices with bootstrap state (generated key or not).
   [[nodiscard]] virtual size_t size() const noexcept = 0;

@@ -378,6 +378,13 @@ bool PskStore::GeneratedKey(std::string_view iccid, std::string* key) const {
   return true;
 }
 
+std::optional<PskStore::BootstrapState> PskStore::StateOf(std::string_view iccid) const {
+  std::shared_lock lock(map_mutex_);
+  const auto it = map_.find(iccid);
+  if (it == map_.end()) return std::nullopt;
+  return BootstrapState{!it->second.generated_key.empty(), it->second.last_call_s};
+}
+
 size_t PskStore::GeneratedKey(std::string_view iccid, std::span<std::byte> out) const noexcept {
   std::shared_lock lock(map_mutex_);
   const auto it = map_.find(iccid);

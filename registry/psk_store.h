@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <span>
 #include <string>
@@ -76,6 +77,13 @@ class PskStore final : public KeyStore {
   // 0 if there is none or it does not fit.
   [[nodiscard]] size_t GeneratedKey(std::string_view iccid,
                                     std::span<std::byte> out) const noexcept override;
+
+  // What the bootstrap state says about `iccid`, without the key (for the admin listener's
+  // GET /devices): whether a generated key is held, and the time of the last bootstrap call
+  // (the key is that call's, or an earlier one's within regenerate_after_s: the store keeps
+  // call times, not key creation times). nullopt: no bootstrap state. Memory only, a shared
+  // lock held for one hash lookup, like GeneratedKey: it never waits for SQLite.
+  [[nodiscard]] std::optional<BootstrapState> StateOf(std::string_view iccid) const override;
 
   // Devices with bootstrap state (generated key or not).
   [[nodiscard]] size_t size() const noexcept override;

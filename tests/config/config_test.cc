@@ -569,5 +569,43 @@ TEST(Config, EnergySaverKeys) {
   EXPECT_NE(conflict.error().message.find("energy_saver.on_error"), std::string::npos) << conflict.error().message;
 }
 
+// [log]: the level and the format, both checked against their spellings; --log-level shares
+// the level's parser.
+TEST(ConfigLog, DefaultsToInfoText) {
+  const Config config = Parse("");
+  EXPECT_EQ(config.log.level, LogLevel::kInfo);
+  EXPECT_EQ(config.log.format, LogFormat::kText);
+  EXPECT_EQ(Parse("[log]\n"), Config{});
+}
+
+TEST(ConfigLog, ReadsLevelAndFormat) {
+  const Config config = Parse("[log]\nlevel = \"debug\"\nformat = \"json\"\n");
+  EXPECT_EQ(config.log.level, LogLevel::kDebug);
+  EXPECT_EQ(config.log.format, LogFormat::kJson);
+  EXPECT_EQ(Parse("[log]\nlevel = \"warn\"\n").log.level, LogLevel::kWarn);
+  EXPECT_EQ(Parse("[log]\nlevel = \"error\"\n").log.level, LogLevel::kError);
+  EXPECT_EQ(ToString(LogLevel::kWarn), "warn");
+  EXPECT_EQ(ToString(LogFormat::kJson), "json");
+}
+
+TEST(ConfigLog, BadValuesNameTheKey) {
+  ExpectError("[log]\nlevel = \"verbose\"\n", "log.level",
+              "must be one of \"debug\", \"info\", \"warn\" or \"error\" (got string "
+              "\"verbose\")");
+  ExpectError("[log]\nformat = \"xml\"\n", "log.format",
+              "must be one of \"text\" or \"json\" (got string \"xml\")");
+  ExpectError("[log]\nlevel = 3\n", "log.level", "must be one of");
+  ExpectError("[log]\nfile = \"/var/log/x\"\n", "log.file", "unknown key");
+  ExpectError("log = \"debug\"\n", "log", "must be a table");
+}
+
+TEST(ConfigLog, ParsesTheCommandLineLevel) {
+  EXPECT_EQ(ParseLogLevel("debug").value(), LogLevel::kDebug);
+  EXPECT_EQ(ParseLogLevel("error").value(), LogLevel::kError);
+  auto bad = ParseLogLevel("DEBUG");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().find("(got \"DEBUG\")"), std::string::npos) << bad.error();
+}
+
 }  // namespace
 }  // namespace coapgate::config

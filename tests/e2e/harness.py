@@ -44,7 +44,7 @@ class Server:
 
     def __init__(self, io="recvmmsg", listen="127.0.0.1:0", extra_toml="", devices=None,
                  shards=2, sink_path=None, drain_timeout_ms=5000, wrapper=(), sinks_toml=None,
-                 state_path=None, coaps='"127.0.0.1:0"', env=None, devices_toml=""):
+                 state_path=None, coaps='"127.0.0.1:0"', env=None, args=(), devices_toml=""):
         self.dir = tempfile.mkdtemp(prefix="coapgate-e2e-")
         self.state_path = state_path or os.path.join(self.dir, "state.db")
         self.devices_path = os.path.join(self.dir, "devices.csv")
@@ -79,7 +79,7 @@ state = "{self.state_path}"
 {sinks}""")
         self.stderr_lines = []
         self._lines_cv = threading.Condition()
-        self.proc = subprocess.Popen([*wrapper, COAPGATE, "--config", self.config_path],
+        self.proc = subprocess.Popen([*wrapper, COAPGATE, "--config", self.config_path, *args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                      env=None if env is None else {**os.environ, **env})
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)

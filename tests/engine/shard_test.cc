@@ -512,5 +512,39 @@ TEST(ShardCreate, FailsWithoutAnIoFactoryAndReportsTheFactorysError) {
   close(wake);
 }
 
+// The device's activity word (registry/device_activity.h, read by GET /devices): the shard
+// records each answer and why on the device's registry record.
+TEST_F(ShardTest, ActivityWordsRecordEachAnswerAndItsReason) {
+  StartShard();
+  const auto activity = [this](std::string_view iccid) {
+    const auto registry = holder_->current();
+    return registry->LoadRequestActivity(registry->FindByIccid(iccid)->index);
+  };
+  const uint32_t now_s = static_cast<uint32_t>(clock_.WallMs() / 1000);
+  EXPECT_EQ(activity("89882806660000001001"), registry::RequestActivity{});
+
+  ASSERT_EQ(ParseReply(Forward("10.0.0.1", Post(0x0501, {1}))).code, kChanged);
+  EXPECT_EQ(activity("89882806660000001001"),
+            (registry::RequestActivity{now_s, kChanged, registry::Reason::kNone, false}));
+
+  ASSERT_EQ(ParseReply(RoundTrip("10.0.0.99", Post(0x0502, {2})).bytes).code, kUnauthorized);
+  ASSERT_EQ(ParseReply(RoundTrip("10.0.0.2", Post(0x0503, {3}, "a//b")).bytes).code,
+            kBadRequest);
+  wire_.Push("10.0.0.3", Post(0x0504, {4}));
+  ASSERT_TRUE(PopPublished().has_value());
+  clock_.Advance(kBudgetMs);
+  wire_.Nudge();
+  ASSERT_EQ(wire_.WaitOutbound(4).size(), 4u);
+  Barrier(1);  // every store above is done
+  EXPECT_EQ(activity("8988280666000000199"),
+            (registry::RequestActivity{now_s, kUnauthorized, registry::Reason::kInactive, false}));
+  EXPECT_EQ(activity("89882806660000001002"),
+            (registry::RequestActivity{now_s, kBadRequest, registry::Reason::kBadTopic, false}));
+  const uint32_t later_s = static_cast<uint32_t>(clock_.WallMs() / 1000);
+  EXPECT_EQ(activity("89882806660000001003"),
+            (registry::RequestActivity{later_s, kServiceUnavailable,
+                                       registry::Reason::kSinkTimeout, false}));
+}
+
 }  // namespace
 }  // namespace coapgate::engine
