@@ -14,6 +14,7 @@ packages=(
   # libraries (header-only ones included)
   libexpected-dev libcli11-dev libfmt-dev libspdlog-dev libtomlplusplus-dev nlohmann-json3-dev
   liburing-dev libsqlite3-dev libmosquitto-dev librdkafka-dev libxxhash-dev
+  libpq-dev                         # the PostgreSQL registry backend (devices.backend)
   libsystemd-dev systemd            # sd_notify (Type=notify, watchdog); systemd-analyze verify
   libcpp-httplib-dev prometheus-cpp-dev  # the admin listener: HTTP, Prometheus text format
   libboost-dev                      # Boost.Lockfree: the bounded SPSC queues between threads
@@ -25,6 +26,7 @@ packages=(
   libcoap3-dev                               # libcoap parser: same-run yardstick in bench/
   gnuplot-nox                                # bench/compare draws its results.png
   prometheus                                 # promtool and a real server scraping coapgate
+  postgresql                                 # the registry backend's tests start their own server
   adduser                                    # the .deb's postinst (tests/deploy: dpkg -i)
 )
 
