@@ -15,7 +15,9 @@
 namespace coapgate::registry {
 namespace {
 
-std::string ErrnoText(int error) { return std::error_code(error, std::generic_category()).message(); }
+std::string ErrnoText(int error) {
+  return std::error_code(error, std::generic_category()).message();
+}
 
 // Writes `text` to `path` so that a reader sees the old file or the new one, never half of
 // either: a temporary file beside it, fsynced, renamed over it.

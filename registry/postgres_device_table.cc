@@ -33,6 +33,14 @@ Result<uint64_t, Error> ParseCount(const std::string& text, std::string_view wha
   return value;
 }
 
+// A query whose one value is a count or a change number.
+Result<uint64_t, Error> QueryCount(PostgresConnection& db, std::string_view sql,
+                                   std::string_view what) {
+  auto text = db.QueryValue(sql, what);
+  if (!text) return tl::unexpected<Error>(std::move(text).error());
+  return ParseCount(*text, what);
+}
+
 // Runs `body` inside BEGIN/COMMIT, rolling back when it fails (the first error wins).
 template <class Body>
 auto InTransaction(PostgresConnection& db, std::string_view begin, Body body)
@@ -79,10 +87,8 @@ Result<int, Error> PostgresDeviceTable::Migrate(PostgresConnection& db) {
         !made) {
       return tl::unexpected<Error>(std::move(made).error());
     }
-    auto current_text = db.QueryValue(
-        "SELECT coalesce(max(version), 0) FROM coapgate_schema_migrations", "reading the schema");
-    if (!current_text) return tl::unexpected<Error>(std::move(current_text).error());
-    auto current = ParseCount(*current_text, "schema version");
+    auto current = QueryCount(
+        db, "SELECT coalesce(max(version), 0) FROM coapgate_schema_migrations", "schema version");
     if (!current) return tl::unexpected<Error>(std::move(current).error());
     if (*current > static_cast<uint64_t>(kKnownVersion)) {
       return FailEnvironment("postgres: the database's schema is version " +
@@ -107,10 +113,7 @@ Result<int, Error> PostgresDeviceTable::Migrate(PostgresConnection& db) {
 }
 
 Result<uint64_t, Error> PostgresDeviceTable::LatestSeq(PostgresConnection& db) {
-  auto text = db.QueryValue("SELECT coalesce(max(seq), 0) FROM coapgate_devices",
-                            "reading the latest change");
-  if (!text) return tl::unexpected<Error>(std::move(text).error());
-  return ParseCount(*text, "latest change");
+  return QueryCount(db, "SELECT coalesce(max(seq), 0) FROM coapgate_devices", "latest change");
 }
 
 Result<DeviceTableSnapshot, Error> PostgresDeviceTable::ReadAll(PostgresConnection& db) {
@@ -167,24 +170,15 @@ Result<ImportCounts, Error> PostgresDeviceTable::Import(PostgresConnection& db,
         !copied) {
       return tl::unexpected<Error>(std::move(copied).error());
     }
-    const auto count = [&](std::string_view sql, std::string_view what,
-                           uint64_t* out) -> Result<void, Error> {
-      auto text = db.QueryValue(sql, what);
-      if (!text) return tl::unexpected<Error>(std::move(text).error());
-      auto n = ParseCount(*text, what);
-      if (!n) return tl::unexpected<Error>(std::move(n).error());
-      *out = *n;
-      return {};
-    };
     if (replace) {
-      if (auto removed = count(
-              "WITH gone AS (UPDATE coapgate_devices d SET deleted = true WHERE NOT d.deleted "
-              "AND NOT EXISTS (SELECT 1 FROM coapgate_import i WHERE i.iccid = d.iccid) "
-              "RETURNING 1) SELECT count(*) FROM gone",
-              "marking devices deleted", &counts.removed);
-          !removed) {
-        return tl::unexpected<Error>(std::move(removed).error());
-      }
+      auto removed = QueryCount(
+          db,
+          "WITH gone AS (UPDATE coapgate_devices d SET deleted = true WHERE NOT d.deleted "
+          "AND NOT EXISTS (SELECT 1 FROM coapgate_import i WHERE i.iccid = d.iccid) "
+          "RETURNING 1) SELECT count(*) FROM gone",
+          "marking devices deleted");
+      if (!removed) return tl::unexpected<Error>(std::move(removed).error());
+      counts.removed = *removed;
     }
     // Addresses that move between devices of the file: free them first, so the unique index
     // on ip does not refuse an exchange of addresses halfway through the upsert.
