@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 
@@ -300,9 +301,77 @@ bool TopicTemplate(TableReader& r, std::string_view key, std::string* out) {
   return true;
 }
 
+// Defined below, with LoadConfigFile: "PATH: cannot read: why".
+Result<std::string, Error> ReadWholeFile(const std::string& path);
+
+bool IsEnvironmentName(std::string_view name) {
+  if (name.empty() || (name.front() >= '0' && name.front() <= '9')) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+  });
+}
+
+// `${NAME}` in a secret's value replaced by the environment variable NAME, so that a password
+// (or the path of its file, e.g. "${CREDENTIALS_DIRECTORY}/coapgate-mqtt") need not be written
+// into the file. Any other '$' stays as it is. `dotted_key` is the key's full name. An unset variable is an error, not "": an empty
+// password would only fail later, at the broker, far from its cause.
+bool ExpandEnvironment(TableReader& r, std::string_view dotted_key, std::string* value) {
+  std::string out;
+  size_t at = 0;
+  for (;;) {
+    const size_t open = value->find("${", at);
+    if (open == std::string::npos) break;
+    const size_t close = value->find('}', open + 2);
+    if (close == std::string::npos) {
+      return r.FailAt(dotted_key, "unterminated \"${\" (write ${NAME} for the environment variable NAME)");
+    }
+    const std::string name = value->substr(open + 2, close - open - 2);
+    if (!IsEnvironmentName(name)) {
+      return r.FailAt(dotted_key, "invalid environment variable name " + QuoteForMessage(name) +
+                             " in ${...} (letters, digits and '_')");
+    }
+    const char* text = std::getenv(name.c_str());
+    if (text == nullptr) return r.FailAt(dotted_key, "environment variable " + name + " is not set");
+    out.append(*value, at, open - at).append(text);
+    at = close + 1;
+  }
+  out.append(*value, at);
+  *value = std::move(out);
+  return true;
+}
+
+// The file `path` names, as a secret: its content less one trailing newline (what `echo` and
+// editors add). Unreadable: "<source>: <key>: PATH: cannot read: <strerror>".
+bool ReadSecretFile(TableReader& r, std::string_view key, const std::string& path,
+                    std::string* out) {
+  auto text = ReadWholeFile(path);
+  if (!text) return r.Fail(key, text.error().message);
+  if (text->ends_with('\n')) text->pop_back();
+  if (text->find('\0') != std::string::npos) {
+    return r.Fail(key, OneLineForMessage(path) + ": must not contain NUL characters");
+  }
+  *out = std::move(*text);
+  return true;
+}
+
+// A secret given either inline (`key`) or as a file (`file_key`), never both; ${NAME} expands
+// in either. An absent pair leaves `out` as is.
+bool Secret(TableReader& r, std::string_view key, std::string_view file_key, std::string* out) {
+  if (r.Find(key) != nullptr && r.Find(file_key) != nullptr) {
+    return r.Fail(file_key, "conflicts with " + r.KeyPath(key) + "; give the secret once");
+  }
+  if (r.Find(key) != nullptr) {
+    return r.String(key, /*non_empty=*/false, out) && ExpandEnvironment(r, r.KeyPath(key), out);
+  }
+  if (r.Find(file_key) == nullptr) return true;
+  std::string path;
+  return r.String(file_key, /*non_empty=*/true, &path) &&
+         ExpandEnvironment(r, r.KeyPath(file_key), &path) && ReadSecretFile(r, file_key, path, out);
+}
+
 bool ReadMqttSink(TableReader& r, MqttSinkConfig* mqtt) {
   if (!(r.OnlyKeys({"type", "host", "port", "qos", "protocol", "client_id", "username",
-                    "password", "tls", "ca_file", "cert_file", "key_file", "topic_template",
+                    "password", "password_file", "tls", "ca_file", "cert_file", "key_file", "topic_template",
                     "error_topic", "location_topic", "format", "connections", "max_inflight", "keepalive_s"},
                    "for an mqtt sink") &&
         r.String("host", /*non_empty=*/true, &mqtt->host) &&
@@ -310,7 +379,7 @@ bool ReadMqttSink(TableReader& r, MqttSinkConfig* mqtt) {
         r.Integer("qos", 0, 1, &mqtt->qos) && r.Choice("protocol", kMqttProtocols, &mqtt->protocol) &&
         r.String("client_id", /*non_empty=*/false, &mqtt->client_id) &&
         r.String("username", /*non_empty=*/false, &mqtt->username) &&
-        r.String("password", /*non_empty=*/false, &mqtt->password) &&
+        Secret(r, "password", "password_file", &mqtt->password) &&
         r.Boolean("tls", &mqtt->tls) &&
         r.String("ca_file", /*non_empty=*/false, &mqtt->ca_file) &&
         r.String("cert_file", /*non_empty=*/false, &mqtt->cert_file) &&
@@ -336,7 +405,7 @@ bool ReadMqttSink(TableReader& r, MqttSinkConfig* mqtt) {
     return r.Fail(mqtt->ca_file.empty() ? "cert_file" : "ca_file", "needs tls = true");
   }
   if (mqtt->password.size() > 0 && mqtt->username.empty()) {
-    return r.Fail("password", "needs a username");
+    return r.Fail(r.Find("password") != nullptr ? "password" : "password_file", "needs a username");
   }
   return true;
 }
@@ -365,8 +434,38 @@ bool ReadKafkaProperties(TableReader& r, KafkaSinkConfig* kafka) {
   return true;
 }
 
+// The SASL password: properties."sasl.password" (with ${NAME} expanded) or sasl_password_file,
+// never both; it ends up as the property, in name order like the others.
+bool ReadKafkaSaslPassword(TableReader& r, KafkaSinkConfig* kafka) {
+  constexpr std::string_view kProperty = "sasl.password";
+  auto property = std::find_if(kafka->properties.begin(), kafka->properties.end(),
+                               [&](const auto& entry) { return entry.first == kProperty; });
+  if (property != kafka->properties.end()) {
+    if (r.Find("sasl_password_file") != nullptr) {
+      return r.Fail("sasl_password_file", "conflicts with " + Child(r.KeyPath("properties"), kProperty) +
+                                              "; give the secret once");
+    }
+    return ExpandEnvironment(r, Child(r.KeyPath("properties"), kProperty),
+                             &property->second);
+  }
+  if (r.Find("sasl_password_file") == nullptr) return true;
+  std::string path;
+  std::string password;
+  if (!r.String("sasl_password_file", /*non_empty=*/true, &path) ||
+      !ExpandEnvironment(r, r.KeyPath("sasl_password_file"), &path) ||
+      !ReadSecretFile(r, "sasl_password_file", path, &password)) {
+    return false;
+  }
+  auto at = std::find_if(kafka->properties.begin(), kafka->properties.end(),
+                         [&](const auto& entry) { return entry.first > kProperty; });
+  kafka->properties.emplace(at, std::string(kProperty), std::move(password));
+  return true;
+}
+
 bool ReadKafkaSink(TableReader& r, KafkaSinkConfig* kafka) {
-  if (!r.OnlyKeys({"type", "brokers", "topic", "error_topic", "location_topic", "properties"}, "for a kafka sink")) {
+  if (!r.OnlyKeys({"type", "brokers", "topic", "error_topic", "location_topic", "properties",
+                   "sasl_password_file"},
+                  "for a kafka sink")) {
     return false;
   }
   for (const std::string_view key : {"brokers", "topic"}) {
@@ -377,7 +476,8 @@ bool ReadKafkaSink(TableReader& r, KafkaSinkConfig* kafka) {
          r.String("error_topic", /*non_empty=*/true, &kafka->error_topic) &&
          r.String("location_topic", /*non_empty=*/true, &kafka->location_topic) &&
          r.Section("properties",
-                   [&](TableReader& properties) { return ReadKafkaProperties(properties, kafka); });
+                   [&](TableReader& properties) { return ReadKafkaProperties(properties, kafka); }) &&
+         ReadKafkaSaslPassword(r, kafka);
 }
 
 bool ReadSink(TableReader& r, SinkConfig* sink) {

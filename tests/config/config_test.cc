@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
+#include <vector>
 
 namespace coapgate::config {
 namespace {
@@ -498,6 +501,95 @@ TEST(ConfigError, MqttSinksAreChecked) {
                 Parse("[[sinks]]\ntype = \"mqtt\"\nprotocol = \"3.1.1\"\n").sinks[0].settings)
                 .protocol,
             4);
+}
+
+// Secrets kept out of the TOML (issue #14): a file given by path, or ${NAME} from the
+// environment, in the MQTT password and the Kafka SASL password.
+std::string WriteSecret(std::string_view name, std::string_view text) {
+  const std::string path = testing::TempDir() + "/" + std::string(name);
+  std::FILE* file = std::fopen(path.c_str(), "wb");
+  EXPECT_NE(file, nullptr);
+  if (file == nullptr) return path;
+  EXPECT_EQ(std::fwrite(text.data(), 1, text.size(), file), text.size());
+  EXPECT_EQ(std::fclose(file), 0);
+  return path;
+}
+
+constexpr std::string_view kMqttUser = "[[sinks]]\ntype = \"mqtt\"\nusername = \"u\"\n";
+
+TEST(ConfigSecrets, MqttPasswordFileLosesOneTrailingNewline) {
+  const std::string path = WriteSecret("coapgate-mqtt-password", "s3cret\n\n");
+  const Config config =
+      Parse(std::string(kMqttUser) + "password_file = \"" + path + "\"\n");
+  EXPECT_EQ(std::get<MqttSinkConfig>(config.sinks[0].settings).password, "s3cret\n");
+}
+
+TEST(ConfigSecrets, MqttPasswordFileExpandsTheEnvironment) {
+  WriteSecret("coapgate-mqtt", "fromfile");
+  ASSERT_EQ(::setenv("COAPGATE_TEST_CREDENTIALS", testing::TempDir().c_str(), 1), 0);
+  const Config config = Parse(std::string(kMqttUser) +
+                              "password_file = \"${COAPGATE_TEST_CREDENTIALS}/coapgate-mqtt\"\n");
+  EXPECT_EQ(std::get<MqttSinkConfig>(config.sinks[0].settings).password, "fromfile");
+}
+
+TEST(ConfigSecrets, MqttPasswordExpandsTheEnvironment) {
+  ASSERT_EQ(::setenv("COAPGATE_TEST_PASSWORD", "envpw", 1), 0);
+  const Config config =
+      Parse(std::string(kMqttUser) + "password = \"a$b-${COAPGATE_TEST_PASSWORD}-c\"\n");
+  EXPECT_EQ(std::get<MqttSinkConfig>(config.sinks[0].settings).password, "a$b-envpw-c");
+}
+
+TEST(ConfigSecrets, ErrorsNameTheKeyAndTheCause) {
+  ::unsetenv("COAPGATE_TEST_UNSET");
+  ExpectError(std::string(kMqttUser) + "password = \"${COAPGATE_TEST_UNSET}\"\n",
+              "sinks[0].password", "environment variable COAPGATE_TEST_UNSET is not set");
+  ExpectError(std::string(kMqttUser) + "password = \"${oops\"\n", "sinks[0].password",
+              "unterminated");
+  ExpectError(std::string(kMqttUser) + "password = \"p\"\npassword_file = \"/x\"\n",
+              "sinks[0].password_file", "conflicts with sinks[0].password");
+  const std::string missing = testing::TempDir() + "/coapgate-no-such-secret";
+  ExpectError(std::string(kMqttUser) + "password_file = \"" + missing + "\"\n",
+              "sinks[0].password_file", missing + ": cannot read: No such file or directory");
+  ExpectError(std::string(kMqttUser) + "password_file = \"${COAPGATE_TEST_UNSET}/pw\"\n",
+              "sinks[0].password_file", "COAPGATE_TEST_UNSET is not set");
+  ExpectError("[[sinks]]\ntype = \"mqtt\"\npassword_file = \"" +
+                  WriteSecret("coapgate-pw", "p") + "\"\n",
+              "sinks[0].password_file", "needs a username");
+}
+
+constexpr std::string_view kKafka =
+    "[[sinks]]\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"t\"\n";
+
+TEST(ConfigSecrets, KafkaSaslPasswordFileBecomesTheProperty) {
+  const std::string path = WriteSecret("coapgate-kafka-password", "kpw\n");
+  const Config config = Parse(std::string(kKafka) + "sasl_password_file = \"" + path +
+                              "\"\n[sinks.properties]\n\"sasl.mechanism\" = \"PLAIN\"\n"
+                              "\"sasl.username\" = \"u\"\n");
+  const auto& properties = std::get<KafkaSinkConfig>(config.sinks[0].settings).properties;
+  const std::vector<std::pair<std::string, std::string>> want = {
+      {"sasl.mechanism", "PLAIN"}, {"sasl.password", "kpw"}, {"sasl.username", "u"}};
+  EXPECT_EQ(properties, want);
+}
+
+TEST(ConfigSecrets, KafkaSaslPasswordPropertyExpandsTheEnvironment) {
+  ASSERT_EQ(::setenv("COAPGATE_TEST_PASSWORD", "envpw", 1), 0);
+  const Config config = Parse(std::string(kKafka) +
+                              "[sinks.properties]\n\"sasl.password\" = \"${COAPGATE_TEST_PASSWORD}\"\n");
+  const auto& properties = std::get<KafkaSinkConfig>(config.sinks[0].settings).properties;
+  ASSERT_EQ(properties.size(), 1u);
+  EXPECT_EQ(properties[0].second, "envpw");
+}
+
+TEST(ConfigSecrets, KafkaErrorsNameTheKey) {
+  ::unsetenv("COAPGATE_TEST_UNSET");
+  ExpectError(std::string(kKafka) + "[sinks.properties]\n\"sasl.password\" = \"${COAPGATE_TEST_UNSET}\"\n",
+              "sinks[0].properties.\"sasl.password\"", "COAPGATE_TEST_UNSET is not set");
+  ExpectError(std::string(kKafka) + "sasl_password_file = \"/x\"\n[sinks.properties]\n"
+                                    "\"sasl.password\" = \"p\"\n",
+              "sinks[0].sasl_password_file", "conflicts with sinks[0].properties.\"sasl.password\"");
+  const std::string missing = testing::TempDir() + "/coapgate-no-such-secret";
+  ExpectError(std::string(kKafka) + "sasl_password_file = \"" + missing + "\"\n",
+              "sinks[0].sasl_password_file", missing + ": cannot read: No such file or directory");
 }
 
 TEST(LoadConfigFile, MissingFileCannotBeRead) {
