@@ -1,14 +1,20 @@
 // coapgate's command line (SPEC §10):
 //   coapgate [--config FILE] [--log-level L]  run (embedded defaults without a file)
-//   coapgate --check-config [--config FILE]   validate config and devices, exit 0 or 2
+//   coapgate --check-config [--config FILE]   validate config and devices, exit 0, 2 or 1
 //   coapgate dissect [HEX...]                 show what the codec makes of datagrams
 //   coapgate translate --template F (--hex H | --base64 B)   the Energy Saver tester
 //   coapgate devices import FILE [--replace] | export          the PostgreSQL registry
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <array>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <optional>
+#include <string_view>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -90,22 +96,59 @@ int RunTranslate(const std::string& template_path, const std::string& hex,
   return 0;
 }
 
-// Exits 2 on every problem, whatever its kind: the documented contract of --check-config is
-// "0 or 2", so scripts need only one test.
+// A message of a part the configuration names (devices file, template, sink) told the way
+// config errors are: "<config>: <key>: <message>", so the operator knows which line to fix.
+// `key` empty: the message already starts with the key ("sinks[0]: ...").
+std::string InConfig(const std::string& config_name, std::string_view key,
+                     const std::string& message) {
+  return config_name + ": " + (key.empty() ? std::string() : std::string(key) + ": ") + message;
+}
+
+// The key whose file `message` (from LoadTemplates: "PATH: why") is about.
+std::string_view TemplateKey(const coapgate::config::Config& config, const std::string& message) {
+  const auto& saver = config.energy_saver;
+  if (!saver.coap_template.empty() && message.starts_with(saver.coap_template + ":")) {
+    return "energy_saver.coap_template";
+  }
+  return "energy_saver.device_templates";
+}
+
+// Whether the directory that will hold the bootstrap state file (devices.state) lets coapgate
+// create it: access(W_OK|X_OK) on that directory. The state file itself is created at start, so
+// its absence is fine; a directory that is missing or read-only would only fail at start.
+std::optional<std::string> CheckStateDirectory(const std::string& state) {
+  const size_t slash = state.rfind('/');
+  const std::string directory =
+      slash == std::string::npos ? "." : (slash == 0 ? "/" : state.substr(0, slash));
+  if (::access(directory.c_str(), W_OK | X_OK) != 0) {
+    return "directory " + directory + " is not writable: " + std::strerror(errno);
+  }
+  return std::nullopt;
+}
+
+// Exits 2 for what the operator wrote wrong (config, devices, templates, sinks) and 1 when
+// the environment would stop the server: the bootstrap state directory is missing or not
+// writable. A missing devices file is a warning (the server starts with an empty registry).
 int CheckConfig(const std::string& path) {
+  const std::string name = path.empty() ? "(embedded defaults)" : path;
   auto config = LoadConfig(path);
   if (!config) {
     std::cerr << config.error().message << "\n";
     return kExitConfig;
   }
   if (auto templates = coapgate::engine::LoadTemplates(*config); !templates) {
-    std::cerr << templates.error().message << "\n";
+    std::cerr << InConfig(name, TemplateKey(*config, templates.error().message),
+                          templates.error().message)
+              << "\n";
     return kExitConfig;
   }
   auto source = coapgate::engine::MakeDeviceSource(*config);
   auto devices = source->Load();
   if (!devices) {
-    std::cerr << devices.error().message << "\n";
+    const bool csv = config->devices.backend == coapgate::config::DeviceBackend::kCsv;
+    std::cerr << InConfig(name, csv ? "devices.file" : "devices.postgres",
+                          devices.error().message)
+              << "\n";
     return kExitConfig;
   }
   // Sets every sink up as the server would (TLS files, librdkafka properties, output files)
@@ -113,10 +156,18 @@ int CheckConfig(const std::string& path) {
   if (auto sinks = coapgate::sinks::PublisherPool::Create(
           config->sinks, coapgate::sinks::PublisherPool::Mode::kCheckOnly);
       !sinks) {
-    std::cerr << sinks.error() << "\n";
+    std::cerr << InConfig(name, "", sinks.error()) << "\n";
     return kExitConfig;
   }
-  std::cout << (path.empty() ? "(embedded defaults)" : path) << ": ok; " << config->devices.file
+  if (auto problem = CheckStateDirectory(config->devices.state)) {
+    std::cerr << InConfig(name, "devices.state", *problem) << "\n";
+    return coapgate::ExitCode(coapgate::ErrorKind::kEnvironment);
+  }
+  if (devices->missing) {
+    std::cerr << "warning: " << name << ": devices.file: " << config->devices.file
+              << " does not exist; the server would start with no devices\n";
+  }
+  std::cout << name << ": ok; " << config->devices.file
             << ": " << (devices->missing ? "missing (every device would get 4.01)"
                                          : std::to_string(devices->devices->size()) + " devices")
             << "\n";
