@@ -571,6 +571,38 @@ class CommandLineTests(unittest.TestCase):
         self.assertEqual(out.returncode, 2)
         self.assertIn(f.name, out.stderr)
 
+    def test_check_config_fails_with_exit_1_when_the_state_directory_is_missing(self):
+        import tempfile
+        state = os.path.join(tempfile.mkdtemp(prefix="coapgate-cli-"), "gone", "state.db")
+        out = self.run_coapgate("--check-config", config_text=f'[devices]\nstate = "{state}"\n')
+        self.assertEqual(out.returncode, 1, out.stderr)
+        self.assertIn(": devices.state: directory ", out.stderr)
+        self.assertIn(os.path.dirname(state), out.stderr)
+
+    def test_check_config_warns_about_a_missing_devices_file_and_exits_0(self):
+        import tempfile
+        missing = os.path.join(tempfile.mkdtemp(prefix="coapgate-cli-"), "devices.csv")
+        out = self.run_coapgate("--check-config", config_text=f'[devices]\nfile = "{missing}"\n')
+        self.assertEqual(out.returncode, 0, out.stderr)
+        warnings = [line for line in out.stderr.splitlines() if line.startswith("warning:")]
+        self.assertEqual(len(warnings), 1, out.stderr)
+        self.assertIn(f"devices.file: {missing} does not exist", warnings[0])
+
+    def test_check_config_errors_name_the_config_file_and_the_key(self):
+        import tempfile
+        d = tempfile.mkdtemp(prefix="coapgate-cli-")
+        cases = [(f'[devices]\nfile = "{d}"\n', "devices.file: "),
+                 (f'[energy_saver]\ncoap_template = "{d}/none.json"\n',
+                  "energy_saver.coap_template: "),
+                 (f'[[sinks]]\ntype = "file"\npath = "{d}/none/out.log"\n', "sinks[0]: ")]
+        for text, key in cases:
+            config = write_file(d, "c.toml", text)
+            out = subprocess.run([os.environ.get("COAPGATE", "build/release/app/coapgate"),
+                                  "--check-config", "--config", config],
+                                 capture_output=True, text=True, timeout=20)
+            self.assertEqual(out.returncode, 2, out.stderr)
+            self.assertTrue(out.stderr.startswith(f"{config}: {key}"), out.stderr)
+
 
 
 class SteeringTests(unittest.TestCase):
