@@ -187,7 +187,11 @@ int Serve(const std::string& path, const std::string& log_level) {
   coapgate::engine::BlockServerSignals();
   auto server = coapgate::engine::Server::Create(*config);
   if (!server) {
-    spdlog::error("{}", server.error().message);
+    // A sink's error names its key ("sinks[0]: ..."), not yet the file.
+    const std::string& message = server.error().message;
+    spdlog::error("{}", message.starts_with("sinks[")
+                            ? InConfig(path.empty() ? "(embedded defaults)" : path, "", message)
+                            : message);
     return coapgate::ExitCode(server.error().kind);
   }
   return (*server)->Run();

@@ -167,6 +167,8 @@ struct Config {
 // "coapgate.toml: coap.max_payload: must be an integer in 1..65000 (got 0)"; a TOML syntax
 // error is "<source>:<line>:<column>: <toml++ description>". Keys and values quoted in messages
 // have control characters escaped, so an error never spans lines. Every error is kBadInput.
+// Not quite pure: the secret keys (sinks' password, password_file, sasl_password_file and
+// properties."sasl.password") expand ${NAME} from the environment and read the files named.
 [[nodiscard]] Result<Config, Error> ParseConfig(std::string_view toml_text,
                                                 std::string_view source_name) noexcept;
 
