@@ -200,10 +200,12 @@ bool ReadPostgres(TableReader& r, Config::Devices::Postgres* postgres) {
 }
 
 bool ReadDevices(TableReader& r, Config::Devices* devices) {
-  if (!(r.OnlyKeys({"backend", "file", "state", "postgres"}) &&
+  if (!(r.OnlyKeys({"backend", "file", "state", "reload_max_removed_percent", "postgres"}) &&
         r.Choice("backend", kDeviceBackends, &devices->backend) &&
         r.String("file", /*non_empty=*/true, &devices->file) &&
         r.String("state", /*non_empty=*/true, &devices->state) &&
+        r.Integer<uint32_t>("reload_max_removed_percent", 0, 100,
+                            &devices->reload_max_removed_percent) &&
         r.Section("postgres",
                   [&](TableReader& t) { return ReadPostgres(t, &devices->postgres); }))) {
     return false;
@@ -617,7 +619,9 @@ Result<Config, Error> ParseConfig(std::string_view toml_text,
 Result<Config, Error> LoadConfigFile(const std::string& path) noexcept {
   auto text = ReadWholeFile(path);
   if (!text) return tl::unexpected<Error>(std::move(text).error());
-  return ParseConfig(*text, path);
+  auto config = ParseConfig(*text, path);
+  if (config) config->source_path = path;
+  return config;
 }
 
 std::string ToString(IoBackend io) { return NameOf(kIoBackends, io); }

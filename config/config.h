@@ -89,6 +89,10 @@ struct Config {
     DeviceBackend backend = DeviceBackend::kCsv;  // where the registry lives
     std::string file = "devices.csv";         // the registry CSV (docs/registry.md)
     std::string state = "coapgate-state.db";  // durable bootstrap state
+    // A reload of the CSV (SIGHUP, SIGUSR2) that would remove more than this share of the
+    // registered devices is refused and the previous registry kept: a devices file truncated
+    // at a row boundary is a valid, smaller registry. 100 = any reload is applied.
+    uint32_t reload_max_removed_percent = 10;
 
     // backend = "postgres": the shared registry of several nodes (docs/cluster.md).
     struct Postgres {
@@ -158,6 +162,10 @@ struct Config {
 
   // At least one. `[[sinks]]` in a file replaces this default.
   std::vector<SinkConfig> sinks{SinkConfig{"file", FileSinkConfig{}}};
+
+  // The file LoadConfigFile read (empty for the embedded defaults and ParseConfig): the
+  // server re-reads devices.reload_max_removed_percent from it on SIGHUP.
+  std::string source_path;
 
   bool operator==(const Config&) const = default;
 };

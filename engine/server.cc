@@ -393,7 +393,24 @@ void Server::Reload() {
       spdlog::info("reloaded the energy saver templates");
     }
   }
+  RereadReloadLimit();
   ReloadDevices();
+}
+
+void Server::RereadReloadLimit() {
+  if (config_.source_path.empty()) return;
+  auto reread = config::LoadConfigFile(config_.source_path);
+  if (!reread) {
+    spdlog::error("reload: {}; keeping devices.reload_max_removed_percent = {}",
+                  reread.error().message, config_.devices.reload_max_removed_percent);
+    return;
+  }
+  const uint32_t limit = reread->devices.reload_max_removed_percent;
+  if (limit != config_.devices.reload_max_removed_percent) {
+    spdlog::info("reload: devices.reload_max_removed_percent = {} (was {})", limit,
+                 config_.devices.reload_max_removed_percent);
+    config_.devices.reload_max_removed_percent = limit;
+  }
 }
 
 void Server::ReloadDevices() {
@@ -408,8 +425,26 @@ void Server::ReloadDevices() {
     return;
   }
   const size_t count = devices->devices->size();
+  // The snapshot in force, diffed by ICCID against the new one.
+  const std::shared_ptr<const registry::DeviceRegistry> previous = registry_->current();
+  size_t removed = 0;
+  for (size_t i = 0; i < previous->size(); ++i) {
+    if (!devices->devices->FindByIccid(previous->Get(i).iccid)) ++removed;
+  }
+  const uint32_t limit = config_.devices.reload_max_removed_percent;
+  // The CSV only: a file can be caught half-written; the database's changes are transactions.
+  if (config_.devices.backend == config::DeviceBackend::kCsv &&
+      removed * 100 > uint64_t{limit} * previous->size()) {
+    reloads_refused_.fetch_add(1, std::memory_order_relaxed);
+    spdlog::error("reload refused, keeping the previous {} devices: {} would remove {} of them "
+                  "(more than devices.reload_max_removed_percent = {}%); a truncated file? "
+                  "Replace it atomically (write, then rename); to apply a deliberate removal, "
+                  "raise the limit in the config file and reload again",
+                  previous->size(), device_source_->name(), removed, limit);
+    return;
+  }
   // What the devices kept did last (GET /devices) survives the reload.
-  devices->devices->InheritActivity(*registry_->current());
+  devices->devices->InheritActivity(*previous);
   registry_->Replace(std::move(devices->devices));
   devices_missing_.store(false, std::memory_order_release);
   reloads_.fetch_add(1, std::memory_order_relaxed);

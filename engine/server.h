@@ -59,6 +59,9 @@ class Server {
   void Reload();
   // The registry only: SIGHUP's second half, and all of SIGUSR2 (a registry change).
   void ReloadDevices();
+  // SIGHUP: devices.reload_max_removed_percent from the config file again (the one key a
+  // reload re-reads), so that an operator can let a deliberate mass removal through.
+  void RereadReloadLimit();
   void LogCounters(const char* when) const;
   [[nodiscard]] std::string SummarizeDtls() const;
   // Every DTLS endpoint counter by name, summed over the shards (the SIGUSR1 summary and
@@ -92,6 +95,7 @@ class Server {
   std::atomic<bool> healthy_{true};
   std::atomic<bool> devices_missing_{false};
   std::atomic<uint64_t> reloads_{0};
+  std::atomic<uint64_t> reloads_refused_{0};  ///< too many devices removed at once
   const uint64_t started_ms_ = WallMs();
   std::unique_ptr<admin::AdminServer> admin_;  ///< stopped first: its handlers read the rest  ///< false when shutdown had to abandon messages
 };

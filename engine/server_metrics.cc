@@ -113,6 +113,13 @@ std::string Server::MetricsText() const {
                             MetricType::Counter,
                             {Value(static_cast<double>(reloads_.load(std::memory_order_relaxed)),
                                    MetricType::Counter)}));
+  families.push_back(Family("coapgate_registry_reloads_refused",
+                            "reloads refused because they would remove more than "
+                            "devices.reload_max_removed_percent of the devices",
+                            MetricType::Counter,
+                            {Value(static_cast<double>(
+                                       reloads_refused_.load(std::memory_order_relaxed)),
+                                   MetricType::Counter)}));
   std::vector<ClientMetric> sinks_up;
   const std::atomic<bool>* flags = publishers_->available_flags();
   for (uint32_t lane = 0; lane < publishers_->lanes(); ++lane) {

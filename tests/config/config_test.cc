@@ -77,6 +77,7 @@ drain_timeout_ms = 0
 [devices]
 file = "/etc/coapgate/devices.csv"
 state = "/var/lib/coapgate/state.db"
+reload_max_removed_percent = 25
 
 [coap]
 exchange_lifetime_s = 300
@@ -135,6 +136,7 @@ acks = "all"
 
   EXPECT_EQ(config.devices.file, "/etc/coapgate/devices.csv");
   EXPECT_EQ(config.devices.state, "/var/lib/coapgate/state.db");
+  EXPECT_EQ(config.devices.reload_max_removed_percent, 25u);
 
   const auto& coap = config.coap;
   EXPECT_EQ(coap.exchange_lifetime_s, 300u);
@@ -292,6 +294,7 @@ TEST(ConfigError, IntegerRangesAreCheckedAtBothEnds) {
       {"coap", "inflight_capacity", 16, int64_t{1} << 24},
       {"coap", "busy_max_age_s", 1, 3600},
       {"bootstrap", "regenerate_after_s", 0, int64_t{1} << 30},
+      {"devices", "reload_max_removed_percent", 0, 100},
   };
   for (const RangeCase& c : cases) {
     SCOPED_TRACE(std::string(c.table) + "." + std::string(c.key));
@@ -619,6 +622,7 @@ TEST(LoadConfigFile, ReadsAFileAndNamesItInErrors) {
   auto config = LoadConfigFile(path);
   ASSERT_TRUE(config) << config.error().message;
   EXPECT_EQ(config->coap.max_payload, 100u);
+  EXPECT_EQ(config->source_path, path);  // what SIGHUP re-reads the reload limit from
 
   write("[coap]\nmax_payload = 0\n");
   auto bad = LoadConfigFile(path);

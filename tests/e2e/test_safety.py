@@ -168,5 +168,57 @@ class LogRotationTests(unittest.TestCase):
             self.assertEqual((old, new), (["before"], ["after"]))
 
 
+class ReloadGuardTests(unittest.TestCase):
+
+    def test_a_truncated_devices_file_is_refused_until_the_limit_is_raised(self):
+        from harness import DEVICES, devices_csv, post
+        import signal
+        import urllib.request
+        with Server(coaps="") as s:
+            d = Device(s, "127.0.1.10")
+            self.assertEqual(parse(d.request(post(topic="t", mid=0x7100)))[1], code(2, 4))
+            # Cut at a row boundary, as a copy that was interrupted leaves it: a valid CSV that
+            # would remove 52 of the 54 devices.
+            with open(s.devices_path, "w") as f:
+                f.write(devices_csv(DEVICES[:2]))
+            start = s.log_count()
+            s.signal(signal.SIGHUP)
+            s.wait_for_log(r"reload refused, keeping the previous 54 devices: .* would remove 52 "
+                           r"of them \(more than devices.reload_max_removed_percent = 10%\)",
+                           start=start)
+            self.assertEqual(parse(d.request(post(topic="t", mid=0x7101)))[1], code(2, 4))
+            with urllib.request.urlopen(f"http://127.0.0.1:{s.admin_port}/metrics") as r:
+                metrics = r.read().decode()
+            self.assertRegex(metrics, r"(?m)^coapgate_registry_reloads_refused_total 1$")
+            # The removal was meant: the operator raises the limit and reloads again.
+            with open(s.config_path) as f:
+                text = f.read()
+            with open(s.config_path, "w") as f:
+                f.write(re.sub(r'(?m)^(state = ".*")$', r"\1\nreload_max_removed_percent = 100",
+                               text))
+            start = s.log_count()
+            s.signal(signal.SIGHUP)
+            s.wait_for_log(r"reload: devices.reload_max_removed_percent = 100 \(was 10\)",
+                           start=start)
+            s.wait_for_log(r"reloaded .*: 2 devices", start=start)
+            self.assertEqual(parse(d.request(post(topic="t", mid=0x7102)))[1], code(4, 1))
+            d.close()
+
+    def test_a_small_removal_is_applied(self):
+        from harness import DEVICES, devices_csv, post
+        import signal
+        with Server(coaps="") as s:
+            d = Device(s, "127.0.1.10")
+            self.assertEqual(parse(d.request(post(topic="t", mid=0x7200)))[1], code(2, 4))
+            # 1 of 54 (under 10%): applied as before.
+            with open(s.devices_path, "w") as f:
+                f.write(devices_csv([row for row in DEVICES if row[2] != "127.0.1.10"]))
+            start = s.log_count()
+            s.signal(signal.SIGHUP)
+            s.wait_for_log(r"reloaded .*: 53 devices", start=start)
+            self.assertEqual(parse(d.request(post(topic="t", mid=0x7201)))[1], code(4, 1))
+            d.close()
+
+
 if __name__ == "__main__":
     unittest.main()
