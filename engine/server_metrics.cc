@@ -120,6 +120,34 @@ std::string Server::MetricsText() const {
                             {Value(static_cast<double>(
                                        reloads_refused_.load(std::memory_order_relaxed)),
                                    MetricType::Counter)}));
+  // Per configured sink, its connections summed: outcomes, sessions, and why messages failed.
+  std::vector<ClientMetric> sink_messages, sink_failures, sink_connects, sink_disconnects;
+  for (const sinks::PublisherPool::SinkTotals& t : publishers_->Totals()) {
+    for (const auto& [outcome, n] : {std::pair{"delivered", t.delivered}, {"failed", t.failed},
+                                     {"refused", t.refused}}) {
+      sink_messages.push_back(Value(static_cast<double>(n), MetricType::Counter,
+                                    {{"sink", t.label}, {"outcome", outcome}}));
+    }
+    for (size_t k = 0; k < static_cast<size_t>(sinks::SinkFailure::kCount_); ++k) {
+      sink_failures.push_back(
+          Value(static_cast<double>(t.causes[k]), MetricType::Counter,
+                {{"sink", t.label}, {"cause", sinks::ToString(static_cast<sinks::SinkFailure>(k))}}));
+    }
+    sink_connects.push_back(Value(static_cast<double>(t.connects), MetricType::Counter,
+                                  {{"sink", t.label}}));
+    sink_disconnects.push_back(Value(static_cast<double>(t.disconnects), MetricType::Counter,
+                                     {{"sink", t.label}}));
+  }
+  families.push_back(Family("coapgate_sink_messages",
+                            "messages offered to each sink, by outcome (delivered = acknowledged)",
+                            MetricType::Counter, std::move(sink_messages)));
+  families.push_back(Family("coapgate_sink_failures",
+                            "messages refused or failed by each sink, by cause",
+                            MetricType::Counter, std::move(sink_failures)));
+  families.push_back(Family("coapgate_sink_connects", "sink sessions established",
+                            MetricType::Counter, std::move(sink_connects)));
+  families.push_back(Family("coapgate_sink_disconnects", "sink sessions lost",
+                            MetricType::Counter, std::move(sink_disconnects)));
   std::vector<ClientMetric> sinks_up;
   const std::atomic<bool>* flags = publishers_->available_flags();
   for (uint32_t lane = 0; lane < publishers_->lanes(); ++lane) {

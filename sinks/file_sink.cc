@@ -32,7 +32,12 @@ bool FileSink::Publish(const Event& event, uint64_t ticket) noexcept {
 void FileSink::Flush() noexcept {
   if (tickets_.empty()) return;
   const bool ok = output_->Write(std::span<const char>(buffer_.data(), used_));
-  counters_.Add(ok ? counters_.delivered : counters_.failed, tickets_.size());
+  // A failed write is logged by the output (rate-limited, with its errno).
+  if (ok) {
+    counters_.Add(counters_.delivered, tickets_.size());
+  } else {
+    counters_.Fail(SinkFailure::kIoError, tickets_.size());
+  }
   // Cleared before settling: Settle never calls back into this sink, but keep it that way.
   std::vector<uint64_t> done;
   done.swap(tickets_);

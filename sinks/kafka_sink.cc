@@ -169,13 +169,15 @@ bool KafkaSink::probe_due() const noexcept {
 
 bool KafkaSink::Publish(const Event& event, uint64_t ticket) noexcept {
   if (fatal_) {
-    counters_.Add(counters_.refused);
+    failure_log_.Report(counters_, SinkFailure::kDown, 1, MonotonicMs(),
+                        "the producer had a fatal error (logged above); restart coapgate");
     return false;
   }
   if (open_) {
     const uint64_t now = MonotonicMs();
     if (now - last_probe_ms_ < kProbeIntervalMs) {
-      counters_.Add(counters_.refused);
+      failure_log_.Report(counters_, SinkFailure::kDown, 1, now,
+                          "circuit open: no broker delivers, one probe a second");
       return false;
     }
     last_probe_ms_ = now;  // this message is the probe
@@ -215,12 +217,11 @@ bool KafkaSink::Publish(const Event& event, uint64_t ticket) noexcept {
     // Queue full (K08), fatal producer, oversized message: refused, so the device gets 5.03.
     ReleaseSlot(slot);
     --live_;
-    counters_.Add(counters_.refused);
-    const uint64_t now = MonotonicMs();
-    if (now - failure_log_ms_ >= kLogIntervalMs) {
-      spdlog::warn("{}: refused: {}", label_, rd_kafka_err2str(err));
-      failure_log_ms_ = now;
-    }
+    const SinkFailure cause = err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? SinkFailure::kBackpressure
+                              : err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE
+                                  ? SinkFailure::kInvalid
+                                  : SinkFailure::kDown;
+    failure_log_.Report(counters_, cause, 1, MonotonicMs(), rd_kafka_err2str(err));
     return false;
   }
   return true;
@@ -289,8 +290,10 @@ void KafkaSink::OnDelivery(uint32_t slot, int err) noexcept {
     settlement_->Settle(ticket, true);
     return;
   }
-  counters_.Add(counters_.failed);
-  if (!IsPurge(err)) {  // purges are Abandon's doing, counted and logged there
+  counters_.Fail(IsPurge(err)                              ? SinkFailure::kAbandoned
+                 : err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT ? SinkFailure::kTimeout
+                                                            : SinkFailure::kRejected);
+  if (!IsPurge(err)) {  // purges are Abandon's doing, logged there
     const uint64_t now = MonotonicMs();
     if (now - failure_log_ms_ >= kLogIntervalMs) {
       const char* text = rd_kafka_err2str(static_cast<rd_kafka_resp_err_t>(err));
@@ -351,7 +354,7 @@ void KafkaSink::Abandon() noexcept {
     if (s.state != SlotState::kLive) continue;
     s.state = SlotState::kOrphaned;  // its report, if it ever comes, only frees the slot
     --live_;
-    counters_.Add(counters_.failed);
+    counters_.Fail(SinkFailure::kAbandoned);
     settlement_->Settle(s.ticket, false);
   }
   spdlog::warn("{}: abandoned {} outstanding messages, {} of them without a delivery report",

@@ -26,6 +26,7 @@
 
 #include "common/result.h"
 #include "sinks/sink.h"
+#include "sinks/sink_failure_log.h"
 #include "sinks/sink_config.h"
 
 // librdkafka's handle types, so that this header does not pull in rdkafka.h.
@@ -113,6 +114,7 @@ class KafkaSink final : public Sink {
   int consecutive_failures_ = 0;
   uint64_t last_probe_ms_ = 0;
   uint64_t failure_log_ms_ = 0;  ///< rate limit of the delivery-failure log line
+  SinkFailureLog failure_log_{label_};  ///< refusals (circuit open, queue full, fatal)
   uint64_t failures_unlogged_ = 0;
 };
 

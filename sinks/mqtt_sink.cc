@@ -273,8 +273,15 @@ bool MqttSink::Publish(const Event& event, uint64_t ticket) noexcept {
   // publishes that had to stay queued (the socket took no more) count against max_inflight
   // until the queue has drained.
   if (qos_ == 0 && !mosquitto_want_write(mosq_)) unwritten_ = 0;
-  if (state_ != State::kUp || outstanding_ >= max_inflight_ || unwritten_ >= max_inflight_) {
-    counters_.Add(counters_.refused);
+  if (state_ != State::kUp) {
+    failure_log_.Report(counters_, SinkFailure::kDown, 1, now_ms_,
+                        "not connected to the broker (the connection's own error is logged "
+                        "apart)");
+    return false;
+  }
+  if (outstanding_ >= max_inflight_ || unwritten_ >= max_inflight_) {
+    failure_log_.Report(counters_, SinkFailure::kBackpressure, 1, now_ms_,
+                        "max_inflight messages await the broker's acknowledgement");
     return false;
   }
   const bool telemetry = event.kind == EventKind::kTelemetry;
@@ -303,11 +310,12 @@ bool MqttSink::Publish(const Event& event, uint64_t ticket) noexcept {
   }
   mosquitto_property_free_all(&properties);
   if (rc != MOSQ_ERR_SUCCESS) {
-    counters_.Add(counters_.refused);
+    const bool lost = rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_ERRNO;
+    counters_.Fail(lost ? SinkFailure::kDown : SinkFailure::kInvalid);
     // A QoS 1 message that failed on the write stays queued in libmosquitto and goes out
     // after the reconnect; its PUBACK finds no ticket and is ignored (the device got 5.03
     // and retries under the same id).
-    if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_ERRNO) {
+    if (lost) {
       Down(rc);
     } else if (TakeLogTurn(now_ms_, &last_publish_warning_ms_)) {
       // Refusals that a retry cannot cure (a message libmosquitto deems invalid): visible,
@@ -332,7 +340,7 @@ bool MqttSink::Publish(const Event& event, uint64_t ticket) noexcept {
     // longer be told apart; settling it failed is the safe side.
     spdlog::warn("{}: packet id {} reused while unacknowledged; its older message counts as "
                  "failed", label_, mid);
-    counters_.Add(counters_.failed);
+    counters_.Fail(SinkFailure::kAbandoned);
     --outstanding_;
     settlement_->Settle(slot, false);
   }
@@ -479,12 +487,13 @@ int MqttSink::TimeoutMs(uint64_t now_ms) const noexcept {
 }
 
 void MqttSink::Abandon() noexcept {
+  failure_log_.Report(counters_, SinkFailure::kAbandoned, outstanding_, now_ms_,
+                      "stopped before the broker acknowledged them");
   for (size_t mid = 1; mid < kPacketIds && outstanding_ > 0; ++mid) {
     if (tickets_[mid] == kNoTicket) continue;
     const uint64_t ticket = tickets_[mid];
     tickets_[mid] = kNoTicket;
     --outstanding_;
-    counters_.Add(counters_.failed);
     settlement_->Settle(ticket, false);
   }
 }
@@ -580,7 +589,7 @@ void MqttSink::OnPublish(int mid, int reason_code) noexcept {
   if (delivered) {
     counters_.Add(counters_.delivered);
   } else {
-    counters_.Add(counters_.failed);
+    counters_.Fail(SinkFailure::kRejected);
     ++rejected_since_warning_;
     if (TakeLogTurn(now_ms_, &last_rejection_warning_ms_)) {
       spdlog::warn("{}: broker rejected {} message(s), the latest with: {}", label_,

@@ -37,6 +37,7 @@
 
 #include "common/result.h"
 #include "sinks/sink.h"
+#include "sinks/sink_failure_log.h"
 #include "sinks/sink_config.h"
 
 struct mosquitto;
@@ -137,6 +138,7 @@ class MqttSink final : public Sink {
   uint64_t last_publish_warning_ms_ = 0;    ///< rate limit of publish-failure warnings
   uint64_t last_rejection_warning_ms_ = 0;  ///< rate limit of PUBACK-rejection warnings
   uint64_t rejected_since_warning_ = 0;
+  SinkFailureLog failure_log_{label_};  ///< refusals while down or at max_inflight, abandons
   std::array<char, 256> library_error_{};  ///< libmosquitto's first error line of an attempt
 
   // Ticket per MQTT packet id (QoS 1), kNoTicket where none: 65536 entries allocated once.

@@ -107,25 +107,43 @@ bool PublisherPool::Stop(uint32_t timeout_ms) {
   return clean;
 }
 
-std::string PublisherPool::Summary() const {
-  std::string out;
+std::vector<PublisherPool::SinkTotals> PublisherPool::Totals() const {
+  std::vector<SinkTotals> out;
   if (workers_.empty()) return out;
-  for (size_t i = 0; i < workers_.front()->sinks().size(); ++i) {
-    uint64_t delivered = 0, failed = 0, refused = 0, connects = 0, disconnects = 0;
+  out.resize(workers_.front()->sinks().size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    SinkTotals& t = out[i];
+    t.label = BaseLabel(workers_.front()->sinks()[i]->label());
     for (const auto& worker : workers_) {
       const SinkCounters& c = worker->sinks()[i]->counters();
-      delivered += c.delivered.load(std::memory_order_relaxed);
-      failed += c.failed.load(std::memory_order_relaxed);
-      refused += c.refused.load(std::memory_order_relaxed);
-      connects += c.connects.load(std::memory_order_relaxed);
-      disconnects += c.disconnects.load(std::memory_order_relaxed);
+      t.delivered += c.delivered.load(std::memory_order_relaxed);
+      t.failed += c.failed.load(std::memory_order_relaxed);
+      t.refused += c.refused.load(std::memory_order_relaxed);
+      t.connects += c.connects.load(std::memory_order_relaxed);
+      t.disconnects += c.disconnects.load(std::memory_order_relaxed);
+      for (size_t k = 0; k < static_cast<size_t>(SinkFailure::kCount_); ++k) {
+        t.causes[k] += c.Get(static_cast<SinkFailure>(k));
+      }
     }
+  }
+  return out;
+}
+
+std::string PublisherPool::Summary() const {
+  std::string out;
+  for (const SinkTotals& t : Totals()) {
     if (!out.empty()) out += " | ";
-    out += BaseLabel(workers_.front()->sinks()[i]->label());
-    for (const auto& [name, value] : {std::pair{"delivered", delivered}, {"failed", failed},
-                                      {"refused", refused}, {"connects", connects},
-                                      {"disconnects", disconnects}}) {
+    out += t.label;
+    for (const auto& [name, value] : {std::pair{"delivered", t.delivered}, {"failed", t.failed},
+                                      {"refused", t.refused}, {"connects", t.connects},
+                                      {"disconnects", t.disconnects}}) {
       if (value != 0) out += std::string(" ") + name + "=" + std::to_string(value);
+    }
+    for (size_t k = 0; k < static_cast<size_t>(SinkFailure::kCount_); ++k) {
+      if (t.causes[k] != 0) {
+        out += std::string(" ") + ToString(static_cast<SinkFailure>(k)) + "=" +
+               std::to_string(t.causes[k]);
+      }
     }
   }
   return out;

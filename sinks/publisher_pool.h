@@ -51,8 +51,16 @@ class PublisherPool {
   // 2.04 in ack = "sink" mode). Returns false if anything had to be abandoned.
   bool Stop(uint32_t timeout_ms);
 
-  // "file:- delivered=10 | mqtt://127.0.0.1:1883 delivered=8 refused=2 ..." summed over the
-  // workers, non-zero counters only.
+  // One configured sink's counters summed over the workers (its connections), for /metrics.
+  struct SinkTotals {
+    std::string label;  ///< "file:-", "mqtt://127.0.0.1:1883", "kafka:telemetry"
+    uint64_t delivered = 0, failed = 0, refused = 0, connects = 0, disconnects = 0;
+    uint64_t causes[static_cast<size_t>(SinkFailure::kCount_)] = {};
+  };
+  // In configuration order; any thread (relaxed reads).
+  [[nodiscard]] std::vector<SinkTotals> Totals() const;
+  // "file:- delivered=10 | mqtt://127.0.0.1:1883 delivered=8 refused=2 down=2 ..." summed
+  // over the workers, non-zero counters only (failure causes by their metric label).
   [[nodiscard]] std::string Summary() const;
   // SIGHUP: every file sink's output opens its path again (log rotation). Returns the errors,
   // one per output that kept its old file.

@@ -73,15 +73,66 @@ class Settlement {
   ~Settlement() = default;
 };
 
+// Why a message did not reach a sink: the `cause` of coapgate_sink_failures_total. Every
+// refused Publish and every ticket settled failed counts under exactly one cause.
+enum class SinkFailure : uint8_t {
+  kDown,          ///< refused: not connected (broker away, circuit open, fatal producer)
+  kBackpressure,  ///< refused: the sink's in-flight cap or the client's queue is full
+  kRejected,      ///< settled failed: the destination refused it (PUBACK >= 0x80, Kafka error)
+  kIoError,       ///< settled failed: the write failed (file sink: ENOSPC, EIO, ...)
+  kInvalid,       ///< refused: this message cannot be sent (too large, topic does not fit)
+  kTimeout,       ///< settled failed: no acknowledgement in time (Kafka message.timeout.ms)
+  kAbandoned,     ///< settled failed: shut down (or its packet id reused) before it was acked
+  kCount_,
+};
+
+// Refused in Publish (no Settle follows) rather than settled failed.
+[[nodiscard]] constexpr bool IsRefusal(SinkFailure cause) noexcept {
+  return cause == SinkFailure::kDown || cause == SinkFailure::kBackpressure ||
+         cause == SinkFailure::kInvalid;
+}
+
+[[nodiscard]] constexpr const char* ToString(SinkFailure cause) noexcept {
+  switch (cause) {
+    case SinkFailure::kDown:
+      return "down";
+    case SinkFailure::kBackpressure:
+      return "backpressure";
+    case SinkFailure::kRejected:
+      return "rejected";
+    case SinkFailure::kIoError:
+      return "io_error";
+    case SinkFailure::kInvalid:
+      return "invalid";
+    case SinkFailure::kTimeout:
+      return "timeout";
+    case SinkFailure::kAbandoned:
+      return "abandoned";
+    case SinkFailure::kCount_:
+      break;
+  }
+  return "unknown";
+}
+
 struct SinkCounters {
   std::atomic<uint64_t> delivered{0};    ///< settled true
   std::atomic<uint64_t> failed{0};       ///< settled false (error, timeout, abandoned)
   std::atomic<uint64_t> refused{0};      ///< Publish returned false
   std::atomic<uint64_t> connects{0};     ///< sessions established (MQTT CONNACK, ...)
   std::atomic<uint64_t> disconnects{0};  ///< sessions lost
+  // By SinkFailure: their sum is refused + failed.
+  std::atomic<uint64_t> causes[static_cast<size_t>(SinkFailure::kCount_)] = {};
 
   void Add(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
     c.fetch_add(n, std::memory_order_relaxed);
+  }
+  // Counts `n` messages refused or settled failed (IsRefusal) under `cause`, in both totals.
+  void Fail(SinkFailure cause, uint64_t n = 1) noexcept {
+    Add(IsRefusal(cause) ? refused : failed, n);
+    Add(causes[static_cast<size_t>(cause)], n);
+  }
+  [[nodiscard]] uint64_t Get(SinkFailure cause) const noexcept {
+    return causes[static_cast<size_t>(cause)].load(std::memory_order_relaxed);
   }
 };
 

@@ -5,6 +5,7 @@ a PromQL query for its request rate."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -73,6 +74,16 @@ class AdminTests(unittest.TestCase):
                 time.sleep(0.1)
             self.assertEqual(status, 503)
             self.assertIn("a sink is down", body)
+            # The cause of the 5.03 reaches the log and the metrics: while the sink is down
+            # the shards answer 5.03 themselves (sink_down), and the sink logs why it is down.
+            d = Device(s, "127.0.0.1")
+            self.assertEqual(parse(d.request(post(topic="t", mid=0x5100)))[1], code(5, 3))
+            d.close()
+            s.wait_for_log(rf"mqtt://127\.0\.0\.1:{port}#0: cannot connect: .*[Cc]onnection refused")
+            _, text = get(s.admin_port, "/metrics")
+            self.assertRegex(text, r"(?m)^coapgate_sink_down_total [1-9]")
+            self.assertRegex(text, rf'(?m)^coapgate_sink_failures_total\{{sink="mqtt://127\.0\.0\.1:'
+                                   rf'{port}",cause="down"\}} \d+$')
             s.stop()
 
     def test_admin_listener_off_when_listen_is_empty(self):

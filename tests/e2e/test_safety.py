@@ -139,6 +139,11 @@ class SinkFailureTests(unittest.TestCase):
                 self.assertEqual(c, code(5, 3))
             s.wait_for_log(r"file sink /dev/full: write failed: No space left on device")
             d.close()
+            import urllib.request
+            with urllib.request.urlopen(f"http://127.0.0.1:{s.admin_port}/metrics") as r:
+                metrics = r.read().decode()
+            self.assertRegex(metrics, r'(?m)^coapgate_sink_failures_total\{sink="file:/dev/full",'
+                                      r'cause="io_error"\} 5$')
             s.stop()
             # Rate-limited: five failures in a row make one line, not five.
             lines = [l for l in s.stderr_lines if "write failed" in l]

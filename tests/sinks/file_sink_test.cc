@@ -81,6 +81,7 @@ TEST(FileSink, AWriteErrorFailsTheWholeBatch) {
     ASSERT_TRUE(sink.Publish(EventWith("{}"), 4));
     sink.Flush();
     EXPECT_EQ(sink.counters().failed.load(), 2u);
+    EXPECT_EQ(sink.counters().Get(SinkFailure::kIoError), 2u);
   }
   dup2(saved, STDOUT_FILENO);
   close(saved);

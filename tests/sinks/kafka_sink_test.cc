@@ -446,6 +446,7 @@ TEST_F(KafkaSinkTest, CircuitOpensWhenBrokersDownAndClosesAfterRecovery) {
   }
   const uint64_t refused = sink->counters().refused.load();
   EXPECT_GE(refused, 1u);
+  EXPECT_EQ(sink->counters().Get(SinkFailure::kDown), refused) << "the open circuit's cause";
 
   cluster_.SetDown(false);
   ASSERT_TRUE(Pump(
@@ -513,6 +514,7 @@ TEST_F(KafkaSinkTest, QueueFullRefusesAtOnce) {
   }
   EXPECT_EQ(accepted, 5u);
   EXPECT_EQ(sink->counters().refused.load(), 5u);
+  EXPECT_EQ(sink->counters().Get(SinkFailure::kBackpressure), 5u) << "queue full is backpressure";
   // Served, but the broker has not answered yet: still full.
   Pump(
       *sink, [] { return false; }, 300);

@@ -377,6 +377,7 @@ TEST_F(MqttSinkTest, KillNineWithUnacknowledgedMessagesResendsThemAll) {
   EXPECT_LE(sink->TimeoutMs(NowMs()), 150) << "first retry after 100 ms ± 50 %";
   EXPECT_EQ(sink->outstanding(), static_cast<size_t>(kMessages)) << "kept, not failed";
   EXPECT_FALSE(sink->Publish(TestEvent(999).View(), 1)) << "refused while down";
+  EXPECT_EQ(sink->counters().Get(SinkFailure::kDown), 1u) << "counted under its cause";
   DriveFor(*sink, milliseconds(300));  // a few failed attempts against the dead port
 
   ASSERT_TRUE(broker_.Restart()) << broker_.error();
@@ -421,6 +422,7 @@ TEST_F(MqttSinkTest, HungBrokerHitsTheInflightCapThenRecovers) {
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(sink->Publish(TestEvent(i).View(), 10 + i));
   EXPECT_FALSE(sink->Publish(TestEvent(5).View(), 15));
   EXPECT_EQ(sink->counters().refused.load(), 1u);
+  EXPECT_EQ(sink->counters().Get(SinkFailure::kBackpressure), 1u);
   DriveFor(*sink, milliseconds(300));
   EXPECT_TRUE(settlement_.settled.empty());
   EXPECT_TRUE(sink->available()) << "hung, not lost: keepalive (10 s) has not run out";
