@@ -96,23 +96,6 @@ int RunTranslate(const std::string& template_path, const std::string& hex,
   return 0;
 }
 
-// A message of a part the configuration names (devices file, template, sink) told the way
-// config errors are: "<config>: <key>: <message>", so the operator knows which line to fix.
-// `key` empty: the message already starts with the key ("sinks[0]: ...").
-std::string InConfig(const std::string& config_name, std::string_view key,
-                     const std::string& message) {
-  return config_name + ": " + (key.empty() ? std::string() : std::string(key) + ": ") + message;
-}
-
-// The key whose file `message` (from LoadTemplates: "PATH: why") is about.
-std::string_view TemplateKey(const coapgate::config::Config& config, const std::string& message) {
-  const auto& saver = config.energy_saver;
-  if (!saver.coap_template.empty() && message.starts_with(saver.coap_template + ":")) {
-    return "energy_saver.coap_template";
-  }
-  return "energy_saver.device_templates";
-}
-
 // Whether the directory that will hold the bootstrap state file (devices.state) lets coapgate
 // create it: access(W_OK|X_OK) on that directory. The state file itself is created at start, so
 // its absence is fine; a directory that is missing or read-only would only fail at start.
@@ -137,17 +120,17 @@ int CheckConfig(const std::string& path) {
     return kExitConfig;
   }
   if (auto templates = coapgate::engine::LoadTemplates(*config); !templates) {
-    std::cerr << InConfig(name, TemplateKey(*config, templates.error().message),
-                          templates.error().message)
+    std::cerr << coapgate::engine::InConfig(
+                     *config, coapgate::engine::TemplateKey(*config, templates.error().message),
+                     templates.error().message)
               << "\n";
     return kExitConfig;
   }
   auto source = coapgate::engine::MakeDeviceSource(*config);
   auto devices = source->Load();
   if (!devices) {
-    const bool csv = config->devices.backend == coapgate::config::DeviceBackend::kCsv;
-    std::cerr << InConfig(name, csv ? "devices.file" : "devices.postgres",
-                          devices.error().message)
+    std::cerr << coapgate::engine::InConfig(*config, coapgate::engine::DeviceSourceKey(*config),
+                                            devices.error().message)
               << "\n";
     return kExitConfig;
   }
@@ -156,11 +139,11 @@ int CheckConfig(const std::string& path) {
   if (auto sinks = coapgate::sinks::PublisherPool::Create(
           config->sinks, coapgate::sinks::PublisherPool::Mode::kCheckOnly);
       !sinks) {
-    std::cerr << InConfig(name, "", sinks.error()) << "\n";
+    std::cerr << coapgate::engine::InConfig(*config, "", sinks.error()) << "\n";
     return kExitConfig;
   }
   if (auto problem = CheckStateDirectory(config->devices.state)) {
-    std::cerr << InConfig(name, "devices.state", *problem) << "\n";
+    std::cerr << coapgate::engine::InConfig(*config, "devices.state", *problem) << "\n";
     return coapgate::ExitCode(coapgate::ErrorKind::kEnvironment);
   }
   if (devices->missing) {
@@ -187,11 +170,7 @@ int Serve(const std::string& path, const std::string& log_level) {
   coapgate::engine::BlockServerSignals();
   auto server = coapgate::engine::Server::Create(*config);
   if (!server) {
-    // A sink's error names its key ("sinks[0]: ..."), not yet the file.
-    const std::string& message = server.error().message;
-    spdlog::error("{}", message.starts_with("sinks[")
-                            ? InConfig(path.empty() ? "(embedded defaults)" : path, "", message)
-                            : message);
+    spdlog::error("{}", server.error().message);
     return coapgate::ExitCode(server.error().kind);
   }
   return (*server)->Run();

@@ -91,6 +91,26 @@ std::unique_ptr<registry::DeviceSource> MakeDeviceSource(const config::Config& c
   return std::make_unique<registry::CsvDeviceSource>(config.devices.file);
 }
 
+std::string InConfig(const config::Config& config, std::string_view key,
+                     const std::string& message) {
+  const std::string& file =
+      config.source_path.empty() ? std::string("(embedded defaults)") : config.source_path;
+  return file + ": " + (key.empty() ? std::string() : std::string(key) + ": ") + message;
+}
+
+std::string_view TemplateKey(const config::Config& config, const std::string& message) {
+  const auto& saver = config.energy_saver;
+  if (!saver.coap_template.empty() && message.starts_with(saver.coap_template + ":")) {
+    return "energy_saver.coap_template";
+  }
+  return "energy_saver.device_templates";
+}
+
+std::string_view DeviceSourceKey(const config::Config& config) {
+  return config.devices.backend == config::DeviceBackend::kCsv ? "devices.file"
+                                                               : "devices.postgres";
+}
+
 Result<std::shared_ptr<const sinks::TemplateSet>, Error> LoadTemplates(
     const config::Config& config) {
   return sinks::TemplateSet::Load(config.energy_saver.coap_template,
@@ -121,7 +141,11 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   server->instance_lock_ = std::move(*lock);
   server->device_source_ = MakeDeviceSource(config);
   auto devices = server->device_source_->Load();
-  if (!devices) return tl::unexpected<Error>(std::move(devices).error());
+  if (!devices) {
+    return tl::unexpected<Error>(
+        Error{devices.error().kind,
+              InConfig(config, DeviceSourceKey(config), devices.error().message)});
+  }
   server->devices_missing_.store(devices->missing, std::memory_order_relaxed);
   if (devices->missing) {
     spdlog::warn("{}: no such file: every device gets 4.01 until it exists and SIGHUP is sent",
@@ -139,7 +163,11 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   }
 
   auto templates = LoadTemplates(config);
-  if (!templates) return tl::unexpected<Error>(std::move(templates).error());
+  if (!templates) {
+    const std::string& message = templates.error().message;
+    return tl::unexpected<Error>(
+        Error{templates.error().kind, InConfig(config, TemplateKey(config, message), message)});
+  }
   if (!(*templates)->empty()) {
     spdlog::info("energy saver: {}{} per-device templates",
                  config.energy_saver.coap_template.empty()
@@ -160,10 +188,10 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   auto publishers = sinks::PublisherPool::Create(config.sinks);
   // PublisherPool's errors are still text: those naming a sink ("sinks[i]...") are settings.
   if (!publishers) {
-    return tl::unexpected<Error>(Error{publishers.error().starts_with("sinks[")
-                                           ? ErrorKind::kBadInput
-                                           : ErrorKind::kEnvironment,
-                                       std::move(publishers).error()});
+    const bool settings = publishers.error().starts_with("sinks[");
+    return tl::unexpected<Error>(
+        Error{settings ? ErrorKind::kBadInput : ErrorKind::kEnvironment,
+              settings ? InConfig(config, "", publishers.error()) : publishers.error()});
   }
   server->publishers_ = std::move(*publishers);
 

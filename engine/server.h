@@ -41,6 +41,18 @@ std::unique_ptr<registry::DeviceSource> MakeDeviceSource(const config::Config& c
 // Compiles the Energy Saver templates of `config` (global and per-device).
 Result<std::shared_ptr<const sinks::TemplateSet>, Error> LoadTemplates(const config::Config& config);
 
+// An error of a part the configuration names (devices file, templates, sinks), told the way
+// config errors are: "<config file>: <key>: <message>", so the operator knows which line to
+// fix. `key` empty: the message already starts with its key ("sinks[0]: ..."). The config
+// file is config.source_path, "(embedded defaults)" when there is none.
+[[nodiscard]] std::string InConfig(const config::Config& config, std::string_view key,
+                                   const std::string& message);
+// The key whose file an error of LoadTemplates ("PATH: why") is about.
+[[nodiscard]] std::string_view TemplateKey(const config::Config& config,
+                                           const std::string& message);
+// The key that names the devices' source: devices.file or devices.postgres.
+[[nodiscard]] std::string_view DeviceSourceKey(const config::Config& config);
+
 class Server {
  public:
   // The error's kind says whose fault a failed start is: kBadInput for the devices file, the

@@ -602,6 +602,18 @@ class CommandLineTests(unittest.TestCase):
                                  capture_output=True, text=True, timeout=20)
             self.assertEqual(out.returncode, 2, out.stderr)
             self.assertTrue(out.stderr.startswith(f"{config}: {key}"), out.stderr)
+            # Starting the server with it says the same: file and key, and a non-zero exit.
+            devices = f'[devices]\nstate = "{d}/state.db"\n'
+            rest = text
+            if text.startswith("[devices]\n"):
+                devices, rest = devices + text[len("[devices]\n"):], ""
+            serve = write_file(d, "serve.toml",
+                               '[server]\ncoap_listen = ["127.0.0.1:0"]\ncoaps_listen = []\n'
+                               '[admin]\nlisten = ""\n' + devices + rest)
+            out = subprocess.run([os.environ.get("COAPGATE", "build/release/app/coapgate"),
+                                  "--config", serve], capture_output=True, text=True, timeout=20)
+            self.assertNotEqual(out.returncode, 0, out.stderr)
+            self.assertRegex(out.stderr, rf"error {re.escape(serve)}: {re.escape(key)}")
 
 
 
