@@ -1,4 +1,4 @@
-// coapgate's command line (SPEC §10):
+// coapgate's command line (docs/cli.md):
 //   coapgate [--config FILE] [--log-level L]  run (embedded defaults without a file)
 //   coapgate --check-config [--config FILE]   validate config and devices, exit 0, 2 or 1
 //   coapgate dissect [HEX...]                 show what the codec makes of datagrams
@@ -65,7 +65,7 @@ coapgate::Result<coapgate::config::Config, coapgate::Error> LoadConfig(const std
                       : coapgate::config::LoadConfigFile(path);
 }
 
-// `coapgate translate`: the reference system's template tester (SPEC §8). Exit 0 with the
+// `coapgate translate`: the reference system's template tester (docs/energy-saver.md). Exit 0 with the
 // JSON, 1 with the translation error (the text the ERROR event would carry), 2 for a bad
 // template or input.
 int RunTranslate(const std::string& template_path, const std::string& hex,

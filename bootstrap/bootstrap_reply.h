@@ -1,4 +1,4 @@
-// The bytes of a GET /bootstrap response (SPEC §6, reference §3.2/§3.4): the 2.05 payload
+// The bytes of a GET /bootstrap response (docs/bootstrap-and-dtls.md, reference §3.2/§3.4): the 2.05 payload
 // "ICCID,PSK,COAPS_URL", the JSON error bodies of 4.01 and 5.00, and the whole datagram.
 //
 // The reply must suit the 1NCE C SDK, which keeps the datagram in a 150-byte buffer and finds

@@ -74,7 +74,7 @@ Result<Request, RequestError> DecodeRequest(const MessageView& message) noexcept
     first = false;
     previous = o.number;
     if (!Acceptable(FindOptionDefinition(o.number), o, repeated)) {
-      // SPEC §2 (the reference system's rule): a `t` over the 255-byte limit is a bad
+      // docs/protocol.md (the reference system's rule): a `t` over the 255-byte limit is a bad
       // topic (4.00), not a bad option.
       if (IsQuery(o.number) && !repeated && SplitQuery(o).key == "t") {
         ++topics_seen;

@@ -1,4 +1,4 @@
-// The `t` topic rules of the reference system (SPEC §2): at most 253 characters, only
+// The `t` topic rules of the reference system (docs/protocol.md): at most 253 characters, only
 // [A-Za-z0-9_/], never "//". An empty topic means "no topic" and is handled by the caller.
 #pragma once
 

@@ -2,7 +2,7 @@
 // any device identity, topic policy or sink is involved. The engine runs it first and acts
 // on the result; the `coapgate dissect` demo prints it.
 //
-// The order of checks is part of the contract (SPEC §2, RFC 7252 §4–§5):
+// The order of checks is part of the contract (docs/protocol.md, RFC 7252 §4–§5):
 //   1. parse (format errors → RST for CON, drop otherwise; no header / Ver≠1 → drop);
 //   2. message kind (ping → RST; stray ACK/RST → drop; reserved code class or unsolicited
 //      response → RST for CON, drop for NON);
@@ -28,7 +28,7 @@
 namespace coapgate::codec {
 
 struct TriageLimits {
-  size_t max_payload = 1024;  ///< SPEC §9 coap.max_payload
+  size_t max_payload = 1024;  ///< docs/configuration.md coap.max_payload
 };
 
 enum class Action : uint8_t {

@@ -22,7 +22,7 @@ namespace {
 // from being read into memory whole.
 constexpr size_t kMaxConfigBytes = size_t{1} << 20;
 
-// SPEC §6: the whole bootstrap datagram stays under 150 bytes, i.e. at most 149. The reply
+// docs/bootstrap-and-dtls.md: the whole bootstrap datagram stays under 150 bytes, i.e. at most 149. The reply
 // spends 4 (header) + 8 (longest token) + 1 (Content-Format) + 1 (payload marker) + 20 (longest
 // ICCID) + 19 (longest PSK) + 2 (commas) = 55 of them before the URL.
 // Review: keep in step with the bootstrap reply encoder when it lands.

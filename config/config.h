@@ -1,9 +1,9 @@
-// Config: coapgate's configuration file (SPEC §9), parsed and validated into plain values.
+// Config: coapgate's configuration file (docs/configuration.md), parsed and validated into plain values.
 //
 // Control plane only (startup, `--check-config`, SIGHUP): allocates freely and never throws;
 // running out of memory terminates, as everywhere in coapgate. Every key has a default, so an
 // empty file is Config{}. Every error is one line, "<source>: <dotted.key>: <reason>", so
-// `coapgate --check-config` can print it as is and exit 2 (SPEC §10). A Config is a plain value;
+// `coapgate --check-config` can print it as is and exit 2 (docs/cli.md). A Config is a plain value;
 // any thread may read a const one.
 #pragma once
 
@@ -38,7 +38,7 @@ enum class IoBackend : uint8_t {
   kRecvmmsg,  ///< recvmmsg/sendmmsg only
 };
 
-// When a 2.04 may leave (SPEC §4).
+// When a 2.04 may leave (docs/delivery.md).
 // Where the device registry lives: the CSV file of one node, or a PostgreSQL table that several
 // nodes share.
 enum class DeviceBackend : uint8_t { kCsv, kPostgres };
@@ -123,12 +123,12 @@ struct Config {
 
   struct Bootstrap {
     std::string coaps_url = "coaps://127.0.0.1:5684";  // third field of the bootstrap reply
-    uint32_t regenerate_after_s = 300;                 // SPEC §6: new PSK only after this long
+    uint32_t regenerate_after_s = 300;                 // docs/bootstrap-and-dtls.md: new PSK only after this long
 
     bool operator==(const Bootstrap&) const = default;
   } bootstrap;
 
-  // coaps:// (SPEC §7). Limits are per shard.
+  // coaps:// (docs/bootstrap-and-dtls.md). Limits are per shard.
   struct Dtls {
     uint32_t max_sessions = 100000;        // established + handshaking; past it, stale first
     uint32_t max_handshakes = 2048;        // unfinished handshakes; past it, refused

@@ -48,7 +48,7 @@ if ((${#missing[@]})); then
   done
 fi
 
-# wolfSSL from Debian's source package (SPEC §7): Debian's libwolfssl lacks the static-PSK
+# wolfSSL from Debian's source package (docs/bootstrap-and-dtls.md): Debian's libwolfssl lacks the static-PSK
 # suites and AES-NI, so dtls/CMakeLists.txt builds its own static copy from this unpacked,
 # Debian-patched source. Needs deb-src entries, which the base image does not have: add
 # `deb-src` to every `Types: deb` stanza of the deb822 sources (or mirror the one-line

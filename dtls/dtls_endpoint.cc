@@ -17,7 +17,7 @@ namespace coapgate::dtls {
 
 namespace {
 
-// SPEC §7, in server preference order: CCM_8 (RFC 7252's mandatory suite) first.
+// docs/bootstrap-and-dtls.md, in server preference order: CCM_8 (RFC 7252's mandatory suite) first.
 constexpr const char* kCipherSuites[] = {
     "PSK-AES128-CCM-8",       // 0xC0A8
     "PSK-AES128-CBC-SHA256",  // 0x00AE: the only suite of the FreeRTOS blueprint

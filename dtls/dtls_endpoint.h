@@ -1,4 +1,4 @@
-// DtlsEndpoint: one shard's coaps:// server (SPEC §7). DTLS 1.2, PSK only, on wolfSSL driven
+// DtlsEndpoint: one shard's coaps:// server (docs/bootstrap-and-dtls.md). DTLS 1.2, PSK only, on wolfSSL driven
 // through custom I/O callbacks over the datagram being handled and Transport::Send: no
 // per-peer sockets, no threads, no timers of its own (the shard calls Tick).
 //
@@ -159,7 +159,7 @@ struct EndpointCounters {
 class DtlsEndpoint {  // one per shard; every call on the shard thread; no threads of its own
  public:
   // `transport` must outlive the endpoint. Fails (with a reason) on bad options or if
-  // wolfSSL cannot be set up (e.g. a suite of SPEC §7 missing from the build).
+  // wolfSSL cannot be set up (e.g. a suite of docs/bootstrap-and-dtls.md missing from the build).
   static Result<std::unique_ptr<DtlsEndpoint>, std::string> Create(const EndpointOptions& options,
                                                                    Transport* transport,
                                                                    PskLookup psk_lookup);

@@ -71,7 +71,7 @@ struct DeviceKey {
 //
 // Policy, per device (the normal bound): a new MID takes a free entry, else an expired one,
 // else the device's own oldest done entry (`evicted_device_over_k`, an early eviction: its
-// retransmissions would be forwarded again, which the idempotency key of SPEC §4 lets consumers
+// retransmissions would be forwarded again, which the idempotency key of docs/delivery.md lets consumers
 // drop). If all K entries are pending and alive, it is refused with kFull and nothing changes:
 // a device with K exchanges in flight is beyond NSTART by a factor of K. No other device is
 // ever touched, so a flood of other devices cannot shorten anyone's memory.
@@ -109,7 +109,7 @@ struct DeviceKey {
 //     32767 replacements of that device's exchanges while its request is in flight.
 class ExchangeMemory {
  public:
-  // SPEC §4: EXCHANGE_LIFETIME and NON_LIFETIME of RFC 7252 §4.8.2 with default parameters.
+  // docs/delivery.md: EXCHANGE_LIFETIME and NON_LIFETIME of RFC 7252 §4.8.2 with default parameters.
   static constexpr uint32_t kDefaultConLifetimeS = 247;
   static constexpr uint32_t kDefaultNonLifetimeS = 145;
   // NSTART = 1 clients retransmit only their latest exchange; 4 also covers a few NONs sent

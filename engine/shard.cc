@@ -285,7 +285,7 @@ void Shard::Deliver(dtls::SessionId session, std::string_view identity, const dt
   const codec::Triage t = codec::TriageDatagram(plaintext, limits_);
   if (!AnswerTriage(peer, t)) return;
   if (t.request.route == codec::Route::kBootstrap) {
-    // Bootstrap hands out the key DTLS needs; it is plain CoAP only (SPEC §6).
+    // Bootstrap hands out the key DTLS needs; it is plain CoAP only (docs/bootstrap-and-dtls.md).
     const codec::MessageView& m = t.message;
     SendReply(peer,
               m.confirmable() ? codec::MessageType::kAcknowledgement

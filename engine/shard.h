@@ -79,7 +79,7 @@ struct ShardOptions {
   // One flag per lane, written by its worker: false while one of its sinks is known down, so
   // the shard answers 5.03 at once. Null: always open.
   const std::atomic<bool>* sinks_available = nullptr;
-  // GET /bootstrap on plain CoAP goes here (SPEC §6); null: 4.04.
+  // GET /bootstrap on plain CoAP goes here (docs/bootstrap-and-dtls.md); null: 4.04.
   bootstrap::BootstrapService* bootstrap = nullptr;
 };
 
@@ -171,7 +171,7 @@ class Shard final : private dtls::Transport {
   // only). `claimed`: the PSK identity of an unknown DTLS device; may be empty.
   void Refused(const Peer& peer, const registry::DeviceView* device, std::string_view claimed,
                uint8_t code, registry::Reason why) noexcept;
-  // The DTLS key of a PSK identity (SPEC §3, §6): the device's CSV key (hex-decoded when so
+  // The DTLS key of a PSK identity (docs/registry.md, §6): the device's CSV key (hex-decoded when so
   // marked), else its generated key; 0 for unknown or inactive devices.
   size_t LookupPsk(std::string_view identity,
                    std::span<std::byte, kMaxPskLength> key) const noexcept;

@@ -190,7 +190,7 @@ namespace {
 
 // The ERROR event (reference §5.5): the reference system's members first, then the raw
 // payload as in TELEMETRY_DATA, so that a message the Energy Saver could not translate is
-// still delivered whole (SPEC §5).
+// still delivered whole (docs/downstream.md).
 constexpr std::string_view kAfterErrorId =
     "\",\"type\":\"ERROR\",\"source\":\"COAP\",\"version\":\"1.0.0\",\"received\":\"";
 constexpr std::string_view kErrorOpen = "\"},\"error\":{\"id\":\"";

@@ -1,6 +1,6 @@
-// The downstream message format (SPEC §5): the TELEMETRY_DATA envelope of the reference
+// The downstream message format (docs/downstream.md): the TELEMETRY_DATA envelope of the reference
 // system (reference 1nce-coap-endpoint.md §6.1), its ERROR and LOCATION events (§5.5, §6.2),
-// and the message id that makes them idempotent (SPEC §4, reliability reference I6).
+// and the message id that makes them idempotent (docs/delivery.md, reliability reference I6).
 //
 // Thread contract: pure functions; any thread. The formatters write into caller buffers,
 // never past them, never allocate and never throw: they run once per message on the
@@ -75,7 +75,7 @@ struct EnvelopeFields {
 // of the text fields, none of the payload.
 [[nodiscard]] size_t MaxEnvelopeSize(const EnvelopeFields& f) noexcept;
 
-// The ERROR event of a message the Energy Saver could not translate (SPEC §5, reference §5.5),
+// The ERROR event of a message the Energy Saver could not translate (docs/downstream.md, reference §5.5),
 // one line: {"id":…,"type":"ERROR","source":"COAP","version":"1.0.0","received":…,
 // "device":{…},"error":{"id":…,"type":"DEVICE","message":"Translator[UserPayloadError]",
 // "description":<description>,"payloadExists":true},"payload":{"type":"STRING",

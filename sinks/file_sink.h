@@ -1,4 +1,4 @@
-// FileSink: one worker's view of a FileOutput. Events become JSON lines (SPEC §5) in a batch
+// FileSink: one worker's view of a FileOutput. Events become JSON lines (docs/downstream.md) in a batch
 // buffer; Flush writes the batch with one FileOutput::Write and settles all of its tickets
 // with the result. The file is always "available": it refuses nothing, and a write error
 // fails the batch (its devices get 5.03 and retry).

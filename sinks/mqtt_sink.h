@@ -1,4 +1,4 @@
-// MqttSink: one connection to an MQTT broker (SPEC §5), driven by one publisher worker through
+// MqttSink: one connection to an MQTT broker (docs/downstream.md), driven by one publisher worker through
 // libmosquitto in its non-threaded mode: no libmosquitto thread, all I/O happens inside
 // Publish and Service on the worker's thread, against the socket PollFd hands out.
 //

@@ -1,4 +1,4 @@
-// MQTT topic templates (SPEC §5): "{iccid}/{t}" by default, or any literal prefix or layout
+// MQTT topic templates (docs/downstream.md): "{iccid}/{t}" by default, or any literal prefix or layout
 // around the placeholders {iccid}, {imsi} and {t}. The config parser checks a template once;
 // the MQTT sink renders it once per message.
 //

@@ -1,8 +1,8 @@
 // PublisherWorker: one thread that serves one lane of every shard's Handoff. It takes each
 // accepted message, translates it with the Energy Saver if a template applies (on this thread,
-// so the shards never pay for it), formats its event once (SPEC §5), offers it to every sink
+// so the shards never pay for it), formats its event once (docs/downstream.md), offers it to every sink
 // the worker owns, and completes the message back to its shard when all sinks have settled it:
-// accepted only if every sink delivered (SPEC §4; reliability I1, worst status wins). A
+// accepted only if every sink delivered (docs/delivery.md; reliability I1, worst status wins). A
 // translated message whose template marks a location also becomes a LOCATION event, offered
 // to every sink after the TELEMETRY_DATA under the same ticket: its 2.04 waits for both.
 //

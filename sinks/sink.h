@@ -1,7 +1,7 @@
 // Sink: one downstream destination (a file, one MQTT broker connection, one Kafka producer) as
 // one publisher worker drives it. The worker formats each message once into an Event, offers it
 // to every configured sink, and answers the device only when all of them have settled it
-// (SPEC §4: 2.04 only after every sink accepted).
+// (docs/delivery.md: 2.04 only after every sink accepted).
 //
 // Thread contract: a Sink is created on the control thread and from then on used by exactly one
 // publisher worker thread; every method below runs on that thread, and so does every Settle
@@ -52,7 +52,7 @@ enum class EventKind : uint8_t {
 // needs any of it later copies it (libmosquitto and librdkafka copy on publish).
 struct Event {
   EventKind kind = EventKind::kTelemetry;
-  std::string_view id;          ///< the 36-char idempotency key (SPEC §4, reliability I6)
+  std::string_view id;          ///< the 36-char idempotency key (docs/delivery.md, reliability I6)
   uint64_t received_ms = 0;     ///< Unix epoch ms at receipt
   std::string_view iccid;
   std::string_view imsi;        ///< may be empty
@@ -61,7 +61,7 @@ struct Event {
   std::span<const std::byte> payload;  ///< the device's bytes, as they came
   std::string_view translated;  ///< the Energy Saver's JSON; empty when not translated
   std::string_view error;       ///< kError: the translator's description
-  std::string_view envelope;    ///< the SPEC §5 JSON object of this event, one line, no newline
+  std::string_view envelope;    ///< the docs/downstream.md JSON object of this event, one line, no newline
 };
 
 // Where sinks report. Each ticket a sink accepted in Publish is settled exactly once.

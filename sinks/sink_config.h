@@ -1,4 +1,4 @@
-// The settings of each sink type, as the configuration file gives them (SPEC §9). Plain
+// The settings of each sink type, as the configuration file gives them (docs/configuration.md). Plain
 // values: the engine's config parser fills them, the sinks read them at construction.
 #pragma once
 
@@ -17,7 +17,7 @@ struct FileSinkConfig {
 };
 
 enum class MqttFormat : uint8_t {
-  kEnvelope,  ///< the SPEC §5 JSON envelope as the payload
+  kEnvelope,  ///< the docs/downstream.md JSON envelope as the payload
   kRaw,       ///< the device's bytes as they came, envelope fields as MQTT v5 user properties
 };
 

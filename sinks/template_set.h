@@ -1,4 +1,4 @@
-// TemplateSet: the Energy Saver templates in force (SPEC §8): one global template for CoAP,
+// TemplateSet: the Energy Saver templates in force (docs/energy-saver.md): one global template for CoAP,
 // and optional per-device templates (a coapgate extension) from a CSV `iccid,template` whose
 // devices use their own template instead. Loaded at startup and on SIGHUP; immutable after.
 //

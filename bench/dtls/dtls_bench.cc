@@ -17,7 +17,7 @@
 //   mallinfo2 before/after, the clients freed). tests/dtls/dtls_endpoint_test.cc's
 //   HeapPerIdleSession measures the first figure too.
 //
-// S selects the suite: 0 PSK-AES128-CCM-8 (RFC 7252's mandatory one, SPEC §11's), 1
+// S selects the suite: 0 PSK-AES128-CCM-8 (RFC 7252's mandatory one, the one bench/README.md's goals name), 1
 // PSK-AES128-CBC-SHA256, 2 PSK-AES128-GCM-SHA256. Every benchmark reports `allocs/item`
 // (operator new, tests/support/allocation_counter.h) and `wolfssl_allocs/item` (wolfSSL's
 // allocator hooks, chained behind the endpoint's own).
@@ -51,7 +51,7 @@ using Bytes = std::vector<std::byte>;
 constexpr const char* kSuites[] = {"PSK-AES128-CCM-8", "PSK-AES128-CBC-SHA256",
                                    "PSK-AES128-GCM-SHA256"};
 const std::string kIdentity = "8988280666000002864";
-const std::string kKey = "kQ3v9TzA1bXc7LmN0pR";  // a bootstrap-style PSK (SPEC §6)
+const std::string kKey = "kQ3v9TzA1bXc7LmN0pR";  // a bootstrap-style PSK (docs/bootstrap-and-dtls.md)
 constexpr size_t kPayload = 100;                 // a typical telemetry POST
 
 // wolfSSL allocations, counted by hooks chained in front of the endpoint's (installed once,

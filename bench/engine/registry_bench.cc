@@ -1,4 +1,4 @@
-// Device registry benchmarks at SPEC §3's scale: loading 1,000,000 devices (goal: < 2 s on one
+// Device registry benchmarks at docs/registry.md's scale: loading 1,000,000 devices (goal: < 2 s on one
 // core, <= 200 bytes per device) and the per-datagram lookup by source address.
 //
 // The CSV is generated once per process into /tmp (outside every timed region) and removed at

@@ -1,4 +1,4 @@
-// coapgate-loadgen: a fleet-simulating CoAP load generator for loopback benchmarks (SPEC §11,
+// coapgate-loadgen: a fleet-simulating CoAP load generator for loopback benchmarks (bench/README.md#goals,
 // reliability reference §3.7). Up to 1,000,000 simulated devices, each with its own source
 // address in 127.0.0.0/8 (address_plan.h), send CON or NON POST /?t=<topic> requests whose
 // payload names the device and a per-device sequence number, with RFC 7252 retransmission,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the device registry CSV (SPEC §3) for coapgate-loadgen's simulated fleet.
+"""Writes the device registry CSV (docs/registry.md) for coapgate-loadgen's simulated fleet.
 
 Device i (0-based) of `coapgate-loadgen --devices N --first-address A` sends from the i-th
 usable address counting from A, where addresses whose last octet is 0 or 255 are skipped

@@ -1,5 +1,5 @@
-// Envelope micro-benchmarks: the per-message formatting work of a publisher thread (SPEC §5)
-// and the idempotency key computed per request (SPEC §4). bytes/s counts envelope bytes
+// Envelope micro-benchmarks: the per-message formatting work of a publisher thread (docs/downstream.md)
+// and the idempotency key computed per request (docs/delivery.md). bytes/s counts envelope bytes
 // written (FormatEnvelope) or request bytes hashed (MakeMessageId).
 #include <benchmark/benchmark.h>
 

@@ -1,4 +1,4 @@
-// mqtt_publish_rate: the broker's own publish-only QoS 1 rate, the MQTT yardstick of SPEC §11
+// mqtt_publish_rate: the broker's own publish-only QoS 1 rate, the MQTT yardstick of bench/README.md#goals
 // ("≥ 0.9 × the broker's own publish-only QoS 1 rate measured in the same run"). One MQTT v5
 // client publishes --count messages of --payload bytes to --topic at QoS 1, keeping up to
 // --inflight of them unacknowledged (the window refills as PUBACKs arrive), and prints one

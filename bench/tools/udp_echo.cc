@@ -1,4 +1,4 @@
-// udp_echo: the bare-echo ceiling E of SPEC §11. N SO_REUSEPORT sockets on one address, one
+// udp_echo: the bare-echo ceiling E of bench/README.md#goals. N SO_REUSEPORT sockets on one address, one
 // thread each; every thread loops recvmmsg (a batch) -> answer each well-formed CoAP CON with a
 // piggybacked ACK 2.04 echoing its MID and token -> sendmmsg the answers. Nothing else: no
 // dedup, no registry, no sink. coapgate's ingest rate is read as a fraction of this one.

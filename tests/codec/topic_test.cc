@@ -1,4 +1,4 @@
-// SPEC §2 topic rules.
+// docs/protocol.md topic rules.
 #include "codec/topic.h"
 
 #include <gtest/gtest.h>

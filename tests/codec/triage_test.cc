@@ -1,5 +1,5 @@
 // TriageDatagram over the reliability catalogue's malformed-datagram cases P01–P29 (the part
-// the codec decides) and SPEC §2's protocol-level answers, with the exact reply bytes.
+// the codec decides) and docs/protocol.md's protocol-level answers, with the exact reply bytes.
 #include "codec/triage.h"
 
 #include <gtest/gtest.h>

@@ -51,7 +51,7 @@ TEST(Config, EmptyTextGivesTheDefaults) {
   EXPECT_EQ(config.server.coap_listen[0].host, "0.0.0.0");
   EXPECT_EQ(config.server.coap_listen[0].port, 5683);
   EXPECT_EQ(config.server.coap_listen[0].text, "0.0.0.0:5683");
-  ASSERT_EQ(config.server.coaps_listen.size(), 1u);  // SPEC §9: coaps:// on 5684 by default
+  ASSERT_EQ(config.server.coaps_listen.size(), 1u);  // docs/configuration.md: coaps:// on 5684 by default
   EXPECT_EQ(config.server.coaps_listen[0], (ListenAddress{"0.0.0.0", 5684, "0.0.0.0:5684"}));
   EXPECT_EQ(config.server.io, IoBackend::kAuto);
   EXPECT_EQ(config.coap.ack, AckMode::kSink);

@@ -1,7 +1,7 @@
 // DtlsEndpoint end to end, in process: real wolfSSL DTLS 1.2 PSK clients (memory I/O) talk to
 // the endpoint through a Transport that loops datagrams back. One test per catalogue case of
 // reliability-and-ecosystem.md §3.3 that applies (D01-D12, D14, D19-D21), plus every suite of
-// SPEC §7 and the ClientHello without extensions of node-dtls-client. No sockets, no sleeps:
+// docs/bootstrap-and-dtls.md and the ClientHello without extensions of node-dtls-client. No sockets, no sleeps:
 // time is a number the test advances.
 #include "dtls/dtls_endpoint.h"
 
@@ -29,7 +29,7 @@ namespace {
 using Bytes = std::vector<std::byte>;
 
 const std::string kIdentity = "8988280666000002864";
-const std::string kKeyText = "kQ3v9TzA1bXc7LmN0pR";  // a bootstrap-style PSK (SPEC §6)
+const std::string kKeyText = "kQ3v9TzA1bXc7LmN0pR";  // a bootstrap-style PSK (docs/bootstrap-and-dtls.md)
 
 Bytes AsBytes(std::string_view s) {
   return Bytes(reinterpret_cast<const std::byte*>(s.data()),
@@ -199,7 +199,7 @@ class EndpointTest : public ::testing::Test {
 };
 
 // ---------------------------------------------------------------------------------------
-// Every suite of SPEC §7: full PSK handshake, data both ways, one cookie round trip.
+// Every suite of docs/bootstrap-and-dtls.md: full PSK handshake, data both ways, one cookie round trip.
 
 class SuiteTest : public EndpointTest, public ::testing::WithParamInterface<const char*> {};
 

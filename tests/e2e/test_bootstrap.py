@@ -1,4 +1,4 @@
-"""End-to-end tests of GET /bootstrap (SPEC §6, reference 1nce-coap-endpoint.md §3): the real
+"""End-to-end tests of GET /bootstrap (docs/bootstrap-and-dtls.md, reference 1nce-coap-endpoint.md §3): the real
 coapgate, real UDP sockets, its SQLite state file, and libcoap's coap-client-notls."""
 
 import json

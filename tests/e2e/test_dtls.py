@@ -1,4 +1,4 @@
-"""End-to-end tests of coaps:// (SPEC §7, reliability catalogue §3.3): the real coapgate, and
+"""End-to-end tests of coaps:// (docs/bootstrap-and-dtls.md, reliability catalogue §3.3): the real coapgate, and
 real DTLS clients: the reference system's documented Node client (node-coap-client, after a
 GET /bootstrap), libcoap's coap-client-gnutls and coap-client-openssl, openssl s_client. The
 abuse cases (cookieless ClientHello flood, handshakes left unfinished, a full handshake table)

@@ -323,7 +323,7 @@ class LifecycleTests(unittest.TestCase):
 
 class StalledSinkTests(unittest.TestCase):
     """The file sink writes into a pipe whose reader never reads: once the pipe is full, the
-    delivery contract must hold (SPEC §4; reliability reference I1–I4)."""
+    delivery contract must hold (docs/delivery.md; reliability reference I1–I4)."""
 
     def test_stalled_sink(self):
         import tempfile

@@ -67,7 +67,7 @@ std::string Generated(const PskStore& store, std::string_view iccid) {
   return store.GeneratedKey(iccid, &key) ? key : "<none>";
 }
 
-// The shape every generated key must have (SPEC §6, reference §3.2).
+// The shape every generated key must have (docs/bootstrap-and-dtls.md, reference §3.2).
 ::testing::AssertionResult IsGeneratedKey(const std::string& key) {
   if (key.size() != kGeneratedPskLength) {
     return ::testing::AssertionFailure() << '"' << key << "\" has " << key.size() << " chars";

@@ -1,5 +1,5 @@
-// The TELEMETRY_DATA envelope byte for byte (SPEC §5), the bounds contract of every writer,
-// base64 (RFC 4648 §10 vectors), JSON escaping, and the message id's stability (SPEC §4, I6).
+// The TELEMETRY_DATA envelope byte for byte (docs/downstream.md), the bounds contract of every writer,
+// base64 (RFC 4648 §10 vectors), JSON escaping, and the message id's stability (docs/delivery.md, I6).
 #include "sinks/envelope.h"
 
 #include <gtest/gtest.h>
@@ -56,7 +56,7 @@ std::string Base64(std::string_view in) {
   return out;
 }
 
-// The reference example (1nce-coap-endpoint.md §6.1, SPEC §5).
+// The reference example (1nce-coap-endpoint.md §6.1, docs/downstream.md).
 constexpr std::string_view kIccid = "8988280666000002864";
 constexpr std::string_view kImsi = "901405100002864";
 constexpr std::string_view kIp = "100.91.200.24";

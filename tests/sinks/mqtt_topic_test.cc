@@ -1,4 +1,4 @@
-// MQTT topic templates (SPEC §5): which templates the config accepts, and how a template
+// MQTT topic templates (docs/downstream.md): which templates the config accepts, and how a template
 // renders with and without the device's `t`, within a caller's buffer.
 #include "sinks/mqtt_topic.h"
 
