@@ -4,11 +4,11 @@
 
 #include <algorithm>
 #include <bit>
-#include <cassert>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
+#include "common/check.h"
 #include "common/hash.h"
 
 namespace coapgate::engine {
@@ -17,13 +17,6 @@ namespace {
 constexpr uint32_t kRecordBits = 24;
 constexpr uint32_t kRecordMask = (uint32_t{1} << kRecordBits) - 1;
 constexpr uint16_t kMaxGeneration = (1u << 15) - 1;
-
-// Configuration errors surface before the data plane starts: stop with a message.
-void CheckLimit(bool ok, const char* what) noexcept {
-  if (ok) return;
-  std::fprintf(stderr, "coapgate: ExchangeMemory: %s\n", what);
-  std::abort();
-}
 
 // Serial-number comparisons (RFC 1982 style): right across the uint32 wrap of the caller's
 // clock, as long as lifetimes stay below 2^31 s (the constructor enforces it).
@@ -64,15 +57,15 @@ ExchangeMemory::ExchangeMemory(const Limits& limits)
       con_lifetime_s_(limits.con_lifetime_s),
       non_lifetime_s_(limits.non_lifetime_s),
       hash_seed_(limits.hash_seed) {
-  CheckLimit(limits.devices >= 1 && limits.devices <= kMaxDevices,
-             "devices must be in [1, 2^24 - 1]");
-  CheckLimit(limits.per_device >= 1 && limits.per_device <= kMaxPerDevice,
-             "per_device must be in [1, 16]");
+  CHECK(limits.devices >= 1 && limits.devices <= kMaxDevices,
+        "devices must be in [1, 2^24 - 1]");
+  CHECK(limits.per_device >= 1 && limits.per_device <= kMaxPerDevice,
+        "per_device must be in [1, 16]");
   constexpr uint32_t kMaxLifetime = uint32_t{1} << 31;
-  CheckLimit(limits.con_lifetime_s >= 1 && limits.con_lifetime_s < kMaxLifetime,
-             "con_lifetime_s must be in [1, 2^31)");
-  CheckLimit(limits.non_lifetime_s >= 1 && limits.non_lifetime_s <= limits.con_lifetime_s,
-             "non_lifetime_s must be in [1, con_lifetime_s]");
+  CHECK(limits.con_lifetime_s >= 1 && limits.con_lifetime_s < kMaxLifetime,
+        "con_lifetime_s must be in [1, 2^31)");
+  CHECK(limits.non_lifetime_s >= 1 && limits.non_lifetime_s <= limits.con_lifetime_s,
+        "non_lifetime_s must be in [1, con_lifetime_s]");
   Record unused{};
   unused.kind = kUnused;
   unused.set_last_active_s(kNoRecord);
@@ -119,7 +112,7 @@ ExchangeMemory::Probe ExchangeMemory::FindRecord(const DeviceKey& key,
 size_t ExchangeMemory::PositionOfRecord(uint32_t record) const noexcept {
   size_t position = HashOfRecord(record) & index_mask_;
   while ((index_[position] & kRecordMask) != record) {
-    assert(index_[position] != kEmpty && "record in use missing from the index");
+    DCHECK(index_[position] != kEmpty, "record in use missing from the index");
     position = (position + 1) & index_mask_;
   }
   return position;
@@ -151,7 +144,7 @@ uint32_t ExchangeMemory::AdmittedAt(const Entry& e) const noexcept {
 }
 
 void ExchangeMemory::ReleaseEntry(Record& record, Entry& e) noexcept {
-  assert(e.state() != State::kFree);
+  DCHECK(e.state() != State::kFree, "releasing a free entry");
   if (e.state() == State::kPending) --record.pending;
   e.state_ = static_cast<uint8_t>(State::kFree);
   // Every outstanding Handle to this occupancy is now stale.
@@ -174,7 +167,7 @@ void ExchangeMemory::DropEarly(Record& record, Entry& e, uint32_t now_s,
 
 void ExchangeMemory::ReleaseRecord(uint32_t record, uint32_t now_s) noexcept {
   Record& r = RecordAt(record);
-  assert(r.kind != kUnused);
+  DCHECK(r.kind != kUnused, "releasing an unused record");
     for (uint32_t i = 0; i < per_device_ && r.live > 0; ++i) {
     if (EntryAt(record, i).state() == State::kFree) continue;
     DropEarly(r, EntryAt(record, i), now_s, EvictionCause::kTableBound);
@@ -239,7 +232,7 @@ ExchangeMemory::Admission ExchangeMemory::Store(uint32_t record, uint32_t index,
                                                 bool confirmable, uint32_t now_s) noexcept {
   Record& r = RecordAt(record);
   Entry& e = EntryAt(record, index);
-  assert(e.state() == State::kFree);
+  DCHECK(e.state() == State::kFree, "filling an entry in use");
   e.token_ = {};
   if (!token.empty()) std::memcpy(e.token_.data(), token.data(), token.size());
   e.token_length_ = static_cast<uint8_t>(token.size()) & 0xf;
@@ -330,9 +323,9 @@ ExchangeMemory::Admission ExchangeMemory::AdmitKnown(uint32_t record, uint16_t m
 ExchangeMemory::Admission ExchangeMemory::Admit(const DeviceKey& device, uint16_t message_id,
                                                 std::span<const std::byte> token,
                                                 bool confirmable, uint32_t now_s) noexcept {
-  assert(token.size() <= codec::kMaxTokenLength);
+  DCHECK(token.size() <= codec::kMaxTokenLength, "a token longer than CoAP allows");
   if (device.kind > DeviceKey::kDtls) {  // would alias kUnused in Record::kind
-    assert(false && "DeviceKey::kind must be kPlain or kDtls");
+    DCHECK(false, "DeviceKey::kind must be kPlain or kDtls");
     ++stats_.full_refusals;
     return {Verdict::kFull, kNoHandle, nullptr};
   }

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "common/check.h"
+
 namespace coapgate::sinks {
 
 Handoff::Handoff(uint32_t capacity, uint32_t max_payload, uint32_t lanes)
@@ -24,10 +26,7 @@ Handoff::Handoff(uint32_t capacity, uint32_t max_payload, uint32_t lanes)
     free_[i] = capacity_ - 1 - i;  // hand out low slots first: their pages get touched first
   }
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wake_fd_ < 0) {
-    std::perror("coapgate: eventfd");
-    std::abort();
-  }
+  CHECK(wake_fd_ >= 0, "eventfd for the hand-off failed");
 }
 
 Handoff::~Handoff() {
@@ -66,7 +65,7 @@ void Handoff::DrainWake() noexcept {
 void Handoff::Complete(uint32_t lane, uint32_t slot, Outcome outcome) noexcept {
   const bool pushed =
       lanes_[lane]->completions.push(slot | static_cast<uint32_t>(outcome) << kOutcomeShift);
-  if (!pushed) std::abort();  // impossible: more completions than slots
+  CHECK(pushed, "more completions than slots");
 }
 
 void Handoff::WakeShard() noexcept {

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/check.h"
 #include "sinks/envelope.h"
 
 namespace coapgate::sinks {
@@ -47,10 +48,8 @@ constexpr uint64_t Ticket(uint32_t shard, uint32_t slot) noexcept {
 PublisherWorker::PublisherWorker(uint32_t lane, std::atomic<bool>* available)
     : lane_(lane), available_(available) {
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wake_fd_ < 0) {
-    std::perror("coapgate: eventfd");
-    std::abort();
-  }
+  // Without its eventfd the worker can never be woken: nothing can be served.
+  CHECK(wake_fd_ >= 0, "eventfd for the publisher worker failed");
 }
 
 PublisherWorker::~PublisherWorker() {
@@ -263,7 +262,7 @@ void PublisherWorker::Settle(uint64_t ticket, bool delivered) noexcept {
   const auto shard = static_cast<uint32_t>(ticket >> 32);
   const auto slot = static_cast<uint32_t>(ticket);
   Pending& p = pending_[shard][slot];
-  if (p.remaining == 0) std::abort();  // impossible: a sink settled a ticket twice
+  CHECK(p.remaining != 0, "a sink settled a ticket twice");
   p.failed = p.failed || !delivered;
   if (--p.remaining != 0) return;
   const Outcome outcome = p.failed        ? Outcome::kUnavailable
