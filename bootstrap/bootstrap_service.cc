@@ -36,10 +36,7 @@ uint16_t RandomMessageId() {
 
 }  // namespace
 
-uint64_t BootstrapService::SystemNowSeconds() {
-  const auto now = std::chrono::system_clock::now().time_since_epoch();
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(now).count());
-}
+uint64_t BootstrapService::SystemNowSeconds() { return coapgate::WallMs() / 1000; }
 
 uint64_t BootstrapService::MonotonicNowMs() { return coapgate::MonotonicMs(); }
 

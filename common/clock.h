@@ -18,6 +18,13 @@ namespace coapgate {
   return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
 }
 
+// CLOCK_MONOTONIC in nanoseconds (seeds, fine-grained spans).
+[[nodiscard]] inline uint64_t MonotonicNs() noexcept {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
 // CLOCK_REALTIME as Unix epoch milliseconds.
 [[nodiscard]] inline uint64_t WallMs() noexcept {
   timespec ts;

@@ -1,4 +1,5 @@
 #include "sinks/kafka_sink.h"
+#include "common/clock.h"
 
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
@@ -31,12 +32,6 @@ constexpr std::pair<const char*, const char*> kDefaults[] = {
 constexpr uint64_t kLogIntervalMs = 1000;  ///< at most one delivery-failure line per second
 constexpr int kDestroyFlushMs = 500;       ///< the destructor's last flush: only orphans left
 constexpr int kAbandonPollMs = 50;
-
-uint64_t MonotonicMs() noexcept {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
-}
 
 bool IsPurge(int err) noexcept {
   return err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT;

@@ -19,6 +19,7 @@
 #include <span>
 #include <string_view>
 
+#include "common/clock.h"
 #include "sinks/mqtt_topic.h"
 
 namespace coapgate::sinks {
@@ -94,12 +95,6 @@ size_t TopicRoom(std::string_view topic_template) {
          kMaxFieldBytes * static_cast<size_t>(std::count(topic_template.begin(),
                                                          topic_template.end(), '{')) +
          1;
-}
-
-uint64_t MonotonicNs() noexcept {
-  timespec now{};
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return static_cast<uint64_t>(now.tv_sec) * 1000000000u + static_cast<uint64_t>(now.tv_nsec);
 }
 
 std::optional<std::string> Validate(const MqttSinkConfig& config, int connection) {

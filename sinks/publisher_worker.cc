@@ -13,6 +13,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/clock.h"
 #include "common/check.h"
 #include "sinks/envelope.h"
 
@@ -31,12 +32,6 @@ size_t FormatIp(const std::array<uint8_t, 16>& ip, char* out) noexcept {
   const char* ok = v4 ? inet_ntop(AF_INET, ip.data() + 12, out, INET_ADDRSTRLEN)
                       : inet_ntop(AF_INET6, ip.data(), out, INET6_ADDRSTRLEN);
   return ok == nullptr ? 0 : std::strlen(out);
-}
-
-uint64_t MonotonicMs() noexcept {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch())
-                                   .count());
 }
 
 constexpr uint64_t Ticket(uint32_t shard, uint32_t slot) noexcept {
