@@ -12,10 +12,11 @@
 #include <sstream>
 
 #include "bench/loadgen/udp_batch.h"
-#include "common/csv_reader.h"
+#include "common/check.h"
 #include "common/hex.h"
 #include "codec/code.h"
 #include "codec/message.h"
+#include "registry/device_registry.h"
 
 namespace coapgate::loadgen {
 namespace {
@@ -46,45 +47,24 @@ void WriteBootstrapRequest(std::span<std::byte> out, uint32_t device, uint16_t m
 }  // namespace
 
 Result<std::vector<KeyRow>, std::string> ReadKeyCsv(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Fail("cannot open " + path);
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  const std::string text = buffer.str();
-  CsvReader reader(text);
-  const auto bad = [&](size_t line, std::string_view why) {
-    return Fail(FileLineMessage(path, line, why));
-  };
-  if (CsvReader::Status s = reader.Next(); s != CsvReader::Status::kRecord) {
-    if (s == CsvReader::Status::kError) return bad(reader.error_line(), reader.error());
-    return Fail(path + " is empty");
-  }
-  const size_t iccid = reader.FindField("iccid"), ip = reader.FindField("ip"),
-               psk = reader.FindField("psk"), format = reader.FindField("psk_format");
-  if (iccid == CsvReader::kNoField || psk == CsvReader::kNoField) {
-    return Fail(path + " needs the columns iccid and psk");
-  }
+  // coapgate's own loader: the load tools accept exactly the files the server accepts.
+  auto registry = registry::DeviceRegistry::LoadCsvFile(path);
+  if (!registry) return Fail(std::move(registry).error().message);
   std::vector<KeyRow> rows;
-  for (;;) {
-    const CsvReader::Status status = reader.Next();
-    if (status == CsvReader::Status::kEnd) return rows;
-    if (status == CsvReader::Status::kError) return bad(reader.error_line(), reader.error());
-    const auto at = [&](size_t i) {
-      return i < reader.field_count() ? reader.field(i) : std::string_view();
-    };
-    KeyRow row{reader.line(), std::string(at(iccid)), std::string(at(ip)), {}};
-    const std::string_view key = at(psk);
-    const std::string_view key_format = at(format);
-    if (!key.empty() && (key_format == "hex" || key_format == "HEX" || key_format == "Hex")) {
-      row.key.resize(key.size() / 2);
-      if (!DecodeHex(key, std::as_writable_bytes(std::span(row.key.data(), row.key.size())))) {
-        return bad(row.line, "psk: psk_format is hex but psk is not hex digits");
-      }
+  rows.reserve((*registry)->size());
+  for (size_t i = 0; i < (*registry)->size(); ++i) {
+    const registry::DeviceView device = (*registry)->Get(i);
+    KeyRow row{std::string(device.iccid), device.ip ? device.ip->ToString() : std::string(), {}};
+    if (device.psk_format == registry::PskFormat::kHex) {  // validated by the loader
+      row.key.resize(device.psk.size() / 2);
+      CHECK(DecodeHex(device.psk, std::as_writable_bytes(std::span(row.key))).has_value(),
+            "the registry let a bad hex key through");
     } else {
-      row.key = key;
+      row.key = device.psk;
     }
     rows.push_back(std::move(row));
   }
+  return rows;
 }
 
 Result<std::vector<DtlsCredential>, std::string> LoadCsvKeys(const std::string& path,

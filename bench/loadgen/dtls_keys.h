@@ -32,14 +32,14 @@ struct DtlsCredential {
 
 // One device row of a registry CSV, as the load tools need it.
 struct KeyRow {
-  size_t line;        // where the record starts, for messages
   std::string iccid;
   std::string ip;     // as written; may be empty
   std::string key;    // raw key bytes (hex-decoded when psk_format is hex); may be empty
 };
-// Every row of a registry CSV, read as coapgate reads it (common/csv_reader.h: quoting, CRLF,
-// any column order, extra columns); needs the columns iccid and psk. Errors are
-// "PATH:LINE: reason" or "PATH ...".
+// Every device of a registry CSV, read by coapgate's own loader (DeviceRegistry::LoadCsvFile),
+// so the load tools take every file the server takes (quoting, CRLF, any column order, any
+// case of psk_format and status) and refuse the rest with the server's message,
+// "PATH:LINE: reason".
 [[nodiscard]] Result<std::vector<KeyRow>, std::string> ReadKeyCsv(const std::string& path);
 
 [[nodiscard]] Result<std::vector<DtlsCredential>, std::string> LoadCsvKeys(

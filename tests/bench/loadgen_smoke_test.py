@@ -131,13 +131,16 @@ def read_delivered(test, sink_path, devices):
 
 
 class LoadgenSmokeTest(unittest.TestCase):
-    def run_dtls(self, devices, psk, keys_of):
-        """A closed loop of `devices` over DTLS; keys_of(server) -> the --keys argument."""
+    def run_dtls(self, devices, psk, keys_of, rewrite=None):
+        """A closed loop of `devices` over DTLS; keys_of(server) -> the --keys argument;
+        rewrite(csv text) -> the devices file both the server and the loadgen read."""
         directory = tempfile.mkdtemp(prefix="coapgate-loadgen-dtls-")
         devices_csv = os.path.join(directory, "devices.csv")
+        text = subprocess.run([sys.executable, MAKE_FLEET_CSV, str(devices)] +
+                              (["--psk"] if psk else []), capture_output=True, text=True,
+                              check=True).stdout
         with open(devices_csv, "w") as f:
-            subprocess.run([sys.executable, MAKE_FLEET_CSV, str(devices)] +
-                           (["--psk"] if psk else []), stdout=f, check=True)
+            f.write(rewrite(text) if rewrite else text)
         ack_log = os.path.join(directory, "acks.txt")
         server = Coapgate(directory, devices_csv, coaps=True)
         try:
@@ -176,6 +179,20 @@ class LoadgenSmokeTest(unittest.TestCase):
 
     def test_dtls_csv_keys_every_acknowledged_request_reaches_the_sink(self):
         self.run_dtls(200, True, lambda server, csv: f"csv:{csv}")
+
+    def test_dtls_csv_keys_in_any_form_the_server_accepts(self):
+        # Hex keys with psk_format spelled "HeX", quoted fields and CRLF line ends: the loadgen
+        # reads the file with coapgate's own loader, so it derives the very keys the server does.
+        def rewrite(text):
+            lines = text.strip("\n").split("\n")
+            out = [lines[0]]
+            for line in lines[1:]:
+                fields = line.split(",")
+                fields[5] = "HeX"
+                fields[0] = f'"{fields[0]}"'
+                out.append(",".join(fields))
+            return "\r\n".join(out) + "\r\n"
+        self.run_dtls(20, True, lambda server, csv: f"csv:{csv}", rewrite=rewrite)
 
     def test_flood_of_cookieless_client_hellos_keeps_no_state(self):
         directory = tempfile.mkdtemp(prefix="coapgate-loadgen-flood-")
