@@ -92,6 +92,67 @@ class NotifyTests(unittest.TestCase):
             self.assertEqual(s.stop(), 0)
             got = self.messages_until("STOPPING=1")
 
+    def test_a_stalled_shard_stops_the_watchdog_and_fails_healthz(self):
+        # Needs root (or CAP_SYS_PTRACE): one shard thread is stopped with ptrace, the rest of
+        # the process runs on, as a shard wedged inside a turn would leave it.
+        import ctypes
+        import urllib.error
+        import urllib.request
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+        libc.ptrace.restype = ctypes.c_long
+        PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_DETACH = 0x4206, 0x4207, 17
+        WALL = 0x40000000  # waitpid's __WALL: the thread is not a child process
+
+        def healthz(port):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        env = {"NOTIFY_SOCKET": self.path, "WATCHDOG_USEC": "1000000"}
+        with Server(coaps="", env=env, shards=2) as s:
+            self.messages_until("WATCHDOG=1")
+            self.assertEqual(healthz(s.admin_port), 200)
+            task_dir = f"/proc/{s.proc.pid}/task"
+            def comm(tid):
+                with open(f"{task_dir}/{tid}/comm") as f:
+                    return f.read().strip()
+            shard = next(int(t) for t in os.listdir(task_dir) if comm(t) == "shard-1")
+            self.assertEqual(libc.ptrace(PTRACE_SEIZE, shard, None, None), 0,
+                             os.strerror(ctypes.get_errno()))
+            try:
+                self.assertEqual(libc.ptrace(PTRACE_INTERRUPT, shard, None, None), 0)
+                os.waitpid(shard, WALL)
+                s.wait_for_log(r"shard 1 made no progress for \d+ ms: no watchdog ping")
+                # No ping after the stall was seen: drain what was queued before, then listen.
+                self.sock.settimeout(0.05)
+                try:
+                    while True:
+                        self.sock.recv(4096)
+                except socket.timeout:
+                    pass
+                self.sock.settimeout(1.5)
+                quiet = []
+                deadline = time.monotonic() + 1.5
+                while time.monotonic() < deadline:
+                    try:
+                        quiet.append(self.sock.recv(4096).decode())
+                    except socket.timeout:
+                        break
+                self.assertFalse(any("WATCHDOG=1" in m for m in quiet), quiet)
+                self.assertEqual(healthz(s.admin_port), 503)
+            finally:
+                libc.ptrace(PTRACE_DETACH, shard, None, None)
+            # Running again: the pings and a healthy /healthz come back.
+            self.messages_until("WATCHDOG=1")
+            deadline = time.monotonic() + 10
+            while healthz(s.admin_port) != 200 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.assertEqual(healthz(s.admin_port), 200)
+            self.assertEqual(s.stop(), 0)
+
     def test_no_notify_socket_is_a_no_op(self):
         with Server(coaps="") as s:
             self.assertEqual(s.stop(), 0)
