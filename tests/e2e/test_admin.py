@@ -5,6 +5,8 @@ a PromQL query for its request rate."""
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import tempfile
@@ -13,7 +15,7 @@ import unittest
 import urllib.error
 import urllib.request
 
-from harness import Device, Server, code, parse, post
+from harness import CON, GET, Device, Server, code, message, parse, post
 
 
 def get(port, path, timeout=5):
@@ -23,6 +25,44 @@ def get(port, path, timeout=5):
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
+
+
+def samples(text):
+    """{(name, labels): value} of an exposition: labels as a frozenset of (key, value)."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = SAMPLE.match(line)
+        assert m, f"unparsable sample line: {line!r}"
+        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def family(values, name):
+    """{labels: value} of one metric name (a counter's or gauge's samples, or one histogram
+    series such as NAME_bucket)."""
+    return {labels: v for (n, labels), v in values.items() if n == name}
+
+
+def total(values, name):
+    return sum(family(values, name).values())
+
+
+def scrape_until(port, predicate, timeout=10):
+    """The first scrape whose samples satisfy `predicate`, or the last one (the shards publish
+    their gauges once per loop turn, just after the replies they count went out)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, text = get(port, "/metrics")
+        values = samples(text)
+        if status == 200 and predicate(values) or time.monotonic() > deadline:
+            return status, text, values
+        time.sleep(0.05)
 
 
 def free_port():
@@ -49,6 +89,78 @@ class AdminTests(unittest.TestCase):
             self.assertIn('coapgate_build_info{version="', text)
             self.assertIn("coapgate_devices ", text)
             self.assertIn('coapgate_sinks_up{lane="0"} 1', text)
+            self.assertEqual(s.stop(), 0)
+
+    def test_metrics_have_the_histogram_gauges_and_bootstrap_counters(self):
+        with Server(extra_toml='[bootstrap]\ncoaps_url = "coaps://ingest.example.net:5684"\n') as s:
+            d = Device(s, "127.0.0.1")
+            for mid in range(0x5100, 0x5104):
+                self.assertEqual(parse(d.request(post(topic="t", mid=mid)))[1], code(2, 4))
+            reply = d.request(message(CON, GET, 0x5200, b"\x0b", [(11, b"bootstrap")]))
+            self.assertEqual(parse(reply)[1], code(2, 5))
+            unknown = Device(s, "127.0.0.200")  # not registered: 4.01
+            self.assertEqual(parse(unknown.request(post(topic="t", mid=0x5300)))[1], code(4, 1))
+            d.close()
+            unknown.close()
+
+            def settled(v):  # the gauges published after the last reply's loop turn
+                return (total(v, "coapgate_bootstrap_replies_total") >= 1 and
+                        total(v, "coapgate_dedup_exchanges") >= 4)
+            status, text, v = scrape_until(s.admin_port, settled)
+            self.assertEqual(status, 200)
+            check = subprocess.run(["promtool", "check", "metrics"], input=text,
+                                   capture_output=True, text=True, timeout=30)
+            self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
+            # One duration per reply the shards counted (the bootstrap worker's 2.05 is its own).
+            replies = total(v, "coapgate_replies_total")
+            self.assertEqual(replies, 5)
+            self.assertEqual(total(v, "coapgate_request_duration_seconds_count"), replies)
+            buckets = family(v, "coapgate_request_duration_seconds_bucket")
+            self.assertEqual(buckets[frozenset({("le", "+Inf")})], replies)
+            ordered = sorted(buckets.items(), key=lambda kv: float(dict(kv[0])["le"]))
+            self.assertEqual([c for _, c in ordered], sorted(c for _, c in ordered))
+            self.assertGreaterEqual(total(v, "coapgate_request_duration_seconds_sum"), 0)
+
+            # The SIGUSR1 summary's bootstrap line and per-shard received count.
+            self.assertEqual(family(v, "coapgate_bootstrap_replies_total"),
+                             {frozenset({("code", "2.05")}): 1, frozenset({("code", "5.00")}): 0,
+                              frozenset({("code", "5.03")}): 0})
+            for name in ("expired", "coalesced", "send_failed"):
+                self.assertEqual(total(v, f"coapgate_bootstrap_{name}_total"), 0, name)
+            self.assertEqual(total(v, "coapgate_bootstrap_queue_full_total"), 0)
+            shards = family(v, "coapgate_shard_received_total")
+            self.assertGreaterEqual(len(shards), 1)
+            self.assertEqual(sum(shards.values()), total(v, "coapgate_received_total"))
+            self.assertEqual(sum(shards.values()), 6)
+
+            # Gauges.
+            self.assertEqual(total(v, "coapgate_registry_generation"), 1)
+            started = total(v, "coapgate_start_time_seconds")
+            loaded = total(v, "coapgate_registry_load_timestamp_seconds")
+            self.assertGreaterEqual(loaded, started - 1)
+            self.assertLessEqual(loaded, time.time() + 1)
+            self.assertGreaterEqual(total(v, "coapgate_registry_load_duration_seconds"), 0)
+            self.assertEqual(total(v, "coapgate_dedup_devices"), 1)
+            self.assertEqual(total(v, "coapgate_dedup_exchanges"), 4)
+            capacity = family(v, "coapgate_dedup_devices_capacity")
+            self.assertEqual(set(capacity), set(shards))
+            self.assertTrue(all(c > 0 for c in capacity.values()))
+            self.assertEqual(total(v, "coapgate_dedup_exchanges_capacity"),
+                             4 * total(v, "coapgate_dedup_devices_capacity"))
+            self.assertEqual(set(family(v, "coapgate_dedup_horizon_seconds").values()), {247})
+            self.assertEqual(family(v, "coapgate_publisher_queue_depth"),
+                             {frozenset({("lane", "0")}): 0})
+            self.assertEqual(total(v, "coapgate_inflight_messages"), 0)
+            self.assertEqual(total(v, "coapgate_dtls_sessions"), 0)
+            self.assertEqual(total(v, "coapgate_dtls_handshakes_in_progress"), 0)
+
+            # A reload installs a second snapshot.
+            s.signal(signal.SIGHUP)
+            _, _, v = scrape_until(s.admin_port,
+                                   lambda v: total(v, "coapgate_registry_generation") == 2)
+            self.assertEqual(total(v, "coapgate_registry_generation"), 2)
+            self.assertGreaterEqual(total(v, "coapgate_registry_load_timestamp_seconds"), loaded)
             self.assertEqual(s.stop(), 0)
 
     def test_healthz_and_readyz_answer_200_while_serving(self):
