@@ -194,6 +194,73 @@ class AdminTests(unittest.TestCase):
             self.assertEqual(s.stop(), 0)
 
 
+DASHBOARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy",
+                         "grafana", "coapgate.json")
+
+
+def dashboard_queries(dashboard):
+    """Every PromQL expression of the dashboard: its panels' targets (rows' nested panels too)
+    and its query variables."""
+    queries = []
+
+    def walk(panels):
+        for panel in panels:
+            queries.extend(t["expr"] for t in panel.get("targets", []) if t.get("expr"))
+            walk(panel.get("panels", []))
+    walk(dashboard["panels"])
+    for variable in dashboard.get("templating", {}).get("list", []):
+        if variable.get("type") == "query":
+            query = variable["query"]
+            queries.append(query["query"] if isinstance(query, dict) else query)
+    return queries
+
+
+class DashboardTests(unittest.TestCase):
+    """deploy/grafana/coapgate.json may only refer to metrics a live coapgate exposes, in
+    PromQL that Prometheus' own parser accepts."""
+
+    def test_every_metric_the_dashboard_queries_is_in_a_live_scrape(self):
+        with open(DASHBOARD) as f:
+            dashboard = json.load(f)
+        queries = dashboard_queries(dashboard)
+        self.assertGreater(len(queries), 20)
+        used = set()
+        for query in queries:
+            names = set(re.findall(r"\bcoapgate_[a-zA-Z0-9_:]*", query))
+            self.assertTrue(names, f"a query without a coapgate metric: {query}")
+            used |= names
+        # DTLS on (the default coaps:// listener), one request answered, one loop turn done.
+        with Server() as s:
+            d = Device(s, "127.0.0.1")
+            self.assertEqual(parse(d.request(post(topic="t", mid=0x5400)))[1], code(2, 4))
+            d.close()
+            status, _, values = scrape_until(
+                s.admin_port, lambda v: family(v, "coapgate_dedup_horizon_seconds"))
+            self.assertEqual(status, 200)
+            self.assertEqual(s.stop(), 0)
+        exposed = {name for name, _ in values}
+        self.assertEqual(sorted(used - exposed), [],
+                         "the dashboard queries metrics that /metrics does not expose")
+
+    def test_every_dashboard_query_parses_as_promql(self):
+        with open(DASHBOARD) as f:
+            queries = dashboard_queries(json.load(f))
+        # Grafana's variables as Prometheus would see them after substitution; each query a
+        # recording rule, checked by promtool's parser (JSON is YAML).
+        rules = {"groups": [{"name": "dashboard", "rules": [
+            {"record": f"dashboard:query_{i}",
+             "expr": q.replace("$__rate_interval", "1m").replace("$instance", ".*")}
+            for i, q in enumerate(q for q in queries if not q.startswith("label_values("))]}]}
+        with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+            json.dump(rules, f)
+        try:
+            check = subprocess.run(["promtool", "check", "rules", f.name],
+                                   capture_output=True, text=True, timeout=30)
+        finally:
+            os.unlink(f.name)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
+
 class PrometheusScrapeTests(unittest.TestCase):
 
     def test_prometheus_scrapes_and_promql_returns_the_request_rate(self):
