@@ -518,6 +518,7 @@ void Server::ForEachDtlsCounter(
   add("sessions_replaced", &C::sessions_replaced);
   add("unknown_identity", &C::handshake_failed_unknown_identity);
   add("handshake_failed", &C::handshake_failed_other);
+  add("wrong_key", &C::handshake_failed_wrong_key);
   add("handshake_timeouts", &C::handshake_timeouts);
   add("handshakes_refused", &C::handshakes_refused);
   add("handshakes_refused_per_source", &C::handshakes_refused_per_source);
