@@ -194,6 +194,8 @@ class AdminTests(unittest.TestCase):
             self.assertEqual(s.stop(), 0)
 
 
+OPERATIONS_MD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
+                             "operations.md")
 DASHBOARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy",
                          "grafana", "coapgate.json")
 
@@ -217,7 +219,8 @@ def dashboard_queries(dashboard):
 
 class DashboardTests(unittest.TestCase):
     """deploy/grafana/coapgate.json may only refer to metrics a live coapgate exposes, in
-    PromQL that Prometheus' own parser accepts."""
+    PromQL that Prometheus' own parser accepts; docs/operations.md's metrics table names every
+    family."""
 
     def test_every_metric_the_dashboard_queries_is_in_a_live_scrape(self):
         with open(DASHBOARD) as f:
@@ -241,6 +244,20 @@ class DashboardTests(unittest.TestCase):
         exposed = {name for name, _ in values}
         self.assertEqual(sorted(used - exposed), [],
                          "the dashboard queries metrics that /metrics does not expose")
+
+    def test_operations_md_has_a_row_for_every_family_and_no_other(self):
+        with Server() as s:  # DTLS on: its families too
+            status, text, _ = scrape_until(
+                s.admin_port, lambda v: family(v, "coapgate_dedup_horizon_seconds"))
+            self.assertEqual(status, 200)
+            self.assertEqual(s.stop(), 0)
+        exposed = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+        with open(OPERATIONS_MD) as f:
+            documented = set(re.findall(r"^\| `(coapgate_[a-zA-Z0-9_:]+)` \|", f.read(), re.M))
+        self.assertEqual(sorted(exposed - documented), [],
+                         "families /metrics exposes without a row in docs/operations.md")
+        self.assertEqual(sorted(documented - exposed), [],
+                         "rows of docs/operations.md for families /metrics does not expose")
 
     def test_every_dashboard_query_parses_as_promql(self):
         with open(DASHBOARD) as f:
