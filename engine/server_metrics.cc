@@ -1,7 +1,9 @@
 // Server's answers to the admin listener: the Prometheus exposition of every counter the
-// SIGUSR1 summary logs, plus gauges, and the health and readiness probes. Runs on the admin
-// listener's threads: it reads only atomics and the registry snapshot (whose holder locks),
-// and sums each shard's relaxed counters at scrape time, so the data path pays nothing for it.
+// SIGUSR1 summary logs, plus gauges and the request-duration histogram, and the health and
+// readiness probes. Runs on the admin listener's threads: it reads only atomics and the
+// registry snapshot (whose holder locks), and sums each shard's relaxed counters, gauges and
+// DurationHistogram at scrape time, so the data path pays nothing for it. Every family is in
+// docs/operations.md's table (tests/e2e/test_admin.py holds the two in step).
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
 
