@@ -34,6 +34,11 @@ class SnapshotHolder {
     *seen_generation = generation_.load(std::memory_order_relaxed);
   }
 
+  // 1 for the initial snapshot, one more per Replace. Any thread.
+  [[nodiscard]] uint64_t generation() const noexcept {
+    return generation_.load(std::memory_order_relaxed);
+  }
+
   [[nodiscard]] std::shared_ptr<const T> current() const {
     std::lock_guard lock(mutex_);
     return current_;

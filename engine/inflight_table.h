@@ -38,6 +38,7 @@ class InflightTable {
     bool confirmable = false;
     bool answered = false;  ///< 2.04 (enqueue mode) or 5.03 (budget) already sent
     uint64_t deadline_ms = 0;
+    uint64_t received_us = 0;  ///< the shard's monotonic clock in the turn that received it
     uint32_t prev = kNoSlot;  ///< unanswered list links; valid while !answered
     uint32_t next = kNoSlot;
   };

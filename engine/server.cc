@@ -140,12 +140,15 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   if (!lock) return FailEnvironment(std::move(lock).error());
   server->instance_lock_ = std::move(*lock);
   server->device_source_ = MakeDeviceSource(config);
+  const uint64_t load_started_us = MonotonicUs();
   auto devices = server->device_source_->Load();
   if (!devices) {
     return tl::unexpected<Error>(
         Error{devices.error().kind,
               InConfig(config, DeviceSourceKey(config), devices.error().message)});
   }
+  server->registry_load_us_.store(MonotonicUs() - load_started_us, std::memory_order_relaxed);
+  server->registry_loaded_ms_.store(WallMs(), std::memory_order_relaxed);
   server->devices_missing_.store(devices->missing, std::memory_order_relaxed);
   if (devices->missing) {
     spdlog::warn("{}: no such file: every device gets 4.01 until it exists and SIGHUP is sent",
@@ -442,7 +445,9 @@ void Server::RereadReloadLimit() {
 }
 
 void Server::ReloadDevices() {
+  const uint64_t load_started_us = MonotonicUs();
   auto devices = device_source_->Load();
+  const uint64_t load_us = MonotonicUs() - load_started_us;
   if (!devices) {
     spdlog::error("reload failed, keeping the previous devices: {}", devices.error().message);
     return;
@@ -474,6 +479,8 @@ void Server::ReloadDevices() {
   // What the devices kept did last (GET /devices) survives the reload.
   devices->devices->InheritActivity(*previous);
   registry_->Replace(std::move(devices->devices));
+  registry_load_us_.store(load_us, std::memory_order_relaxed);
+  registry_loaded_ms_.store(WallMs(), std::memory_order_relaxed);
   devices_missing_.store(false, std::memory_order_release);
   reloads_.fetch_add(1, std::memory_order_relaxed);
   spdlog::info("reloaded {}: {} devices", device_source_->name(), count);
@@ -539,6 +546,7 @@ void Server::ForEachDtlsCounter(
   add("sessions_replaced", &C::sessions_replaced);
   add("unknown_identity", &C::handshake_failed_unknown_identity);
   add("handshake_failed", &C::handshake_failed_other);
+  add("wrong_key", &C::handshake_failed_wrong_key);
   add("handshake_timeouts", &C::handshake_timeouts);
   add("handshakes_refused", &C::handshakes_refused);
   add("handshakes_refused_per_source", &C::handshakes_refused_per_source);

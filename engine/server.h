@@ -108,6 +108,9 @@ class Server {
   std::atomic<bool> devices_missing_{false};
   std::atomic<uint64_t> reloads_{0};
   std::atomic<uint64_t> reloads_refused_{0};  ///< too many devices removed at once
+  // The snapshot in force: when its load finished (Unix ms) and how long the source's Load took.
+  std::atomic<uint64_t> registry_loaded_ms_{0};
+  std::atomic<uint64_t> registry_load_us_{0};
   const uint64_t started_ms_ = WallMs();
   std::unique_ptr<admin::AdminServer> admin_;  ///< stopped first: its handlers read the rest  ///< false when shutdown had to abandon messages
 };

@@ -1,13 +1,18 @@
 // Server's answers to the admin listener: the Prometheus exposition of every counter the
-// SIGUSR1 summary logs, plus gauges, and the health and readiness probes. Runs on the admin
-// listener's threads: it reads only atomics and the registry snapshot (whose holder locks),
-// and sums each shard's relaxed counters at scrape time, so the data path pays nothing for it.
+// SIGUSR1 summary logs, plus gauges and the request-duration histogram, and the health and
+// readiness probes. Runs on the admin listener's threads: it reads only atomics and the
+// registry snapshot (whose holder locks), and sums each shard's relaxed counters, gauges and
+// DurationHistogram at scrape time, so the data path pays nothing for it. Every family is in
+// docs/operations.md's table (tests/e2e/test_admin.py holds the two in step).
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
 
+#include <limits>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "common/duration_histogram.h"
 
 #include "engine/server.h"
 
@@ -47,6 +52,24 @@ MetricFamily Family(std::string name, std::string help, MetricType type,
                     std::vector<ClientMetric> metrics) {
   if (type == MetricType::Counter) name += "_total";
   return MetricFamily{std::move(name), std::move(help), type, std::move(metrics)};
+}
+
+// A DurationHistogram snapshot (the shards' merged) as a Prometheus histogram in seconds.
+ClientMetric Histogram(const DurationHistogram::Snapshot& s) {
+  ClientMetric m;
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < DurationHistogram::kBuckets; ++i) {
+    cumulative += s.counts[i];
+    ClientMetric::Bucket bucket;
+    bucket.cumulative_count = cumulative;
+    bucket.upper_bound = i < DurationHistogram::kBoundsUs.size()
+                             ? static_cast<double>(DurationHistogram::kBoundsUs[i]) / 1e6
+                             : std::numeric_limits<double>::infinity();
+    m.histogram.bucket.push_back(bucket);
+  }
+  m.histogram.sample_count = cumulative;
+  m.histogram.sample_sum = static_cast<double>(s.sum_us) / 1e6;
+  return m;
 }
 
 }  // namespace
@@ -93,15 +116,110 @@ std::string Server::MetricsText() const {
     });
   }
 
-  size_t sessions = 0;
-  std::vector<ClientMetric> inflight;
+  // The per-shard view of the SIGUSR1 summary's "(per shard): received=..." line.
+  std::vector<ClientMetric> received;
   for (const auto& shard : shards_) {
-    sessions += shard->dtls_sessions();
-    inflight.push_back(Value(shard->pending(), MetricType::Gauge,
+    received.push_back(Value(static_cast<double>(shard->counters().Get(Counter::kReceived)),
+                             MetricType::Counter,
                              {{"shard", std::to_string(&shard - shards_.data())}}));
+  }
+  families.push_back(Family("coapgate_shard_received", "datagrams read from the sockets, per shard",
+                            MetricType::Counter, std::move(received)));
+
+  // The bootstrap worker's counters (its replies are not in coapgate_replies_total: the worker
+  // answers GET /bootstrap itself).
+  const auto counter = [&](std::string name, std::string help, uint64_t value) {
+    families.push_back(Family(std::move(name), std::move(help), MetricType::Counter,
+                              {Value(static_cast<double>(value), MetricType::Counter)}));
+  };
+  families.push_back(Family(
+      "coapgate_bootstrap_replies", "GET /bootstrap answers sent by the bootstrap worker, by code",
+      MetricType::Counter,
+      {Value(static_cast<double>(bootstrap_->replied_205()), MetricType::Counter,
+             {{"code", "2.05"}}),
+       Value(static_cast<double>(bootstrap_->replied_500()), MetricType::Counter,
+             {{"code", "5.00"}}),
+       Value(static_cast<double>(bootstrap_->replied_503()), MetricType::Counter,
+             {{"code", "5.03"}})}));
+  // The summary's bootstrap queue_full is the shards' bootstrap_queue_full above (every
+  // refused Submit is counted by both; the worker's own count has no family of its own, since
+  // the names would collide).
+  counter("coapgate_bootstrap_expired",
+          "GET /bootstrap answered 5.03: waited longer than coap.response_budget_ms in the queue",
+          bootstrap_->expired());
+  counter("coapgate_bootstrap_coalesced",
+          "GET /bootstrap answered from another queued request's key lookup (one device's copies)",
+          bootstrap_->coalesced());
+  counter("coapgate_bootstrap_send_failed", "bootstrap replies the kernel refused to send",
+          bootstrap_->send_failures());
+
+  // Per shard, as of the end of its last loop turn (each shard publishes these once per turn).
+  size_t sessions = 0;
+  size_t handshakes = 0;
+  std::vector<ClientMetric> inflight;
+  std::vector<ClientMetric> dedup_devices;
+  std::vector<ClientMetric> dedup_devices_capacity;
+  std::vector<ClientMetric> dedup_exchanges;
+  std::vector<ClientMetric> dedup_exchanges_capacity;
+  std::vector<ClientMetric> horizon;
+  std::vector<ClientMetric> table_bound_horizon;
+  DurationHistogram::Snapshot durations;
+  for (const auto& shard : shards_) {
+    const std::vector<ClientMetric::Label> label{{"shard", std::to_string(&shard - shards_.data())}};
+    // Two loads of one turn's values: clamp in case the handshakes are a turn newer.
+    const size_t shard_sessions = shard->dtls_sessions();
+    const size_t shard_handshakes = shard->dtls_handshakes();
+    handshakes += shard_handshakes;
+    sessions += shard_sessions > shard_handshakes ? shard_sessions - shard_handshakes : 0;
+    inflight.push_back(Value(shard->pending(), MetricType::Gauge, label));
+    dedup_devices.push_back(Value(shard->exchange_devices_in_use(), MetricType::Gauge, label));
+    dedup_devices_capacity.push_back(
+        Value(shard->exchange_device_capacity(), MetricType::Gauge, label));
+    dedup_exchanges.push_back(Value(shard->exchange_entries_in_use(), MetricType::Gauge, label));
+    dedup_exchanges_capacity.push_back(
+        Value(static_cast<double>(uint64_t{shard->exchange_device_capacity()} *
+                                  shard->exchange_per_device()),
+              MetricType::Gauge, label));
+    if (shard->counters().horizon_s() != UINT32_MAX) {  // after the shard's first loop turn
+      horizon.push_back(Value(shard->counters().horizon_s(), MetricType::Gauge, label));
+      table_bound_horizon.push_back(
+          Value(shard->counters().table_bound_horizon_s(), MetricType::Gauge, label));
+    }
+    durations.Add(shard->request_durations().Read());
   }
   families.push_back(Family("coapgate_dtls_sessions", "established DTLS sessions",
                             MetricType::Gauge, {Value(static_cast<double>(sessions), MetricType::Gauge)}));
+  families.push_back(Family("coapgate_dtls_handshakes_in_progress",
+                            "DTLS handshakes started (cookie verified) and not yet finished",
+                            MetricType::Gauge,
+                            {Value(static_cast<double>(handshakes), MetricType::Gauge)}));
+  families.push_back(Family("coapgate_dedup_devices",
+                            "exchange memory: device records in use, per shard", MetricType::Gauge,
+                            std::move(dedup_devices)));
+  families.push_back(Family("coapgate_dedup_devices_capacity",
+                            "exchange memory: device records per shard (coap.dedup_devices)",
+                            MetricType::Gauge, std::move(dedup_devices_capacity)));
+  families.push_back(Family("coapgate_dedup_exchanges",
+                            "exchange memory: exchanges remembered (pending or answered), per shard",
+                            MetricType::Gauge, std::move(dedup_exchanges)));
+  families.push_back(Family("coapgate_dedup_exchanges_capacity",
+                            "exchange memory: records x coap.dedup_per_device, per shard",
+                            MetricType::Gauge, std::move(dedup_exchanges_capacity)));
+  families.push_back(Family("coapgate_dedup_horizon_seconds",
+                            "age of the youngest exchange evicted early (any cause) in the last "
+                            "1-2 minutes; the exchange lifetime when none was, per shard",
+                            MetricType::Gauge, std::move(horizon)));
+  families.push_back(Family("coapgate_dedup_horizon_table_bound_seconds",
+                            "as coapgate_dedup_horizon_seconds, evictions for table space only: "
+                            "below the exchange lifetime, the table is too small for the fleet",
+                            MetricType::Gauge, std::move(table_bound_horizon)));
+  {
+    MetricFamily family{"coapgate_request_duration_seconds",
+                        "time from a request's datagram to its answer being sent, one "
+                        "observation per reply in coapgate_replies_total",
+                        MetricType::Histogram, {Histogram(durations)}};
+    families.push_back(std::move(family));
+  }
   families.push_back(Family("coapgate_inflight_messages",
                             "messages accepted and not yet answered or settled, per shard",
                             MetricType::Gauge, std::move(inflight)));
@@ -109,6 +227,22 @@ std::string Server::MetricsText() const {
                             MetricType::Gauge,
                             {Value(static_cast<double>(registry_->current()->size()),
                                    MetricType::Gauge)}));
+  families.push_back(Family("coapgate_registry_generation",
+                            "device registry snapshots installed: 1 at start, one more per reload",
+                            MetricType::Gauge,
+                            {Value(static_cast<double>(registry_->generation()),
+                                   MetricType::Gauge)}));
+  families.push_back(Family(
+      "coapgate_registry_load_timestamp_seconds",
+      "Unix time the device registry snapshot in force finished loading", MetricType::Gauge,
+      {Value(static_cast<double>(registry_loaded_ms_.load(std::memory_order_relaxed)) / 1000.0,
+             MetricType::Gauge)}));
+  families.push_back(Family(
+      "coapgate_registry_load_duration_seconds",
+      "how long loading the device registry snapshot in force took (reading its source)",
+      MetricType::Gauge,
+      {Value(static_cast<double>(registry_load_us_.load(std::memory_order_relaxed)) / 1e6,
+             MetricType::Gauge)}));
   families.push_back(Family("coapgate_registry_reloads", "successful SIGHUP reloads of the devices",
                             MetricType::Counter,
                             {Value(static_cast<double>(reloads_.load(std::memory_order_relaxed)),
@@ -154,6 +288,16 @@ std::string Server::MetricsText() const {
     const bool up = flags == nullptr || flags[lane].load(std::memory_order_relaxed);
     sinks_up.push_back(Value(up ? 1 : 0, MetricType::Gauge, {{"lane", std::to_string(lane)}}));
   }
+  std::vector<ClientMetric> queued;
+  for (uint32_t lane = 0; lane < publishers_->lanes(); ++lane) {
+    uint64_t depth = 0;
+    for (const auto& shard : shards_) depth += shard->handoff().queued(lane);
+    queued.push_back(Value(static_cast<double>(depth), MetricType::Gauge,
+                           {{"lane", std::to_string(lane)}}));
+  }
+  families.push_back(Family("coapgate_publisher_queue_depth",
+                            "messages queued for the publisher lane's worker, summed over shards",
+                            MetricType::Gauge, std::move(queued)));
   families.push_back(Family("coapgate_sinks_up",
                             "1 while every sink of the publisher lane accepts messages",
                             MetricType::Gauge, std::move(sinks_up)));

@@ -148,7 +148,8 @@ void Shard::Run() noexcept {
   while (!stop_.load(std::memory_order_relaxed)) {
     const bool draining = draining_.load(std::memory_order_acquire);
     const std::span<const net::ReceivedDatagram> batch = io_->Receive(WaitTimeoutMs());
-    now_ms_ = clock_->MonotonicMs();
+    now_us_ = clock_->MonotonicUs();
+    now_ms_ = now_us_ / 1000;
     now_s_ = static_cast<uint32_t>(now_ms_ / 1000);
     wall_ms_ = clock_->WallMs();
     options_.registry->Refresh(&registry_generation_, &registry_);
@@ -159,6 +160,7 @@ void Shard::Run() noexcept {
       dtls_touched_ = false;
       dtls_tick_ms_ = now_ms_ + static_cast<uint64_t>(dtls_->Tick(now_ms_));
       dtls_sessions_.store(dtls_->sessions(), std::memory_order_relaxed);
+      dtls_handshakes_.store(dtls_->handshakes(), std::memory_order_relaxed);
     }
     handoff_.DrainWake();
     DrainCompletions();
@@ -170,6 +172,8 @@ void Shard::Run() noexcept {
           write(options_.publisher_wake_fds[static_cast<size_t>(lane)], &one, sizeof(one));
     }
     pushed_lanes_ = 0;
+    // Before the Flush that sends them: a client holding its reply finds it counted.
+    RecordTurnReplies();
     io_->Flush();
     pending_.store(handoff_.in_use(), std::memory_order_release);
     if (draining) drain_seen_.store(true, std::memory_order_release);
@@ -545,6 +549,7 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
   s.local = peer.local;
   s.session = peer.session;
   s.confirmable = m.confirmable();
+  s.received_us = now_us_;
 
   if (!handoff_.PushOutbound(lane, slot)) {
     handoff_.Release(slot);
@@ -622,7 +627,10 @@ void Shard::DrainCompletions() noexcept {
       }
       inflight_.MarkAnswered(slot);
       const sinks::InflightMessage& msg = handoff_.message(slot);
+      answering_slot_ = true;
+      answering_received_us_ = s.received_us;
       Answer(s.exchange, PeerOf(s), s.confirmable, msg.message_id, msg.Token(), code);
+      answering_slot_ = false;
       if (why != registry::Reason::kNone) {
         const std::optional<registry::DeviceView> device = registry_->FindByIccid(msg.Iccid());
         Refused(PeerOf(s), device ? &*device : nullptr, msg.Iccid(), code, why);
@@ -641,8 +649,11 @@ void Shard::ExpireBudgets() noexcept {
     inflight_.MarkAnswered(slot);
     const InflightTable::Slot& s = inflight_[slot];
     const sinks::InflightMessage& msg = handoff_.message(slot);
+    answering_slot_ = true;
+    answering_received_us_ = s.received_us;
     Answer(s.exchange, PeerOf(s), s.confirmable, msg.message_id, msg.Token(),
            codec::code::kServiceUnavailable);
+    answering_slot_ = false;
     const std::optional<registry::DeviceView> device = registry_->FindByIccid(msg.Iccid());
     Refused(PeerOf(s), device ? &*device : nullptr, msg.Iccid(), codec::code::kServiceUnavailable,
             registry::Reason::kSinkTimeout);
@@ -661,6 +672,10 @@ void Shard::PublishExchangeStats() noexcept {
   const uint32_t bound_horizon =
       exchanges_.EffectiveHorizonS(now_s_, ExchangeMemory::EvictionCause::kTableBound);
   counters_.SetHorizons(horizon, bound_horizon);
+  exchange_devices_in_use_.store(static_cast<uint32_t>(exchanges_.devices_in_use()),
+                                 std::memory_order_relaxed);
+  exchange_entries_in_use_.store(static_cast<uint32_t>(exchanges_.size()),
+                                 std::memory_order_relaxed);
   if (bound_horizon < options_.exchange_lifetime_s &&
       (horizon_warned_s_ == 0 || now_s_ - horizon_warned_s_ >= kHorizonWarningIntervalS)) {
     horizon_warned_s_ = std::max<uint32_t>(now_s_, 1);
@@ -670,6 +685,13 @@ void Shard::PublishExchangeStats() noexcept {
         options_.index, bound_horizon, options_.exchange_lifetime_s, exchanges_.device_capacity(),
         now.evicted_table_bound);
   }
+}
+
+void Shard::RecordTurnReplies() noexcept {
+  if (replies_this_turn_ == 0) return;
+  const uint64_t sent_us = clock_->MonotonicUs();
+  request_durations_.Record(sent_us >= now_us_ ? sent_us - now_us_ : 0, replies_this_turn_);
+  replies_this_turn_ = 0;
 }
 
 uint16_t Shard::BusyMaxAge() noexcept {
@@ -683,6 +705,13 @@ uint16_t Shard::BusyMaxAge() noexcept {
 }
 
 void Shard::CountReply(uint8_t code) noexcept {
+  if (answering_slot_) {
+    // now_us_ is the turn's clock reading, just after the completion woke the shard.
+    request_durations_.Record(now_us_ >= answering_received_us_ ? now_us_ - answering_received_us_
+                                                                : 0);
+  } else {
+    ++replies_this_turn_;
+  }
   switch (code) {
     case codec::code::kChanged: counters_.Add(Counter::kReplyChanged); break;
     case codec::code::kBadRequest: counters_.Add(Counter::kReplyBadRequest); break;

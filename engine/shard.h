@@ -28,6 +28,7 @@
 
 #include "codec/message.h"
 #include "common/clock.h"
+#include "common/duration_histogram.h"
 #include "codec/triage.h"
 #include "dtls/dtls_endpoint.h"
 #include "net/datagram_io.h"
@@ -117,9 +118,33 @@ class Shard final : private dtls::Transport {
   [[nodiscard]] const dtls::EndpointCounters* dtls_counters() const noexcept {
     return dtls_ ? &dtls_->counters() : nullptr;
   }
-  // Live DTLS sessions, as of the end of the shard's last loop turn.
+  // Live DTLS sessions (established and handshaking), as of the end of the shard's last loop
+  // turn.
   [[nodiscard]] size_t dtls_sessions() const noexcept {
     return dtls_sessions_.load(std::memory_order_relaxed);
+  }
+  // Of those, the unfinished handshakes (same moment).
+  [[nodiscard]] size_t dtls_handshakes() const noexcept {
+    return dtls_handshakes_.load(std::memory_order_relaxed);
+  }
+  // The exchange memory's occupancy as of the end of the shard's last loop turn (published
+  // once per turn with relaxed stores, so any thread reads it without touching the table):
+  // device records in use, and remembered exchanges (non-free entries).
+  [[nodiscard]] uint32_t exchange_devices_in_use() const noexcept {
+    return exchange_devices_in_use_.load(std::memory_order_relaxed);
+  }
+  [[nodiscard]] uint32_t exchange_entries_in_use() const noexcept {
+    return exchange_entries_in_use_.load(std::memory_order_relaxed);
+  }
+  // Its capacity: records, and entries per record (fixed at construction; any thread).
+  [[nodiscard]] uint32_t exchange_device_capacity() const noexcept {
+    return options_.dedup_devices;
+  }
+  [[nodiscard]] uint32_t exchange_per_device() const noexcept { return options_.dedup_per_device; }
+  // Time from a request's datagram to its answer, one observation per reply CountReply
+  // counts (recorded by the shard thread; any thread reads). See RecordTurnReplies.
+  [[nodiscard]] const DurationHistogram& request_durations() const noexcept {
+    return request_durations_;
   }
 
  private:
@@ -187,7 +212,14 @@ class Shard final : private dtls::Transport {
   void ExpireBudgets() noexcept;
   // Moves the exchange memory's eviction stats and horizon into the counters, once per turn.
   void PublishExchangeStats() noexcept;
+  // Counts a reply by code and records its duration: at once for a reply that answers a
+  // slot (answering_slot_), at the end of the turn for one that answers a datagram of this
+  // turn (RecordTurnReplies).
   void CountReply(uint8_t code) noexcept;
+  // The replies to this turn's datagrams, sent at once by the Flush that follows: each took
+  // from the turn's clock reading (just after the datagrams were received) to now. One clock
+  // read per turn, none per reply.
+  void RecordTurnReplies() noexcept;
   [[nodiscard]] static Peer PeerOf(const InflightTable::Slot& s) noexcept {
     return Peer{reinterpret_cast<const sockaddr*>(&s.peer), s.peer_length, s.socket, s.local,
                 s.session};
@@ -203,6 +235,15 @@ class Shard final : private dtls::Transport {
   uint64_t dtls_tick_ms_ = 0;                 ///< when the endpoint next wants Tick
   bool dtls_touched_ = false;                 ///< a datagram reached the endpoint this turn
   std::atomic<size_t> dtls_sessions_{0};      ///< published for the control thread
+  std::atomic<size_t> dtls_handshakes_{0};    ///< published with dtls_sessions_
+  std::atomic<uint32_t> exchange_devices_in_use_{0};  ///< published by PublishExchangeStats
+  std::atomic<uint32_t> exchange_entries_in_use_{0};
+  DurationHistogram request_durations_;
+  uint64_t replies_this_turn_ = 0;  ///< replies to this turn's datagrams, not yet recorded
+  // True while DrainCompletions or ExpireBudgets answers a slot: CountReply then records
+  // now_us_ - answering_received_us_ at once.
+  bool answering_slot_ = false;
+  uint64_t answering_received_us_ = 0;
   codec::TriageLimits limits_;
   ExchangeMemory exchanges_;
   ExchangeMemory::Stats exchange_stats_seen_{};  ///< what PublishExchangeStats has counted
@@ -213,7 +254,8 @@ class Shard final : private dtls::Transport {
   std::shared_ptr<const registry::DeviceRegistry> registry_;
   uint64_t registry_generation_ = 0;
 
-  uint64_t now_ms_ = 0;       ///< monotonic, per loop turn
+  uint64_t now_us_ = 0;       ///< monotonic microseconds, read once per loop turn
+  uint64_t now_ms_ = 0;       ///< now_us_ in milliseconds
   uint32_t now_s_ = 0;        ///< monotonic seconds for the exchange memory
   uint64_t wall_ms_ = 0;      ///< Unix epoch ms, per loop turn
   uint16_t next_message_id_;  ///< MIDs of NON responses

@@ -81,6 +81,12 @@ class Handoff {
   [[nodiscard]] uint32_t max_payload() const noexcept { return max_payload_; }
   [[nodiscard]] uint32_t in_use() const noexcept { return capacity_ - free_count_; }
   [[nodiscard]] uint32_t lanes() const noexcept { return static_cast<uint32_t>(lanes_.size()); }
+  // Messages in `lane`'s outbound queue that its worker has not taken yet. Any thread: two
+  // atomic loads, never a lock; from a thread other than the two sides it is a gauge that may
+  // be a moment old (the /metrics queue depth).
+  [[nodiscard]] uint32_t queued(uint32_t lane) const noexcept {
+    return static_cast<uint32_t>(lanes_[lane]->outbound.read_available());
+  }
 
   // --- shard side ---------------------------------------------------------------------
   // A free slot number, or false when all are in flight (the caller answers 5.03).

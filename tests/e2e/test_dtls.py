@@ -187,6 +187,29 @@ class DtlsTests(unittest.TestCase):
             self.assertIn("sessions=0", counters)
             self.assertEqual(s.stop(), 0)
 
+    def metric(self, s, name):
+        """The value of an unlabelled sample of /metrics."""
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{s.admin_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        return float(re.search(rf"(?m)^{name} (\S+)$", text).group(1))
+
+    def test_metrics_show_a_handshake_in_progress_then_a_session(self):
+        with self.server(shards=1) as s:
+            self.assertIsNotNone(self.half_handshake(s, "127.0.3.5"))
+            # Published by the shard at the end of the turn that handled the hello.
+            deadline = time.monotonic() + 10
+            while (self.metric(s, "coapgate_dtls_handshakes_in_progress") != 1 and
+                   time.monotonic() < deadline):
+                time.sleep(0.05)
+            self.assertEqual(self.metric(s, "coapgate_dtls_handshakes_in_progress"), 1)
+            self.assertEqual(self.metric(s, "coapgate_dtls_sessions"), 0)
+            self.assertEqual(self.metric(s, "coapgate_dtls_handshakes_started_total"), 1)
+            r = self.libcoap("gnutls", s, USER[0], USER[4], "counted")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(self.metric(s, "coapgate_dtls_handshakes_completed_total"), 1)
+            self.assertEqual(s.stop(), 0)
+
     def test_a_full_handshake_table_refuses_and_recovers(self):
         toml = "[dtls]\nmax_sessions = 1\nmax_handshakes = 1\nhandshake_timeout_ms = 1000\n"
         with self.server(toml, shards=1) as s:

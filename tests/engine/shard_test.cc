@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "codec/message.h"
@@ -321,6 +322,32 @@ TEST_F(ShardTest, RequestIsPublishedAndAnswered204WhenThePublisherCompletes) {
   EXPECT_FALSE(r.max_age.has_value());
   WaitCounter(Counter::kReplyChanged, 1);
   EXPECT_EQ(shard_->counters().Get(Counter::kAccepted), 1u);
+}
+
+// One observation per reply: a refusal answered in the turn that received it, and a 2.04
+// that waited for the sink, measured on the fake clock from receipt to the completion's turn.
+TEST_F(ShardTest, RequestDurationsHaveOneObservationPerReplyOnTheInjectedClock) {
+  StartShard();
+  EXPECT_EQ(ParseReply(RoundTrip("192.0.2.7", Post(7, {9})).bytes).code, kUnauthorized);
+  wire_.Push("10.0.0.1", Post(0x1234, {1}));
+  const auto slot = PopPublished();
+  ASSERT_TRUE(slot.has_value());
+  clock_.Advance(7);  // the sink takes 7 ms
+  Complete(*slot);
+  ASSERT_EQ(wire_.WaitOutbound(2).size(), 2u);
+  WaitCounter(Counter::kReplyChanged, 1);
+  // The refusal is recorded at the end of its turn (before the real backends' Flush; the fake
+  // sends at once): wait for it, bounded.
+  const auto deadline = std::chrono::steady_clock::now() + kWait;
+  while (shard_->request_durations().Read().count() < 2 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const DurationHistogram::Snapshot s = shard_->request_durations().Read();
+  EXPECT_EQ(s.count(), 2u);
+  EXPECT_EQ(s.counts[0], 1u);  // the 4.01: no fake time passed within its turn
+  EXPECT_EQ(s.counts[DurationHistogram::BucketOf(7000)], 1u);
+  EXPECT_EQ(s.sum_us, 7000u);
 }
 
 TEST_F(ShardTest, UnknownAndInactiveDevicesGet401AndNothingIsPublished) {
