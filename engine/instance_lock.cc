@@ -22,9 +22,11 @@ socklen_t LockAddress(uint16_t port, sockaddr_un* address) {
   return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
 }
 
-// The pid holding `port`'s lock, or 0 if it cannot be learnt.
+// The pid holding `port`'s lock, or 0 if it cannot be learnt. Non-blocking: the holder never
+// accepts, so every probe stays in its listen backlog; once that is full a blocking connect
+// would wait for good (EAGAIN here: the pid is unknown, the refusal stands).
 pid_t Holder(uint16_t port) {
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return 0;
   sockaddr_un address;
   const socklen_t length = LockAddress(port, &address);

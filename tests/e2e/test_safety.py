@@ -55,6 +55,17 @@ class OneInstanceTests(unittest.TestCase):
             d.close()
             self.assertEqual(s.stop(), 0)
 
+    def test_repeated_attempts_keep_exiting_1_and_never_hang(self):
+        # A supervisor or a deploy script retrying: the holder never accepts the probes that
+        # ask for its pid, so they fill its backlog; every attempt must still exit 1.
+        with Server(coaps="") as s:
+            listen = f"127.0.0.1:{s.address[1]}"
+            for attempt in range(10):
+                rc, err = second_instance(s, listen=listen,
+                                            state=os.path.join(s.dir, f"other{attempt}.db"))
+                self.assertEqual(rc, 1, f"attempt {attempt}: {err}")
+                self.assertIn("is already served by another coapgate", err)
+
     def test_second_coapgate_on_the_same_state_file_exits_1(self):
         with Server(coaps="") as s:
             rc, err = second_instance(s, listen="127.0.0.1:0")
