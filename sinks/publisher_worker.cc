@@ -244,6 +244,7 @@ void PublisherWorker::Publish(uint32_t shard_index, uint32_t slot) {
     return sink->available() || sink->probe_due();
   });
   for (auto& sink : sinks_) {
+    if (!all_up && !sink->available() && !sink->probe_due()) sink->CountRefusedWhileDown();
     const bool took = all_up && sink->Publish(event, ticket);
     if (!took) Settle(ticket, false);
     // After its TELEMETRY_DATA on each sink, so a consumer of one stream sees the message

@@ -187,6 +187,11 @@ class Sink {
 
   [[nodiscard]] const SinkCounters& counters() const noexcept { return counters_; }
 
+  // The worker did not offer a message because this sink is down (neither available nor
+  // probe_due): counted as refused, cause kDown, as Publish itself would have. Its reason for
+  // being down is the sink's own log line.
+  void CountRefusedWhileDown() noexcept { counters_.Fail(SinkFailure::kDown); }
+
  protected:
   SinkCounters counters_;
 };

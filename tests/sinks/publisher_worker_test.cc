@@ -336,6 +336,25 @@ TEST_F(PublisherWorkerTest, AvailabilityFollowsTheSinks) {
   EXPECT_TRUE(available_[0].load());
 }
 
+TEST_F(PublisherWorkerTest, AMessageForADownSinkIsCountedUnderDownAndNotOffered) {
+  // Queued before the shards saw the sink go down: the worker answers 5.03 without offering
+  // it, and the down sink counts it, so the 5.03 has a cause in /metrics.
+  PublisherWorker& w = AddWorker(0);
+  ScriptedSink& up = AddSink(w, Mode::kDeliverAtOnce);
+  ScriptedSink& down = AddSink(w, Mode::kDeliverAtOnce);
+  down.available_ = false;
+  StartAll();
+  Send("late");
+  uint32_t slot;
+  Outcome outcome;
+  ASSERT_TRUE(NextCompletion(&slot, &outcome));
+  EXPECT_EQ(outcome, Outcome::kUnavailable);
+  EXPECT_TRUE(up.seen().empty()) << "not offered to the sink that is up either";
+  EXPECT_EQ(down.counters().Get(SinkFailure::kDown), 1u);
+  EXPECT_EQ(down.counters().refused.load(), 1u);
+  EXPECT_EQ(up.counters().refused.load(), 0u);
+}
+
 TEST_F(PublisherWorkerTest, StopWaitsForOutstandingThenGiveUpAbandons) {
   PublisherWorker& w = AddWorker(0);
   ScriptedSink& sink = AddSink(w, Mode::kDeliverLater);
