@@ -84,19 +84,36 @@ Result<std::unique_ptr<PostgresKeyStore>, Error> PostgresKeyStore::Open(
     const std::string& dsn, uint32_t regenerate_after_s) {
   std::unique_ptr<PostgresKeyStore> store(new PostgresKeyStore(dsn, regenerate_after_s));
   auto db = PostgresConnection::Connect(dsn);
-  if (!db) return tl::unexpected<Error>(db.error());
-  if (auto migrated = PostgresDeviceTable::Migrate(*db); !migrated) {
-    return tl::unexpected<Error>(migrated.error());
+  if (db) {
+    if (auto migrated = PostgresDeviceTable::Migrate(*db); !migrated) {
+      return tl::unexpected<Error>(migrated.error());
+    }
+    if (auto loaded = store->Fetch(*db, nullptr); !loaded) {
+      return tl::unexpected<Error>(loaded.error());
+    }
+    store->db_ = std::make_unique<PostgresConnection>(std::move(*db));
+    store->migrated_ = true;
+  } else {
+    // The node still starts (ingest runs from the registry's snapshot); bootstrap answers 5.03
+    // and handshakes with generated keys fail until the follower has loaded the table.
+    spdlog::error("bootstrap state: {}; starting without it (bootstrap answers 5.03 until the "
+                  "database is back)",
+                  db.error().message);
+    store->unavailable_.store(true, std::memory_order_release);
   }
-  if (auto loaded = store->Fetch(*db, nullptr); !loaded) return tl::unexpected<Error>(loaded.error());
-  store->db_ = std::make_unique<PostgresConnection>(std::move(*db));
 
   PostgresKeyStore* self = store.get();
   store->follower_ = std::make_unique<PostgresChangeFollower>(
       dsn, PostgresChangeFollower::Subscription{
                kBootstrapChangesChannel, "bootstrap keys",
                [self](PostgresConnection& c, bool reconnected) -> Result<void, Error> {
-                 if (reconnected) return self->Fetch(c, nullptr);
+                 if (reconnected) {
+                   // Also the first connection when the database was away at start.
+                   if (auto migrated = PostgresDeviceTable::Migrate(c); !migrated) {
+                     return tl::unexpected<Error>(migrated.error());
+                   }
+                   return self->Fetch(c, nullptr);
+                 }
                  return c.Execute("SELECT 1", "checking the connection");
                },
                [self](PostgresConnection& c,
@@ -156,6 +173,13 @@ Result<PostgresConnection*, std::string> PostgresKeyStore::Connection() {
     return Fail(db.error().message);
   }
   last_failure_ms_ = 0;
+  if (!migrated_) {
+    // The database was away at start: the table may not exist yet.
+    if (auto migrated = PostgresDeviceTable::Migrate(*db); !migrated) {
+      return Fail(migrated.error().message);
+    }
+    migrated_ = true;
+  }
   db_ = std::make_unique<PostgresConnection>(std::move(*db));
   spdlog::info("bootstrap state: connected to the database");
   return db_.get();

@@ -56,7 +56,10 @@ inline constexpr const char* kBootstrapChangesChannel = "coapgate_bootstrap";
 class PostgresKeyStore final : public KeyStore {
  public:
   // Connects to `dsn`, applies the schema's migrations, loads the table and starts following
-  // it. Fails (kEnvironment) when the database cannot be reached or migrated.
+  // it. A database that cannot be reached is not a failure (the node serves its registry
+  // snapshot, docs/cluster.md): the store starts empty and unavailable(), and the follower
+  // migrates and loads the table once it connects. Fails (kEnvironment) when the database is
+  // reached but refuses the migration or the read.
   [[nodiscard]] static Result<std::unique_ptr<PostgresKeyStore>, Error> Open(
       const std::string& dsn, uint32_t regenerate_after_s);
 
@@ -116,6 +119,7 @@ class PostgresKeyStore final : public KeyStore {
   std::mutex write_mutex_;  // serializes Bootstrap and guards db_
   std::unique_ptr<PostgresConnection> db_;
   uint64_t last_failure_ms_ = 0;  // MonotonicMs of the last failed connect; 0: none
+  bool migrated_ = false;         // this store has seen the schema migrated
   std::atomic<bool> unavailable_{false};
 
   mutable std::shared_mutex map_mutex_;  // shared for readers; exclusive only to change map_
