@@ -40,6 +40,7 @@ constexpr const char* kSelectAll =
 constexpr const char* kSelectSome =
     "SELECT iccid, coalesce(key, ''), " COAPGATE_LAST_CALL_US
     " FROM coapgate_bootstrap WHERE iccid = ANY($1::text[])";
+#undef COAPGATE_LAST_CALL_US
 
 // A failed connection is not retried for this long: with the database away, each queued
 // bootstrap then fails at once (5.03) instead of waiting out a connect timeout.

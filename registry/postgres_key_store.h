@@ -20,7 +20,8 @@
 // replaced by a row with a later or equal last_call (the database's clock, microseconds), so a
 // follower's late read never undoes a newer Bootstrap. The last_call of a call that kept its
 // key is not announced: another node's StateOf may show an older call time until its next
-// reload.
+// reload. coapgate never deletes rows; one deleted by hand stays in the nodes' memory until
+// they restart.
 //
 // Thread contract: Bootstrap from any thread (serialized; the bootstrap worker in the server);
 // it owns its connection and reconnects on the next call after a failure. GeneratedKey, StateOf,
