@@ -142,7 +142,10 @@ int CheckConfig(const std::string& path) {
     std::cerr << coapgate::engine::InConfig(*config, "", sinks.error()) << "\n";
     return kExitConfig;
   }
-  if (auto problem = CheckStateDirectory(config->devices.state)) {
+  // With backend = "postgres" the bootstrap state is in the database: no state file is made.
+  if (auto problem = config->devices.backend == coapgate::config::DeviceBackend::kPostgres
+                         ? std::nullopt
+                         : CheckStateDirectory(config->devices.state)) {
     std::cerr << coapgate::engine::InConfig(*config, "devices.state", *problem) << "\n";
     return coapgate::ExitCode(coapgate::ErrorKind::kEnvironment);
   }

@@ -171,9 +171,16 @@ void BootstrapService::AnswerBatch() {
   const std::string_view iccid = IccidOf(batch_.front().request);
   auto key = store_->Bootstrap(iccid, UserPskOf(batch_.front().request), now_s_());
   if (!key) spdlog::error("bootstrap {}: {}", iccid, key.error());
+  // A shared database that is away is transient: the device is told to come back later
+  // (5.03 with Max-Age), not that the server failed.
+  const bool busy = !key && store_->unavailable();
   for (size_t i = 0; i < fresh; ++i) {
     if (i != 0) bump(coalesced_);
-    Answer(batch_[i].request, key ? &*key : nullptr);
+    if (busy) {
+      AnswerBusy(batch_[i].request);
+    } else {
+      Answer(batch_[i].request, key ? &*key : nullptr);
+    }
   }
 }
 

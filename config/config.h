@@ -88,7 +88,9 @@ struct Config {
   struct Devices {
     DeviceBackend backend = DeviceBackend::kCsv;  // where the registry lives
     std::string file = "devices.csv";         // the registry CSV (docs/registry.md)
-    std::string state = "coapgate-state.db";  // durable bootstrap state
+    // Durable bootstrap state (SQLite). Unused with backend = "postgres": the state is then
+    // the shared database's table coapgate_bootstrap (registry/postgres_key_store.h).
+    std::string state = "coapgate-state.db";
     // A reload of the CSV (SIGHUP, SIGUSR2) that would remove more than this share of the
     // registered devices is refused and the previous registry kept: a devices file truncated
     // at a row boundary is a valid, smaller registry. 100 = any reload is applied.

@@ -22,6 +22,7 @@
 #include "registry/csv_device_source.h"
 #include "registry/postgres_change_follower.h"
 #include "registry/postgres_device_source.h"
+#include "registry/postgres_key_store.h"
 #include "registry/psk_store.h"
 
 namespace coapgate::engine {
@@ -181,9 +182,22 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   server->templates_ =
       std::make_unique<SnapshotHolder<sinks::TemplateSet>>(std::move(*templates));
 
-  auto store = registry::PskStore::Open(config.devices.state, config.bootstrap.regenerate_after_s);
-  if (!store) return FailEnvironment(std::move(store).error());
-  server->psk_store_ = std::move(*store);
+  if (config.devices.backend == config::DeviceBackend::kPostgres) {
+    // The bootstrap state lives in the shared database too, so every node hands a device the
+    // same key (docs/bootstrap-and-dtls.md); devices.state is not used.
+    auto store = registry::PostgresKeyStore::Open(config.devices.postgres.dsn,
+                                                  config.bootstrap.regenerate_after_s);
+    if (!store) {
+      return FailEnvironment(InConfig(config, "devices.postgres", store.error().message));
+    }
+    spdlog::info("bootstrap state: {} ({} devices)", (*store)->name(), (*store)->size());
+    server->psk_store_ = std::move(*store);
+  } else {
+    auto store =
+        registry::PskStore::Open(config.devices.state, config.bootstrap.regenerate_after_s);
+    if (!store) return FailEnvironment(std::move(store).error());
+    server->psk_store_ = std::move(*store);
+  }
   server->bootstrap_ = std::make_unique<bootstrap::BootstrapService>(
       server->psk_store_.get(), config.bootstrap.coaps_url, kBootstrapQueueCapacity,
       bootstrap::BootstrapLimits{config.coap.response_budget_ms, config.coap.busy_max_age_s});

@@ -52,6 +52,11 @@ class KeyStore {
   // Devices with bootstrap state (generated key or not).
   [[nodiscard]] virtual size_t size() const noexcept = 0;
 
+  // True while the store cannot reach its durable side (a shared database that is away): the
+  // last Bootstrap failed for that reason, and the bootstrap answers 5.03 with Max-Age (try
+  // again later) rather than 5.00. False for a local file, whose failures are not transient.
+  [[nodiscard]] virtual bool unavailable() const noexcept { return false; }
+
   // What logs and messages call the store: its file, a database name (never a password).
   [[nodiscard]] virtual const std::string& name() const noexcept = 0;
 };

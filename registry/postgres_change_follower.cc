@@ -35,7 +35,27 @@ uint64_t ParseSeq(const std::string& text) {
 PostgresChangeFollower::PostgresChangeFollower(std::string dsn,
                                                std::function<uint64_t()> loaded_seq,
                                                std::function<void()> changed)
-    : dsn_(std::move(dsn)), loaded_seq_(std::move(loaded_seq)), changed_(std::move(changed)) {
+    : PostgresChangeFollower(
+          std::move(dsn),
+          Subscription{
+              kDeviceChangesChannel, "registry changes",
+              [loaded_seq, changed](PostgresConnection& db, bool) -> Result<void, Error> {
+                auto latest = PostgresDeviceTable::LatestSeq(db);
+                if (!latest) return tl::unexpected<Error>(latest.error());
+                if (*latest > loaded_seq()) changed();
+                return {};
+              },
+              [loaded_seq, changed](PostgresConnection&,
+                                    const std::vector<std::string>& payloads)
+                  -> Result<void, Error> {
+                bool newer = false;
+                for (const std::string& p : payloads) newer |= ParseSeq(p) > loaded_seq();
+                if (newer) changed();
+                return {};
+              }}) {}
+
+PostgresChangeFollower::PostgresChangeFollower(std::string dsn, Subscription subscription)
+    : dsn_(std::move(dsn)), subscription_(std::move(subscription)) {
   stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   CHECK(stop_fd_ >= 0, "eventfd for the change follower");
 }
@@ -60,66 +80,75 @@ bool PostgresChangeFollower::WaitForStop(int ms) const {
 }
 
 void PostgresChangeFollower::Run() {
+  const std::string& what = subscription_.what;
   int backoff_ms = kFirstBackoffMs;
   bool was_connected = true;  // so that the first failure is logged
   for (;;) {
     auto db = PostgresConnection::Connect(dsn_);
     Result<void, Error> listening =
-        db ? db->Execute(std::string("LISTEN ") + kDeviceChangesChannel, "listening")
+        db ? db->Execute("LISTEN " + subscription_.channel, "listening")
            : Result<void, Error>(tl::unexpected<Error>(db.error()));
+    // Catch up first: changes made while we were away announced themselves to nobody.
+    if (listening) listening = subscription_.check(*db, /*reconnected=*/true);
     if (!listening) {
       failures_.fetch_add(1, std::memory_order_relaxed);
       connected_.store(false, std::memory_order_release);
       if (was_connected) {
-        spdlog::error("registry changes: {}; retrying (serving the registry in memory)",
-                      listening.error().message);
+        spdlog::error("{}: {}; retrying (serving from memory)", what, listening.error().message);
         was_connected = false;
       }
       if (WaitForStop(backoff_ms)) return;
       backoff_ms = std::min(backoff_ms * 2, kMaxBackoffMs);
       continue;
     }
-    if (!was_connected) spdlog::info("registry changes: connected again");
+    if (!was_connected) spdlog::info("{}: connected again", what);
     was_connected = true;
     backoff_ms = kFirstBackoffMs;
     connected_.store(true, std::memory_order_release);
 
-    // Catch up first: changes made while we were away announced themselves to nobody.
-    uint64_t last_check_ms = 0;
+    uint64_t last_check_ms = MonotonicMs();
+    std::vector<std::string> payloads;
     for (;;) {
       const uint64_t now_ms = MonotonicMs();
       if (now_ms - last_check_ms >= kCheckEveryMs) {
-        auto latest = PostgresDeviceTable::LatestSeq(*db);
-        if (!latest) {
-          spdlog::error("registry changes: {}", latest.error().message);
+        if (auto checked = subscription_.check(*db, /*reconnected=*/false); !checked) {
+          spdlog::error("{}: {}", what, checked.error().message);
           break;
         }
-        if (*latest > loaded_seq_()) changed_();
         last_check_ms = now_ms;
+      }
+      // Drain what libpq holds before waiting: notifications that arrived while a callback's
+      // query ran are already read off the socket, which would not wake poll for them.
+      payloads.clear();
+      bool failed = false;
+      std::string payload;
+      for (;;) {
+        auto note = db->NextNotification(&payload);
+        if (!note) {
+          spdlog::error("{}: {}", what, note.error().message);
+          failed = true;
+          break;
+        }
+        if (!*note) break;
+        notifications_.fetch_add(1, std::memory_order_relaxed);
+        payloads.push_back(payload);
+      }
+      if (failed || !db->ok()) break;
+      if (!payloads.empty()) {
+        if (auto done = subscription_.notified(*db, payloads); !done) {
+          spdlog::error("{}: {}", what, done.error().message);
+          break;
+        }
+        continue;  // look again before sleeping
       }
       pollfd p[2] = {{db->socket(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
       const int ready = ::poll(p, 2, static_cast<int>(kCheckEveryMs));
       if (ready < 0 && errno != EINTR) break;
       if (p[1].revents != 0) return;
-      if (ready <= 0) continue;
-      bool newer = false;
-      std::string payload;
-      for (;;) {
-        auto note = db->NextNotification(&payload);
-        if (!note) {
-          spdlog::error("registry changes: {}", note.error().message);
-          break;
-        }
-        if (!*note) break;
-        notifications_.fetch_add(1, std::memory_order_relaxed);
-        newer |= ParseSeq(payload) > loaded_seq_();
-      }
-      if (newer) changed_();
-      if (!db->ok()) break;
     }
     failures_.fetch_add(1, std::memory_order_relaxed);
     connected_.store(false, std::memory_order_release);
-    spdlog::error("registry changes: connection lost; reconnecting");
+    spdlog::error("{}: connection lost; reconnecting", what);
     was_connected = false;
     if (WaitForStop(backoff_ms)) return;
   }

@@ -4,8 +4,13 @@
 // change newer than the snapshot in force, it calls `changed`, and the server reloads the
 // registry on its main thread. Reconnects with a backoff of 1 s doubling to 30 s.
 //
+// The same loop follows any other channel through a Subscription (the bootstrap keys,
+// registry/postgres_key_store.h): what to do after each (re)connect and periodically (catch
+// up, since NOTIFY is not replayed), and what to do with the notifications that arrived.
+//
 // Thread contract: constructed, started and destroyed by one thread; `changed` and
-// `loaded_seq` are called on the follower's thread; the accessors from any thread.
+// `loaded_seq` (or the Subscription's functions) are called on the follower's thread, with the
+// follower's own connection; the accessors from any thread.
 #pragma once
 
 #include <atomic>
@@ -13,11 +18,30 @@
 #include <functional>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include "common/error.h"
+#include "common/result.h"
 
 namespace coapgate::registry {
 
+class PostgresConnection;
+
 class PostgresChangeFollower {
  public:
+  struct Subscription {
+    std::string channel;  ///< LISTENed to
+    std::string what;     ///< names the follower in logs: "registry changes"
+    // After every (re)connect (`reconnected` true: catch up with what was missed) and every
+    // 10 s while connected (false: also proves the connection alive). An error drops the
+    // connection and reconnects.
+    std::function<Result<void, Error>(PostgresConnection&, bool reconnected)> check;
+    // The payloads of the notifications that arrived together; an error reconnects.
+    std::function<Result<void, Error>(PostgresConnection&, const std::vector<std::string>&)>
+        notified;
+  };
+
+  PostgresChangeFollower(std::string dsn, Subscription subscription);
   // `loaded_seq`: the change number of the snapshot in force. `changed`: there is a newer one;
   // must return at once (the server raises a signal at itself).
   PostgresChangeFollower(std::string dsn, std::function<uint64_t()> loaded_seq,
@@ -47,8 +71,7 @@ class PostgresChangeFollower {
   [[nodiscard]] bool WaitForStop(int ms) const;
 
   const std::string dsn_;
-  const std::function<uint64_t()> loaded_seq_;
-  const std::function<void()> changed_;
+  const Subscription subscription_;
   int stop_fd_ = -1;  // eventfd: written once by the destructor
   std::thread thread_;
   std::atomic<bool> connected_{false};

@@ -89,6 +89,33 @@ Result<std::string, Error> PostgresConnection::QueryValue(std::string_view sql,
                      static_cast<size_t>(PQgetlength(r.get(), 0, 0)));
 }
 
+Result<PostgresConnection::Rows, Error> PostgresConnection::Query(
+    std::string_view sql, std::initializer_list<std::string_view> params, std::string_view what) {
+  const std::string text(sql);
+  std::vector<std::string> values(params.begin(), params.end());  // NUL-terminated copies
+  std::vector<const char*> pointers;
+  pointers.reserve(values.size());
+  for (const std::string& v : values) pointers.push_back(v.c_str());
+  ResultPtr r(PQexecParams(conn_, text.c_str(), static_cast<int>(pointers.size()), nullptr,
+                           pointers.data(), nullptr, nullptr, /*resultFormat=*/0));
+  const ExecStatusType status = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+    return tl::unexpected<Error>(Failure(what));
+  }
+  Rows rows;
+  const int n = PQntuples(r.get());
+  const int columns = PQnfields(r.get());
+  rows.reserve(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    auto& row = rows.emplace_back();
+    row.reserve(static_cast<size_t>(columns));
+    for (int c = 0; c < columns; ++c) {
+      row.emplace_back(PQgetvalue(r.get(), i, c), static_cast<size_t>(PQgetlength(r.get(), i, c)));
+    }
+  }
+  return rows;
+}
+
 Result<std::string, Error> PostgresConnection::CopyOut(std::string_view copy_sql,
                                                        std::string_view what) {
   const std::string text(copy_sql);

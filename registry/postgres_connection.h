@@ -11,8 +11,10 @@
 // password); they say "postgres:" and libpq's one-line reason.
 #pragma once
 
+#include <initializer_list>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/error.h"
 #include "common/result.h"
@@ -39,6 +41,13 @@ class PostgresConnection {
   // The first column of the first row of a query, as text ("" for NULL or no row).
   [[nodiscard]] Result<std::string, Error> QueryValue(std::string_view sql,
                                                       std::string_view what);
+  // A query with text parameters ($1, $2, ...; PQexecParams, so values are never quoted into
+  // the SQL): every row, each its columns as text (NULL as ""). A statement without a result
+  // set (an UPDATE without RETURNING) gives no rows.
+  using Rows = std::vector<std::vector<std::string>>;
+  [[nodiscard]] Result<Rows, Error> Query(std::string_view sql,
+                                          std::initializer_list<std::string_view> params,
+                                          std::string_view what);
   // `COPY ... TO STDOUT`: everything the server sends, concatenated.
   [[nodiscard]] Result<std::string, Error> CopyOut(std::string_view copy_sql,
                                                    std::string_view what);

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sqlite3.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,27 +43,6 @@ constexpr const char* kUpsert =
 // waiting this long for it is better than answering 5.00 at once. Bootstrap is rare and runs
 // on its own thread, so the wait blocks no datagram.
 constexpr int kBusyTimeoutMs = 1000;
-
-// getrandom(2) bytes mapped onto the alphabet by rejection sampling: bytes >= 248 (= 4 x 62)
-// are dropped, so every character is equally likely.
-Result<std::string, std::string> GenerateKey() {
-  constexpr unsigned kAlphabetSize = kGeneratedPskAlphabet.size();
-  constexpr unsigned kLimit = 256 - 256 % kAlphabetSize;
-  std::string key;
-  key.reserve(kGeneratedPskLength);
-  unsigned char random[32];
-  while (key.size() < kGeneratedPskLength) {
-    const ssize_t n = getrandom(random, sizeof(random), 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Fail(std::string("getrandom: ") + std::strerror(errno));
-    }
-    for (ssize_t i = 0; i < n && key.size() < kGeneratedPskLength; ++i) {
-      if (random[i] < kLimit) key.push_back(kGeneratedPskAlphabet[random[i] % kAlphabetSize]);
-    }
-  }
-  return key;
-}
 
 // The directory holding `path`, so that a newly created file's entry can be fsynced.
 std::string DirectoryOf(const std::string& path) {
@@ -329,7 +307,7 @@ Result<std::string, std::string> PskStore::Bootstrap(std::string_view iccid,
   } else if (it == map_.end() || it->second.generated_key.empty() ||
              (now_s > it->second.last_call_s ? now_s - it->second.last_call_s : 0) >=
                  regenerate_after_s_) {
-    auto fresh = GenerateKey();
+    auto fresh = GenerateBootstrapKey();
     if (!fresh) return Fail(path_ + ": cannot generate a key: " + fresh.error());
     key = *fresh;
     generated = key;

@@ -25,21 +25,13 @@
 #include <unordered_map>
 
 #include "common/result.h"
+#include "registry/generated_psk.h"
 #include "registry/key_store.h"
 
 struct sqlite3;
 struct sqlite3_stmt;
 
 namespace coapgate::registry {
-
-// Generated keys are this long: the most the reference allows (§3.2: Zephyr hex-encodes the
-// key into a 40-byte buffer, so at most 19 characters), for the most entropy.
-inline constexpr size_t kGeneratedPskLength = 19;
-// ... drawn uniformly from these 62 characters: 19 x log2(62) = 113 bits. Letters and digits
-// only, so a key survives every way devices carry it: CSV and comma-split replies, quoted AT
-// command arguments, JSON and C strings, shells, without escaping.
-inline constexpr std::string_view kGeneratedPskAlphabet =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 class PskStore final : public KeyStore {
  public:

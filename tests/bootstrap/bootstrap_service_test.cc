@@ -448,6 +448,52 @@ TEST_F(BootstrapServiceTest, RequestOlderThanTheBudgetGets503WithMaxAgeNotAKey) 
   EXPECT_EQ(service.coalesced(), 0u);
 }
 
+// A shared store whose database is away (PostgresKeyStore): every call fails, unavailable().
+class UnreachableStore final : public registry::KeyStore {
+ public:
+  Result<std::string, std::string> Bootstrap(std::string_view, std::string_view,
+                                             uint64_t) override {
+    ++calls;
+    return Fail(std::string("postgres: cannot connect: the database is away"));
+  }
+  size_t GeneratedKey(std::string_view, std::span<std::byte>) const noexcept override {
+    return 0;
+  }
+  std::optional<BootstrapState> StateOf(std::string_view) const override { return std::nullopt; }
+  size_t size() const noexcept override { return 0; }
+  const std::string& name() const noexcept override { return name_; }
+  bool unavailable() const noexcept override { return true; }
+
+  int calls = 0;
+
+ private:
+  std::string name_ = "unreachable";
+};
+
+TEST_F(BootstrapServiceTest, AStoreWhoseDatabaseIsAwayGets503WithMaxAgeForEveryCopy) {
+  ASSERT_TRUE(OpenSockets(AF_INET));
+  UnreachableStore store;
+  BootstrapService service(&store, std::string(kUrl), 16,
+                           BootstrapLimits{.response_budget_ms = 0, .busy_max_age_s = 7},
+                           [] { return uint64_t{1000}; }, [] { return uint64_t{0}; });
+  ASSERT_TRUE(service.Submit(Request(true, 0x1111, {std::byte{0x42}}, kIccid)));
+  ASSERT_TRUE(service.Submit(Request(true, 0x1112, {std::byte{0x43}}, kIccid)));
+  service.Start();
+  for (uint16_t mid : {0x1111, 0x1112}) {
+    auto reply = ReceiveReply();
+    ASSERT_TRUE(reply);
+    auto m = codec::ParseMessage(*reply);
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->message_id, mid);
+    EXPECT_EQ(m->code, codec::code::kServiceUnavailable);
+    EXPECT_EQ(MaxAgeOf(*m), std::optional<uint32_t>(7));
+  }
+  service.Stop();
+  EXPECT_EQ(store.calls, 1) << "the copies are answered from one call";
+  EXPECT_EQ(service.replied_503(), 2u);
+  EXPECT_EQ(service.replied_500(), 0u);
+}
+
 TEST_F(BootstrapServiceTest, ZeroBudgetNeverExpires) {
   ASSERT_TRUE(OpenSockets(AF_INET));
   std::atomic<uint64_t> now_ms{0};

@@ -1,7 +1,8 @@
 """The PostgreSQL registry end to end (devices.backend = "postgres"): a PostgreSQL server the
 test starts (tests/e2e/postgres.py), `coapgate devices import/export`, a node that serves what
 the table holds, picks up committed changes without a signal, keeps serving while the database
-is away and starts from its local snapshot when the database is down.
+is away and starts from its local snapshot when the database is down; two nodes on one database
+sharing the bootstrap state (a key bootstrapped on one opens a DTLS session on the other).
 
 Waits are bounded and assert what happened, never how fast."""
 
@@ -13,9 +14,13 @@ import unittest
 
 from harness import COAPGATE, DEVICES, Device, Server, code, devices_csv, parse, post
 from postgres import Postgres
+from test_bootstrap import bootstrap_get
 
 CHANGED = code(2, 4)
 UNAUTHORIZED = code(4, 1)
+CONTENT = code(2, 5)
+SERVICE_UNAVAILABLE = code(5, 3)
+MAX_AGE = 14
 WAIT_S = 15  # for a change to reach the node: bounded, far above what it needs
 
 
@@ -54,11 +59,23 @@ class PostgresRegistryTests(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         return r.stdout
 
-    def server(self):
-        return Server(devices=[], coaps="",
+    def server(self, coaps="", snapshot=None):
+        return Server(devices=[], coaps=coaps,
                       devices_toml='backend = "postgres"',
                       extra_toml=f'[devices.postgres]\ndsn = "{self.dsn}"\n'
-                                 f'snapshot = "{self.snapshot}"\n')
+                                 f'snapshot = "{snapshot or self.snapshot}"\n')
+
+    def bootstrap(self, server, source="127.0.0.1"):
+        """GET /bootstrap from `source`: (code, options, payload)."""
+        self.mid += 1
+        d = Device(server, source)
+        try:
+            reply = d.request(bootstrap_get(mid=self.mid), timeout=5)
+        finally:
+            d.close()
+        self.assertIsNotNone(reply, f"no bootstrap answer to {source}")
+        _, c, _, _, options, payload = parse(reply)
+        return c, options, payload
 
     def answer(self, server, source):
         self.mid += 1
@@ -126,6 +143,59 @@ class PostgresRegistryTests(unittest.TestCase):
                 self.assertEqual(self.answer(s, "127.0.0.1"), CHANGED)
         finally:
             self.pg.start()
+
+    def test_a_key_bootstrapped_on_one_node_opens_dtls_on_another(self):
+        self.import_devices([DEVICES[0]])
+        iccid = DEVICES[0][0]
+        node = '"127.0.0.1:0"'
+        with self.server(coaps=node, snapshot=os.path.join(self.dir, "a.csv")) as a, \
+                self.server(coaps=node, snapshot=os.path.join(self.dir, "b.csv")) as b:
+            c, _, payload = self.bootstrap(a)
+            self.assertEqual(c, CONTENT, payload)
+            got_iccid, key, _ = payload.decode().split(",")
+            self.assertEqual(got_iccid, iccid)
+            self.assertEqual(self.pg.psql(f"SELECT key FROM coapgate_bootstrap WHERE iccid = "
+                                          f"'{iccid}'", self.database), key)
+            # Node B learns of the key by notification: a handshake with it succeeds there
+            # (retried within a bounded wait, as a device retransmits).
+            port = b.coaps_address[1]
+            deadline = time.monotonic() + WAIT_S
+            while True:
+                r = subprocess.run(["coap-client-gnutls", "-B", "5", "-m", "post", "-u", iccid,
+                                    "-k", key, "-e", "from a's key",
+                                    f"coaps://127.0.0.1:{port}/?t=cluster"],
+                                   capture_output=True, text=True, timeout=30)
+                if r.returncode == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            [line] = b.wait_for_sink(1)
+            self.assertEqual(line["device"]["iccid"], iccid)
+            # Within the window, B hands out A's key.
+            c, _, payload = self.bootstrap(b)
+            self.assertEqual(c, CONTENT, payload)
+            self.assertEqual(payload.decode().split(",")[1], key)
+
+    def test_bootstrap_answers_503_with_max_age_while_the_database_is_away(self):
+        self.import_devices([DEVICES[0]])
+        with self.server() as s:
+            c, _, payload = self.bootstrap(s)
+            self.assertEqual(c, CONTENT, payload)
+            self.pg.stop()
+            try:
+                c, options, _ = self.bootstrap(s)
+                self.assertEqual(c, SERVICE_UNAVAILABLE)
+                self.assertIn(MAX_AGE, [number for number, _ in options])
+            finally:
+                self.pg.start()
+            # Back: the node reconnects on a later call (bounded wait).
+            deadline = time.monotonic() + WAIT_S
+            while True:
+                c, _, payload = self.bootstrap(s)
+                if c == CONTENT or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(c, CONTENT, payload)
 
     def test_export_gives_back_what_was_imported(self):
         self.import_devices(DEVICES[:4])
