@@ -34,7 +34,7 @@ Result<registry::PostgresConnection, Error> Open(const config::Config& config) {
 }  // namespace
 
 int ImportDevices(const config::Config& config, const std::string& config_name,
-                  const std::string& file, bool replace) {
+                  const std::string& file, bool replace, bool force) {
   if (!RequirePostgres(config, config_name, "import")) return ExitCode(ErrorKind::kBadInput);
   const auto started = std::chrono::steady_clock::now();
   auto devices = registry::DeviceRegistry::LoadCsvFile(file);
@@ -47,7 +47,8 @@ int ImportDevices(const config::Config& config, const std::string& config_name,
     std::cerr << db.error().message << "\n";
     return ExitCode(db.error().kind);
   }
-  auto counts = registry::PostgresDeviceTable::Import(*db, **devices, replace);
+  auto counts = registry::PostgresDeviceTable::Import(
+      *db, **devices, replace, force ? 100 : config.devices.reload_max_removed_percent);
   if (!counts) {
     std::cerr << file << ": not imported, nothing changed: " << counts.error().message << "\n";
     return ExitCode(counts.error().kind);

@@ -13,7 +13,7 @@ namespace coapgate::app {
 
 // Returns the process exit code; messages go to stderr, the summary to stdout.
 [[nodiscard]] int ImportDevices(const config::Config& config, const std::string& config_name,
-                                const std::string& file, bool replace);
+                                const std::string& file, bool replace, bool force = false);
 [[nodiscard]] int ExportDevices(const config::Config& config, const std::string& config_name);
 
 }  // namespace coapgate::app

@@ -232,6 +232,7 @@ int main(int argc, char** argv) {
   devices->require_subcommand(1);
   std::string import_file;
   bool import_replace = false;
+  bool import_force = false;
   CLI::App* import = devices->add_subcommand(
       "import", "Validate a devices CSV and write it into the registry in one transaction");
   import->add_option("file", import_file, "devices CSV (the format of devices.file)")
@@ -239,6 +240,8 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   import->add_flag("--replace", import_replace,
                    "also remove the devices the file does not list (default: add and update)");
+  import->add_flag("--force", import_force,
+                   "with --replace: remove them even beyond devices.reload_max_removed_percent");
   CLI::App* export_devices =
       devices->add_subcommand("export", "Write the registry's devices as a devices CSV to stdout");
   for (CLI::App* sub : {devices, import, export_devices}) {
@@ -262,7 +265,8 @@ int main(int argc, char** argv) {
     }
     const std::string name = config_path.empty() ? "(embedded defaults)" : config_path;
     return import->parsed()
-               ? coapgate::app::ImportDevices(*config, name, import_file, import_replace)
+               ? coapgate::app::ImportDevices(*config, name, import_file, import_replace,
+                                              import_force)
                : coapgate::app::ExportDevices(*config, name);
   }
   if (check_only) return CheckConfig(config_path);

@@ -141,7 +141,8 @@ Result<DeviceTableSnapshot, Error> PostgresDeviceTable::ReadAll(PostgresConnecti
 
 Result<ImportCounts, Error> PostgresDeviceTable::Import(PostgresConnection& db,
                                                         const DeviceRegistry& devices,
-                                                        bool replace) {
+                                                        bool replace,
+                                                        uint32_t max_removed_percent) {
   std::string csv = "iccid,imsi,ip,status,psk,psk_format\n";
   csv.reserve(devices.size() * 64);
   for (size_t i = 0; i < devices.size(); ++i) {
@@ -171,6 +172,9 @@ Result<ImportCounts, Error> PostgresDeviceTable::Import(PostgresConnection& db,
       return tl::unexpected<Error>(std::move(copied).error());
     }
     if (replace) {
+      auto live = QueryCount(db, "SELECT count(*) FROM coapgate_devices WHERE NOT deleted",
+                             "counting the devices");
+      if (!live) return tl::unexpected<Error>(std::move(live).error());
       auto removed = QueryCount(
           db,
           "WITH gone AS (UPDATE coapgate_devices d SET deleted = true WHERE NOT d.deleted "
@@ -179,6 +183,14 @@ Result<ImportCounts, Error> PostgresDeviceTable::Import(PostgresConnection& db,
           "marking devices deleted");
       if (!removed) return tl::unexpected<Error>(std::move(removed).error());
       counts.removed = *removed;
+      if (*removed * 100 > uint64_t{max_removed_percent} * *live) {
+        return tl::unexpected<Error>(Error{
+            ErrorKind::kBadInput,
+            "--replace would remove " + std::to_string(*removed) + " of the " +
+                std::to_string(*live) + " devices (more than devices.reload_max_removed_percent = " +
+                std::to_string(max_removed_percent) +
+                "%); is the file complete? --force removes them anyway"});
+      }
     }
     // Addresses that move between devices of the file: free them first, so the unique index
     // on ip does not refuse an exchange of addresses halfway through the upsert.

@@ -50,10 +50,13 @@ class PostgresDeviceTable {
   // ICCIDs are added, known ones updated when a field differs, and with `replace` every live
   // device absent from `devices` is marked deleted. Atomic: on any error nothing changed (the
   // message names the device when the database refuses one, e.g. an address another device
-  // already has).
+  // already has). With `replace`, an import that would remove more than `max_removed_percent`
+  // of the live devices is refused (kBadInput, nothing changed): a CSV cut short at a row
+  // boundary is valid and would turn every node's missing devices away. 100 = no limit.
   [[nodiscard]] static Result<ImportCounts, Error> Import(PostgresConnection& db,
                                                           const DeviceRegistry& devices,
-                                                          bool replace);
+                                                          bool replace,
+                                                          uint32_t max_removed_percent = 100);
 };
 
 }  // namespace coapgate::registry

@@ -111,8 +111,15 @@ class PostgresRegistryTests(unittest.TestCase):
             self.pg.psql("UPDATE coapgate_devices SET status = 'inactive' "
                          f"WHERE iccid = '{DEVICES[0][0]}'", self.database)
             self.wait_for_answer(s, "127.0.0.1", UNAUTHORIZED)
-            # Removed by a replacing import.
-            self.import_devices([DEVICES[0]], "--replace")
+            # Removed by a replacing import: half the devices at once is refused (a file cut
+            # short would look the same), and nothing changes until --force says it is meant.
+            r = self.cli("devices", "import", self.write_csv("short.csv", [DEVICES[0]]),
+                         "--replace")
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("--replace would remove 1 of the 2 devices (more than "
+                          "devices.reload_max_removed_percent = 10%)", r.stderr)
+            self.assertEqual(self.answer(s, "127.0.0.2"), CHANGED)
+            self.import_devices([DEVICES[0]], "--replace", "--force")
             self.wait_for_answer(s, "127.0.0.2", UNAUTHORIZED)
             s.wait_for_log(r"reloaded postgres table coapgate_devices")
 
