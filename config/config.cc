@@ -315,22 +315,30 @@ bool IsEnvironmentName(std::string_view name) {
 
 // `${NAME}` in a secret's value replaced by the environment variable NAME, so that a password
 // (or the path of its file, e.g. "${CREDENTIALS_DIRECTORY}/coapgate-mqtt") need not be written
-// into the file. Any other '$' stays as it is. `dotted_key` is the key's full name. An unset variable is an error, not "": an empty
-// password would only fail later, at the broker, far from its cause.
+// into the file. "$${" is a literal "${"; any other '$' stays as it is. `dotted_key` is the
+// key's full name. An unset variable is an error, not "": an empty password would only fail
+// later, at the broker, far from its cause. Errors never quote the value (it is a secret).
 bool ExpandEnvironment(TableReader& r, std::string_view dotted_key, std::string* value) {
   std::string out;
   size_t at = 0;
   for (;;) {
     const size_t open = value->find("${", at);
     if (open == std::string::npos) break;
+    if (open > 0 && (*value)[open - 1] == '$') {  // "$${": the literal text "${"
+      out.append(*value, at, open - 1 - at).append("${");
+      at = open + 2;
+      continue;
+    }
     const size_t close = value->find('}', open + 2);
     if (close == std::string::npos) {
-      return r.FailAt(dotted_key, "unterminated \"${\" (write ${NAME} for the environment variable NAME)");
+      return r.FailAt(dotted_key, "unterminated \"${\" (write ${NAME} for the environment variable "
+                                  "NAME, $${ for a literal ${)");
     }
     const std::string name = value->substr(open + 2, close - open - 2);
     if (!IsEnvironmentName(name)) {
-      return r.FailAt(dotted_key, "invalid environment variable name " + QuoteForMessage(name) +
-                             " in ${...} (letters, digits and '_')");
+      return r.FailAt(dotted_key, "invalid environment variable name in the ${...} at character " +
+                                      std::to_string(open + 1) +
+                                      " (letters, digits and '_'; write $${ for a literal ${)");
     }
     const char* text = std::getenv(name.c_str());
     if (text == nullptr) return r.FailAt(dotted_key, "environment variable " + name + " is not set");

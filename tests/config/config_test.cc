@@ -542,6 +542,16 @@ TEST(ConfigSecrets, MqttPasswordExpandsTheEnvironment) {
   EXPECT_EQ(std::get<MqttSinkConfig>(config.sinks[0].settings).password, "a$b-envpw-c");
 }
 
+TEST(ConfigSecrets, DoubleDollarIsALiteralAndErrorsNeverQuoteTheSecret) {
+  const Config config = Parse(std::string(kMqttUser) + "password = \"p$${x}q\"\n");
+  EXPECT_EQ(std::get<MqttSinkConfig>(config.sinks[0].settings).password, "p${x}q");
+  const std::string error =
+      ErrorOf(std::string(kMqttUser) + "password = \"s3cr-${t!part}\"\n");
+  EXPECT_NE(error.find("sinks[0].password: invalid environment variable name"), std::string::npos)
+      << error;
+  EXPECT_EQ(error.find("t!part"), std::string::npos) << "a piece of the password leaked: " << error;
+}
+
 TEST(ConfigSecrets, ErrorsNameTheKeyAndTheCause) {
   ::unsetenv("COAPGATE_TEST_UNSET");
   ExpectError(std::string(kMqttUser) + "password = \"${COAPGATE_TEST_UNSET}\"\n",
