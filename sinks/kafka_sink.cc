@@ -29,7 +29,6 @@ constexpr std::pair<const char*, const char*> kDefaults[] = {
     {"message.timeout.ms", "5000"},
 };
 
-constexpr uint64_t kLogIntervalMs = 1000;  ///< at most one delivery-failure line per second
 constexpr int kDestroyFlushMs = 500;       ///< the destructor's last flush: only orphans left
 constexpr int kAbandonPollMs = 50;
 
@@ -285,24 +284,14 @@ void KafkaSink::OnDelivery(uint32_t slot, int err) noexcept {
     settlement_->Settle(ticket, true);
     return;
   }
-  counters_.Fail(IsPurge(err)                              ? SinkFailure::kAbandoned
-                 : err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT ? SinkFailure::kTimeout
-                                                            : SinkFailure::kRejected);
-  if (!IsPurge(err)) {  // purges are Abandon's doing, logged there
-    const uint64_t now = MonotonicMs();
-    if (now - failure_log_ms_ >= kLogIntervalMs) {
-      const char* text = rd_kafka_err2str(static_cast<rd_kafka_resp_err_t>(err));
-      if (failures_unlogged_ == 0) {
-        spdlog::warn("{}: delivery failed: {}", label_, text);
-      } else {
-        spdlog::warn("{}: delivery failed: {} ({} more since the last report)", label_, text,
-                     failures_unlogged_);
-      }
-      failure_log_ms_ = now;
-      failures_unlogged_ = 0;
-    } else {
-      ++failures_unlogged_;
-    }
+  if (IsPurge(err)) {  // Abandon's doing, logged there
+    counters_.Fail(SinkFailure::kAbandoned);
+  } else {
+    failure_log_.Report(counters_,
+                        err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT ? SinkFailure::kTimeout
+                                                                 : SinkFailure::kRejected,
+                        1, MonotonicMs(),
+                        rd_kafka_err2str(static_cast<rd_kafka_resp_err_t>(err)));
     if (++consecutive_failures_ >= kOpenAfterFailures) Open("deliveries keep failing");
   }
   settlement_->Settle(ticket, false);

@@ -113,9 +113,7 @@ class KafkaSink final : public Sink {
   bool fatal_ = false;  ///< the producer is dead for good
   int consecutive_failures_ = 0;
   uint64_t last_probe_ms_ = 0;
-  uint64_t failure_log_ms_ = 0;  ///< rate limit of the delivery-failure log line
-  SinkFailureLog failure_log_{label_};  ///< refusals (circuit open, queue full, fatal)
-  uint64_t failures_unlogged_ = 0;
+  SinkFailureLog failure_log_{label_};  ///< refusals and failed deliveries, by cause
 };
 
 }  // namespace coapgate::sinks

@@ -584,13 +584,8 @@ void MqttSink::OnPublish(int mid, int reason_code) noexcept {
   if (delivered) {
     counters_.Add(counters_.delivered);
   } else {
-    counters_.Fail(SinkFailure::kRejected);
-    ++rejected_since_warning_;
-    if (TakeLogTurn(now_ms_, &last_rejection_warning_ms_)) {
-      spdlog::warn("{}: broker rejected {} message(s), the latest with: {}", label_,
-                   rejected_since_warning_, mosquitto_reason_string(reason_code));
-      rejected_since_warning_ = 0;
-    }
+    failure_log_.Report(counters_, SinkFailure::kRejected, 1, now_ms_,
+                        mosquitto_reason_string(reason_code));
   }
   settlement_->Settle(ticket, delivered);
 }

@@ -136,9 +136,7 @@ class MqttSink final : public Sink {
   int last_failure_key_ = 0;          ///< what the last failure log line was about
   uint64_t last_failure_log_ms_ = 0;
   uint64_t last_publish_warning_ms_ = 0;    ///< rate limit of publish-failure warnings
-  uint64_t last_rejection_warning_ms_ = 0;  ///< rate limit of PUBACK-rejection warnings
-  uint64_t rejected_since_warning_ = 0;
-  SinkFailureLog failure_log_{label_};  ///< refusals while down or at max_inflight, abandons
+  SinkFailureLog failure_log_{label_};  ///< refusals, PUBACK rejections, abandons
   std::array<char, 256> library_error_{};  ///< libmosquitto's first error line of an attempt
 
   // Ticket per MQTT packet id (QoS 1), kNoTicket where none: 65536 entries allocated once.

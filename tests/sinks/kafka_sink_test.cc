@@ -433,6 +433,9 @@ TEST_F(KafkaSinkTest, CircuitOpensWhenBrokersDownAndClosesAfterRecovery) {
     }
   }
   EXPECT_GE(sink->counters().failed.load(), 1u);
+  EXPECT_EQ(sink->counters().Get(SinkFailure::kTimeout) + sink->counters().Get(SinkFailure::kRejected),
+            sink->counters().failed.load())
+      << "every failed delivery has its cause";
   EXPECT_EQ(sink->TimeoutMs(NowMs()), 1000);  // open: keep serving
 
   // Open: at most one probe gets through, then refusals.
@@ -581,6 +584,7 @@ TEST_F(KafkaSinkTest, AbandonSettlesEveryOutstandingTicketFalseOnce) {
   EXPECT_EQ(sink->outstanding(), 0u);
   ExpectSettledOnce(events.size(), false);
   EXPECT_EQ(sink->counters().failed.load(), 30u);
+  EXPECT_EQ(sink->counters().Get(SinkFailure::kAbandoned), 30u);
   Pump(
       *sink, [] { return false; }, 300);
   sink.reset();
