@@ -255,7 +255,8 @@ std::string Server::MetricsText() const {
                                        reloads_refused_.load(std::memory_order_relaxed)),
                                    MetricType::Counter)}));
   // Per configured sink, its connections summed: outcomes, sessions, and why messages failed.
-  std::vector<ClientMetric> sink_messages, sink_failures, sink_connects, sink_disconnects;
+  std::vector<ClientMetric> sink_messages, sink_failures, sink_connects, sink_disconnects,
+      sink_acked;
   for (const sinks::PublisherPool::SinkTotals& t : publishers_->Totals()) {
     for (const auto& [outcome, n] : {std::pair{"delivered", t.delivered}, {"failed", t.failed},
                                      {"refused", t.refused}}) {
@@ -271,6 +272,8 @@ std::string Server::MetricsText() const {
                                   {{"sink", t.label}}));
     sink_disconnects.push_back(Value(static_cast<double>(t.disconnects), MetricType::Counter,
                                      {{"sink", t.label}}));
+    sink_acked.push_back(Histogram(t.acked));
+    sink_acked.back().label = {{"sink", t.label}};
   }
   families.push_back(Family("coapgate_sink_messages",
                             "messages offered to each sink, by outcome (delivered = acknowledged)",
@@ -278,6 +281,11 @@ std::string Server::MetricsText() const {
   families.push_back(Family("coapgate_sink_failures",
                             "messages refused or failed by each sink, by cause",
                             MetricType::Counter, std::move(sink_failures)));
+  families.push_back(MetricFamily{"coapgate_sink_ack_duration_seconds",
+                                  "time from handing a message to a sink to its acknowledgement "
+                                  "(PUBACK, Kafka delivery report, the file write), delivered "
+                                  "messages, per sink",
+                                  MetricType::Histogram, std::move(sink_acked)});
   families.push_back(Family("coapgate_sink_connects", "sink sessions established",
                             MetricType::Counter, std::move(sink_connects)));
   families.push_back(Family("coapgate_sink_disconnects", "sink sessions lost",

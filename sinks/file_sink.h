@@ -36,6 +36,7 @@ class FileSink final : public Sink {
   std::vector<char> buffer_;  ///< whole lines; grows only for an event beyond its size
   size_t used_ = 0;
   std::vector<uint64_t> tickets_;  ///< the lines in buffer_, in order
+  uint64_t first_us_ = 0;          ///< when the batch's first line came: for counters_.acked
 };
 
 }  // namespace coapgate::sinks

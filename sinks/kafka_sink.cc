@@ -1,5 +1,4 @@
 #include "sinks/kafka_sink.h"
-#include "common/clock.h"
 
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
@@ -10,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 #include <utility>
+
+#include "common/clock.h"
 
 namespace coapgate::sinks {
 namespace {
@@ -232,7 +233,7 @@ uint32_t KafkaSink::AcquireSlot(uint64_t ticket) {
     slot = free_slots_.back();
     free_slots_.pop_back();
   }
-  slots_[slot] = Slot{ticket, SlotState::kLive};
+  slots_[slot] = Slot{ticket, SlotState::kLive, MonotonicUs()};
   ++live_;
   return slot;
 }
@@ -271,6 +272,7 @@ void KafkaSink::OnDelivery(uint32_t slot, int err) noexcept {
     return;
   }
   const uint64_t ticket = s.ticket;
+  const uint64_t published_us = s.published_us;
   ReleaseSlot(slot);
   --live_;
   if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -281,6 +283,7 @@ void KafkaSink::OnDelivery(uint32_t slot, int err) noexcept {
       spdlog::info("{}: circuit closed: a delivery succeeded", label_);
     }
     counters_.Add(counters_.delivered);
+    counters_.acked.Record(MonotonicUs() - published_us);
     settlement_->Settle(ticket, true);
     return;
   }

@@ -85,6 +85,7 @@ class KafkaSink final : public Sink {
   struct Slot {
     uint64_t ticket = 0;
     SlotState state = SlotState::kFree;
+    uint64_t published_us = 0;  ///< for counters_.acked
   };
 
   KafkaSink(std::string label, Settlement* settlement);

@@ -248,6 +248,7 @@ MqttSink::MqttSink(const MqttSinkConfig& config, std::string label, std::string 
       rng_(MonotonicNs() ^ reinterpret_cast<uintptr_t>(this) ^
            (static_cast<uint64_t>(getpid()) << 32)),
       tickets_(new uint64_t[kPacketIds]),
+      published_us_(new uint64_t[kPacketIds]()),
       topic_(std::max({TopicRoom(config.topic_template), TopicRoom(config.error_topic),
                        TopicRoom(config.location_topic)})),
       scratch_(1024) {
@@ -340,6 +341,7 @@ bool MqttSink::Publish(const Event& event, uint64_t ticket) noexcept {
     settlement_->Settle(slot, false);
   }
   slot = ticket;
+  published_us_[static_cast<uint16_t>(mid)] = MonotonicUs();
   ++outstanding_;
   return true;
 }
@@ -583,6 +585,7 @@ void MqttSink::OnPublish(int mid, int reason_code) noexcept {
   const bool delivered = reason_code < 0x80;  // 0x10 "no matching subscribers" is success
   if (delivered) {
     counters_.Add(counters_.delivered);
+    counters_.acked.Record(MonotonicUs() - published_us_[static_cast<size_t>(mid)]);
   } else {
     failure_log_.Report(counters_, SinkFailure::kRejected, 1, now_ms_,
                         mosquitto_reason_string(reason_code));

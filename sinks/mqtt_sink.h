@@ -141,6 +141,7 @@ class MqttSink final : public Sink {
 
   // Ticket per MQTT packet id (QoS 1), kNoTicket where none: 65536 entries allocated once.
   std::unique_ptr<uint64_t[]> tickets_;
+  std::unique_ptr<uint64_t[]> published_us_;  ///< by packet id, beside tickets_: for counters_.acked
   size_t outstanding_ = 0;
   size_t unwritten_ = 0;  ///< QoS 0: publishes queued since the socket last took everything
   std::vector<char> topic_;    ///< the rendered topic, NUL-terminated; sized at Create

@@ -121,6 +121,7 @@ std::vector<PublisherPool::SinkTotals> PublisherPool::Totals() const {
       t.refused += c.refused.load(std::memory_order_relaxed);
       t.connects += c.connects.load(std::memory_order_relaxed);
       t.disconnects += c.disconnects.load(std::memory_order_relaxed);
+      t.acked.Add(c.acked.Read());
       for (size_t k = 0; k < static_cast<size_t>(SinkFailure::kCount_); ++k) {
         t.causes[k] += c.Get(static_cast<SinkFailure>(k));
       }

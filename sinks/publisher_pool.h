@@ -56,6 +56,7 @@ class PublisherPool {
     std::string label;  ///< "file:-", "mqtt://127.0.0.1:1883", "kafka:telemetry"
     uint64_t delivered = 0, failed = 0, refused = 0, connects = 0, disconnects = 0;
     uint64_t causes[static_cast<size_t>(SinkFailure::kCount_)] = {};
+    DurationHistogram::Snapshot acked;  ///< publish to acknowledgement, delivered messages
   };
   // In configuration order; any thread (relaxed reads).
   [[nodiscard]] std::vector<SinkTotals> Totals() const;

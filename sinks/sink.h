@@ -26,6 +26,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/duration_histogram.h"
+
 namespace coapgate::sinks {
 
 enum class EventKind : uint8_t {
@@ -120,6 +122,9 @@ struct SinkCounters {
   std::atomic<uint64_t> refused{0};      ///< Publish returned false
   std::atomic<uint64_t> connects{0};     ///< sessions established (MQTT CONNACK, ...)
   std::atomic<uint64_t> disconnects{0};  ///< sessions lost
+  // Delivered messages: time from Publish to the destination's acknowledgement (PUBACK,
+  // Kafka delivery report, write(2) of the batch). Recorded by the sink's worker thread only.
+  DurationHistogram acked;
   // By SinkFailure: their sum is refused + failed.
   std::atomic<uint64_t> causes[static_cast<size_t>(SinkFailure::kCount_)] = {};
 

@@ -121,6 +121,9 @@ class AdminTests(unittest.TestCase):
             ordered = sorted(buckets.items(), key=lambda kv: float(dict(kv[0])["le"]))
             self.assertEqual([c for _, c in ordered], sorted(c for _, c in ordered))
             self.assertGreaterEqual(total(v, "coapgate_request_duration_seconds_sum"), 0)
+            # The file sink acknowledged the four POSTs: one acknowledgement time each.
+            self.assertEqual(total(v, "coapgate_sink_ack_duration_seconds_count"), 4)
+            self.assertEqual(total(v, "coapgate_sink_messages_total"), 4)
 
             # The SIGUSR1 summary's bootstrap line and per-shard received count.
             self.assertEqual(family(v, "coapgate_bootstrap_replies_total"),
