@@ -24,17 +24,8 @@ using namespace std::chrono_literals;
 
 constexpr std::string_view kHeader = "iccid,imsi,ip,status,psk,psk_format\n";
 
-test::PostgresServer* server = nullptr;
-
-class PostgresEnvironment : public testing::Environment {
- public:
-  void SetUp() override { server = new test::PostgresServer(); }
-  void TearDown() override {
-    delete server;
-    server = nullptr;
-  }
-};
-const auto* const environment = testing::AddGlobalTestEnvironment(new PostgresEnvironment);
+// Started once for the binary (tests/support/postgres_server.h).
+test::PostgresServer*& server = test::shared_postgres;
 
 std::shared_ptr<const DeviceRegistry> Csv(std::string_view rows) {
   auto devices = DeviceRegistry::ParseCsv(std::string(kHeader) + std::string(rows), "test.csv");

@@ -22,17 +22,8 @@ using namespace std::chrono_literals;
 
 constexpr std::string_view kIccid = "8988280666000000001";
 
-test::PostgresServer* server = nullptr;
-
-class PostgresEnvironment : public testing::Environment {
- public:
-  void SetUp() override { server = new test::PostgresServer(); }
-  void TearDown() override {
-    delete server;
-    server = nullptr;
-  }
-};
-const auto* const environment = testing::AddGlobalTestEnvironment(new PostgresEnvironment);
+// Started once for the binary (tests/support/postgres_server.h).
+test::PostgresServer*& server = test::shared_postgres;
 
 std::string KeyOf(const KeyStore& store, std::string_view iccid) {
   std::array<std::byte, 64> out;

@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <filesystem>
 
+#include <gtest/gtest.h>
+
 namespace coapgate::test {
 namespace {
 
@@ -120,5 +122,22 @@ bool PostgresServer::Run(const std::string& command, std::string* output) {
   }
   return true;
 }
+
+PostgresServer* shared_postgres = nullptr;
+
+namespace {
+
+class SharedPostgresEnvironment : public testing::Environment {
+ public:
+  void SetUp() override { shared_postgres = new PostgresServer(); }
+  void TearDown() override {
+    delete shared_postgres;
+    shared_postgres = nullptr;
+  }
+};
+const auto* const shared_environment =
+    testing::AddGlobalTestEnvironment(new SharedPostgresEnvironment);
+
+}  // namespace
 
 }  // namespace coapgate::test

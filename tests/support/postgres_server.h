@@ -41,4 +41,8 @@ class PostgresServer {
   std::string error_;
 };
 
+// The test binary's one server: started before its first test and stopped after its last (a
+// GoogleTest global environment that linking this file registers); null outside that span.
+extern PostgresServer* shared_postgres;
+
 }  // namespace coapgate::test
