@@ -140,6 +140,11 @@ void Shard::RequestStop() noexcept {
   handoff_.WakeShard();
 }
 
+void Shard::RequestReceiving(bool on) noexcept {
+  receiving_.store(on, std::memory_order_release);
+  handoff_.WakeShard();
+}
+
 void Shard::Join() {
   if (thread_.joinable()) thread_.join();
 }
@@ -147,6 +152,14 @@ void Shard::Join() {
 void Shard::Run() noexcept {
   while (!stop_.load(std::memory_order_relaxed)) {
     const bool draining = draining_.load(std::memory_order_acquire);
+    const bool receiving = receiving_.load(std::memory_order_acquire);
+    if (receiving != io_receiving_) {
+      io_->SetReceiving(receiving);
+      io_receiving_ = receiving;
+      if (receiving) receive_stopped_.store(false, std::memory_order_release);
+    }
+    // Read before Receive: when already true, that Receive returns the backend's last datagrams.
+    const bool stopped_before = !receiving && io_->receive_stopped();
     const std::span<const net::ReceivedDatagram> batch = io_->Receive(WaitTimeoutMs());
     now_us_ = clock_->MonotonicUs();
     now_ms_ = now_us_ / 1000;
@@ -177,6 +190,7 @@ void Shard::Run() noexcept {
     io_->Flush();
     pending_.store(handoff_.in_use(), std::memory_order_release);
     if (draining) drain_seen_.store(true, std::memory_order_release);
+    if (stopped_before) receive_stopped_.store(true, std::memory_order_release);
     turns_.fetch_add(1, std::memory_order_relaxed);
     PublishExchangeStats();
     const uint64_t failures = io_->send_failures();

@@ -95,6 +95,15 @@ class Shard final : private dtls::Transport {
   void RequestDrain() noexcept { draining_.store(true, std::memory_order_relaxed); }
   void RequestStop() noexcept;
   void Join();
+  // Hand-over to a successor process (engine/takeover.h): stop or resume taking datagrams
+  // from the sockets. What was already taken is still handled, pending messages still
+  // complete and replies still leave; what the kernel queues stays in the sockets.
+  void RequestReceiving(bool on) noexcept;
+  // True once the shard's backend took its last datagram after RequestReceiving(false) and a
+  // whole loop turn handled it: from then on only completions change the shard's state.
+  [[nodiscard]] bool receive_stopped() const noexcept {
+    return receive_stopped_.load(std::memory_order_acquire);
+  }
 
   // Messages accepted but not yet answered or completed, as of the end of the shard's last
   // loop turn (read by the control thread).
@@ -268,6 +277,9 @@ class Shard final : private dtls::Transport {
   bool started_ = false;  ///< guarded by start_mutex_
   std::atomic<bool> draining_{false};
   std::atomic<bool> drain_seen_{false};
+  std::atomic<bool> receiving_{true};        ///< RequestReceiving
+  bool io_receiving_ = true;                 ///< what the backend was last told (shard thread)
+  std::atomic<bool> receive_stopped_{false};
   std::atomic<bool> stop_{false};
   std::atomic<uint32_t> pending_{0};
   std::atomic<uint64_t> turns_{0};
