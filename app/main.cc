@@ -1,5 +1,6 @@
 // coapgate's command line (docs/cli.md):
 //   coapgate [--config FILE] [--log-level L]  run (embedded defaults without a file)
+//   coapgate --take-over [--config FILE]      take the running coapgate's sockets over
 //   coapgate --check-config [--config FILE]   validate config and devices, exit 0, 2 or 1
 //   coapgate dissect [HEX...]                 show what the codec makes of datagrams
 //   coapgate translate --template F (--hex H | --base64 B)   the Energy Saver tester
@@ -161,7 +162,7 @@ int CheckConfig(const std::string& path) {
 }
 
 // `log_level`: --log-level, which wins over [log] level; empty: the file's.
-int Serve(const std::string& path, const std::string& log_level) {
+int Serve(const std::string& path, const std::string& log_level, bool take_over) {
   auto config = LoadConfig(path);
   if (!config) {
     spdlog::error("{}", config.error().message);
@@ -171,7 +172,7 @@ int Serve(const std::string& path, const std::string& log_level) {
   if (!log_level.empty()) level = *coapgate::config::ParseLogLevel(log_level);  // CLI-checked
   coapgate::app::SetUpLogging(level, config->log.format);
   coapgate::engine::BlockServerSignals();
-  auto server = coapgate::engine::Server::Create(*config);
+  auto server = coapgate::engine::Server::Create(*config, take_over);
   if (!server) {
     spdlog::error("{}", server.error().message);
     return coapgate::ExitCode(server.error().kind);
@@ -193,6 +194,10 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_path, "TOML configuration file (default: embedded defaults)")
       ->check(CLI::ExistingFile);
   app.add_flag("--check-config", check_only, "validate the configuration and devices, then exit");
+  bool take_over = false;
+  app.add_flag("--take-over", take_over,
+               "take the listening sockets over from the coapgate running with this "
+               "configuration, which then finishes its pending messages and exits");
   std::string log_level;
   app.add_option("--log-level", log_level,
                  "debug, info, warn or error: overrides [log] level of the configuration")
@@ -270,5 +275,5 @@ int main(int argc, char** argv) {
                : coapgate::app::ExportDevices(*config, name);
   }
   if (check_only) return CheckConfig(config_path);
-  return Serve(config_path, log_level);
+  return Serve(config_path, log_level, take_over);
 }

@@ -2,7 +2,9 @@
 
 #include <sched.h>
 #include <signal.h>
+#include <poll.h>
 #include <sys/random.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -71,7 +73,29 @@ std::vector<int> AllowedCpus() {
   return cpus;
 }
 
+// Timeouts of a take-over (engine/takeover_channel.h). The successor waits for the sockets
+// while the predecessor finishes its pending messages (at most the response budget plus the
+// slack); the predecessor then waits for "ready" while the successor builds its shards.
+constexpr int kTakeoverRequestTimeoutMs = 5000;
+constexpr uint64_t kTakeoverQuietSlackMs = 2000;
+constexpr int kTakeoverAnswerTimeoutMs = 90000;
+constexpr int kTakeoverReadyTimeoutMs = 60000;
+
+std::string Join(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (const std::string& item : items) out += (out.size() > 1 ? ", " : "") + item;
+  return out + "]";
+}
+
 }  // namespace
+
+std::string TakeoverSocketPath(const config::Config& config) {
+  if (!config.server.takeover_socket.empty()) return config.server.takeover_socket;
+  const std::string& state = config.devices.state;
+  const size_t slash = state.rfind('/');
+  if (slash == std::string::npos) return "coapgate.takeover";
+  return state.substr(0, slash + 1) + "coapgate.takeover";
+}
 
 void BlockServerSignals() {
   sigset_t set;
@@ -129,17 +153,20 @@ Server::~Server() {
   if (publishers_) publishers_->Stop(config_.server.drain_timeout_ms);
 }
 
-Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& config) {
+Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& config,
+                                                     bool take_over) {
   auto server = std::unique_ptr<Server>(new Server(config));
   // Before anything else is opened: a second coapgate stops here, not after it joined the
-  // first one's reuseport groups.
-  std::vector<uint16_t> ports;
-  for (const auto* addresses : {&config.server.coap_listen, &config.server.coaps_listen}) {
-    for (const config::ListenAddress& address : *addresses) ports.push_back(address.port);
+  // first one's reuseport groups. A successor gets the locks with the sockets instead.
+  if (!take_over) {
+    std::vector<uint16_t> ports;
+    for (const auto* addresses : {&config.server.coap_listen, &config.server.coaps_listen}) {
+      for (const config::ListenAddress& address : *addresses) ports.push_back(address.port);
+    }
+    auto lock = InstanceLock::Acquire(ports);
+    if (!lock) return FailEnvironment(std::move(lock).error());
+    server->instance_lock_ = std::move(*lock);
   }
-  auto lock = InstanceLock::Acquire(ports);
-  if (!lock) return FailEnvironment(std::move(lock).error());
-  server->instance_lock_ = std::move(*lock);
   server->device_source_ = MakeDeviceSource(config);
   const uint64_t load_started_us = MonotonicUs();
   auto devices = server->device_source_->Load();
@@ -182,26 +209,6 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   server->templates_ =
       std::make_unique<SnapshotHolder<sinks::TemplateSet>>(std::move(*templates));
 
-  if (config.devices.backend == config::DeviceBackend::kPostgres) {
-    // The bootstrap state lives in the shared database too, so every node hands a device the
-    // same key (docs/bootstrap-and-dtls.md); devices.state is not used.
-    auto store = registry::PostgresKeyStore::Open(config.devices.postgres.dsn,
-                                                  config.bootstrap.regenerate_after_s);
-    if (!store) {
-      return FailEnvironment(InConfig(config, "devices.postgres", store.error().message));
-    }
-    spdlog::info("bootstrap state: {} ({} devices)", (*store)->name(), (*store)->size());
-    server->psk_store_ = std::move(*store);
-  } else {
-    auto store =
-        registry::PskStore::Open(config.devices.state, config.bootstrap.regenerate_after_s);
-    if (!store) return FailEnvironment(std::move(store).error());
-    server->psk_store_ = std::move(*store);
-  }
-  server->bootstrap_ = std::make_unique<bootstrap::BootstrapService>(
-      server->psk_store_.get(), config.bootstrap.coaps_url, kBootstrapQueueCapacity,
-      bootstrap::BootstrapLimits{config.coap.response_budget_ms, config.coap.busy_max_age_s});
-
   auto publishers = sinks::PublisherPool::Create(config.sinks);
   // PublisherPool's errors are still text: those naming a sink ("sinks[i]...") are settings.
   if (!publishers) {
@@ -222,6 +229,69 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   const size_t plain_count = listen.size();
   listen.insert(listen.end(), config.server.coaps_listen.begin(),
                 config.server.coaps_listen.end());
+  // A take-over: the predecessor stops reading, then hands over its sockets (shard by shard,
+  // in listen order) and its instance locks. Everything above was built while it still
+  // served; what follows runs while the kernel queues the devices' datagrams.
+  std::vector<int> inherited;
+  struct CloseUnused {  // the inherited sockets no shard took, on a failed start
+    std::vector<int>* fds;
+    size_t used = 0;
+    ~CloseUnused() {
+      for (size_t k = used; k < fds->size(); ++k) ::close((*fds)[k]);
+    }
+  } close_unused{&inherited};
+  if (take_over) {
+    auto channel = TakeoverChannel::Connect(TakeoverSocketPath(config));
+    if (!channel) {
+      return FailEnvironment(InConfig(config, "server.takeover_socket", channel.error()));
+    }
+    const std::string from = "take-over from pid " + std::to_string((*channel)->peer_pid());
+    TakeoverRequest request;
+    request.shards = static_cast<uint32_t>(shard_count);
+    for (const auto& a : config.server.coap_listen) request.coap_listen.push_back(a.text);
+    for (const auto& a : config.server.coaps_listen) request.coaps_listen.push_back(a.text);
+    spdlog::info("{}: asking for its sockets", from);
+    if (auto sent = (*channel)->Send(request.Encode()); !sent) {
+      return FailEnvironment(from + ": " + sent.error());
+    }
+    auto answer = (*channel)->Receive(kTakeoverAnswerTimeoutMs);
+    if (!answer) return FailEnvironment(from + ": " + answer.error());
+    inherited = std::move(answer->fds);
+    auto sockets = TakeoverSockets::Parse(answer->text);
+    if (!sockets) return FailEnvironment(from + ": " + sockets.error());
+    const size_t expected = static_cast<size_t>(shard_count) * listen.size();
+    if (sockets->sockets != expected || inherited.size() != expected + sockets->locks ||
+        sockets->ports.size() != listen.size()) {
+      return FailEnvironment(from + ": got " + std::to_string(inherited.size()) +
+                             " descriptors for " + std::to_string(expected) + " sockets");
+    }
+    for (size_t j = 0; j < listen.size(); ++j) listen[j].port = sockets->ports[j];
+    server->instance_lock_ = InstanceLock::Adopt(std::vector<int>(
+        inherited.begin() + static_cast<std::ptrdiff_t>(expected), inherited.end()));
+    inherited.resize(expected);
+    server->predecessor_ = std::move(*channel);
+  }
+
+  if (config.devices.backend == config::DeviceBackend::kPostgres) {
+    // The bootstrap state lives in the shared database too, so every node hands a device the
+    // same key (docs/bootstrap-and-dtls.md); devices.state is not used.
+    auto store = registry::PostgresKeyStore::Open(config.devices.postgres.dsn,
+                                                  config.bootstrap.regenerate_after_s);
+    if (!store) {
+      return FailEnvironment(InConfig(config, "devices.postgres", store.error().message));
+    }
+    spdlog::info("bootstrap state: {} ({} devices)", (*store)->name(), (*store)->size());
+    server->psk_store_ = std::move(*store);
+  } else {
+    auto store =
+        registry::PskStore::Open(config.devices.state, config.bootstrap.regenerate_after_s);
+    if (!store) return FailEnvironment(std::move(store).error());
+    server->psk_store_ = std::move(*store);
+  }
+  server->bootstrap_ = std::make_unique<bootstrap::BootstrapService>(
+      server->psk_store_.get(), config.bootstrap.coaps_url, kBootstrapQueueCapacity,
+      bootstrap::BootstrapLimits{config.coap.response_budget_ms, config.coap.busy_max_age_s});
+
   bool uring = config.server.io != config::IoBackend::kRecvmmsg;
   // The exchange memory per shard: SO_REUSEPORT steers devices by source address, so each shard
   // sees about its share of the registry; 25 % and 1024 records of headroom for the skew and
@@ -242,6 +312,13 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
     o.index = static_cast<uint32_t>(i);
     o.cpu = cpus.empty() ? -1 : cpus[static_cast<size_t>(i) % cpus.size()];
     for (config::ListenAddress& address : listen) {
+      if (take_over) {
+        const int fd = inherited[close_unused.used++];
+        if (i == 0) group_member[o.sockets.size()] = fd;
+        o.sockets.push_back(fd);
+        o.secure.push_back(o.secure.size() >= plain_count);
+        continue;
+      }
       auto fd = net::OpenUdpSocket(address.host, address.port, config.server.receive_buffer_bytes);
       if (!fd) {
         for (int open_fd : o.sockets) close(open_fd);
@@ -305,28 +382,7 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
                              config.energy_saver.on_error == config::TranslationErrorPolicy::kReject);
   server->bootstrap_->Start();
   for (auto& shard : server->shards_) shard->Start();
-  if (config.admin.enabled) {
-    Server* raw = server.get();
-    admin::Handlers handlers;
-    handlers.metrics = [raw] { return raw->MetricsText(); };
-    handlers.healthz = [raw] { return raw->Healthz(); };
-    handlers.readyz = [raw] { return raw->Readyz(); };
-    // GET /devices: the current snapshot (held for the answer) and its activity words.
-    handlers.device_by_iccid = [raw](std::string_view iccid) {
-      return InspectDeviceByIccid(*raw->registry_->current(), raw->psk_store_.get(), iccid);
-    };
-    handlers.device_by_address = [raw](std::string_view ip) {
-      return InspectDeviceByAddress(*raw->registry_->current(), raw->psk_store_.get(), ip);
-    };
-    auto admin = admin::AdminServer::Start(config.admin.listen.host, config.admin.listen.port,
-                                           std::move(handlers));
-    if (!admin) return FailEnvironment(std::move(admin).error());
-    server->admin_ = std::move(*admin);
-    const bool v6 = config.admin.listen.host.find(':') != std::string::npos;
-    spdlog::info("admin listening http://{}{}{}:{} (/metrics /healthz /readyz /devices)",
-                 v6 ? "[" : "",
-                 config.admin.listen.host, v6 ? "]" : "", server->admin_->port());
-  }
+  if (auto admin = server->StartAdmin(); !admin) return FailEnvironment(std::move(admin).error());
   for (size_t i = 0; i < listen.size(); ++i) {
     const config::ListenAddress& address = listen[i];
     const bool v6 = address.host.find(':') != std::string::npos;
@@ -347,12 +403,53 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   return server;
 }
 
+Result<void, std::string> Server::StartAdmin() {
+  if (!config_.admin.enabled) return {};
+  Server* raw = this;
+  admin::Handlers handlers;
+  handlers.metrics = [raw] { return raw->MetricsText(); };
+  handlers.healthz = [raw] { return raw->Healthz(); };
+  handlers.readyz = [raw] { return raw->Readyz(); };
+  // GET /devices: the current snapshot (held for the answer) and its activity words.
+  handlers.device_by_iccid = [raw](std::string_view iccid) {
+    return InspectDeviceByIccid(*raw->registry_->current(), raw->psk_store_.get(), iccid);
+  };
+  handlers.device_by_address = [raw](std::string_view ip) {
+    return InspectDeviceByAddress(*raw->registry_->current(), raw->psk_store_.get(), ip);
+  };
+  auto admin = admin::AdminServer::Start(config_.admin.listen.host, config_.admin.listen.port,
+                                         std::move(handlers));
+  if (!admin) return Fail(std::move(admin).error());
+  admin_ = std::move(*admin);
+  const bool v6 = config_.admin.listen.host.find(':') != std::string::npos;
+  spdlog::info("admin listening http://{}{}{}:{} (/metrics /healthz /readyz /devices)",
+               v6 ? "[" : "",
+               config_.admin.listen.host, v6 ? "]" : "", admin_->port());
+  return {};
+}
+
 int Server::Run() {
   sigset_t set;
   sigemptyset(&set);
   for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&set, s);
+  // The signals (blocked in every thread) and a successor's connection, in one poll.
+  const int signals = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+  CHECK(signals >= 0, "signalfd on a valid set");
+  struct CloseSignals {
+    int fd;
+    ~CloseSignals() { ::close(fd); }
+  } close_signals{signals};
   serving_.store(true, std::memory_order_release);
   if (follower_) follower_->Start();
+  if (predecessor_) {
+    // Our shards serve: the predecessor may drain and exit. If it is gone already, so be it.
+    if (auto told = predecessor_->Send("ready " + std::to_string(getpid())); !told) {
+      spdlog::warn("take-over from pid {}: {}", predecessor_->peer_pid(), told.error());
+    }
+    spdlog::info("take-over from pid {}: serving on its sockets", predecessor_->peer_pid());
+    predecessor_.reset();
+  }
+  ListenForSuccessor();
   notifier_.Ready(StatusLine(0));
   // The watchdog is judged once per check interval: a quarter of WatchdogSec, so that one slow
   // turn of the control loop never misses a ping; at most 1 s, and at least 250 ms, longer
@@ -366,7 +463,26 @@ int Server::Run() {
   while (true) {
     const timespec timeout{static_cast<time_t>(check_ms / 1000),
                            static_cast<long>(check_ms % 1000) * 1000000};
-    const int signal_number = sigtimedwait(&set, nullptr, &timeout);
+    pollfd polls[2] = {{signals, POLLIN, 0},
+                       {takeover_listener_ ? takeover_listener_->fd() : -1, POLLIN, 0}};
+    (void)ppoll(polls, 2, &timeout, nullptr);
+    int signal_number = -1;
+    signalfd_siginfo info;
+    if (read(signals, &info, sizeof(info)) == static_cast<ssize_t>(sizeof(info))) {
+      signal_number = static_cast<int>(info.ssi_signo);
+    }
+    if ((polls[1].revents & POLLIN) != 0) {
+      auto successor = takeover_listener_->Accept();
+      if (!successor) {
+        spdlog::warn("{}", successor.error());
+      } else if (HandOver(std::move(*successor))) {
+        notifier_.Stopping();
+        draining_.store(true, std::memory_order_release);
+        Drain();
+        LogCounters("final counters");
+        return clean_ ? 0 : 1;
+      }
+    }
     if (signal_number == SIGHUP) {
       notifier_.Reloading();
       Reload();
@@ -410,6 +526,110 @@ int Server::Run() {
       stuck_reported = true;
     }
   }
+}
+
+void Server::ListenForSuccessor() {
+  const std::string path = TakeoverSocketPath(config_);
+  auto listener = TakeoverListener::Listen(path);
+  if (!listener) {
+    spdlog::warn("no take-over socket ({}): `coapgate --take-over` cannot replace this process",
+                 listener.error());
+    return;
+  }
+  takeover_listener_ = std::move(*listener);
+  spdlog::info("take-over socket {} (coapgate --take-over)", path);
+}
+
+bool Server::HandOver(std::unique_ptr<TakeoverChannel> successor) {
+  const std::string to = "take-over by pid " + std::to_string(successor->peer_pid());
+  auto message = successor->Receive(kTakeoverRequestTimeoutMs);
+  if (!message) {
+    spdlog::warn("{}: {}", to, message.error());
+    return false;
+  }
+  for (int fd : message->fds) ::close(fd);
+  auto request = TakeoverRequest::Parse(message->text);
+  TakeoverRequest ours;
+  ours.shards = static_cast<uint32_t>(shards_.size());
+  for (const auto& a : config_.server.coap_listen) ours.coap_listen.push_back(a.text);
+  for (const auto& a : config_.server.coaps_listen) ours.coaps_listen.push_back(a.text);
+  std::string refusal;
+  if (!request) {
+    refusal = request.error();
+  } else if (!(*request == ours)) {
+    refusal = "this process serves " + std::to_string(ours.shards) + " shards on " +
+              Join(ours.coap_listen) + " (coap) and " + Join(ours.coaps_listen) +
+              " (coaps); the successor's configuration must have the same server.shards, "
+              "coap_listen and coaps_listen";
+  }
+  if (!refusal.empty()) {
+    spdlog::warn("{}: refused: {}", to, refusal);
+    (void)successor->Send("refused " + refusal);
+    return false;
+  }
+  const uint64_t started_ms = MonotonicMs();
+  spdlog::info("{}: stopping reading, finishing pending messages", to);
+  for (auto& shard : shards_) shard->RequestReceiving(false);
+  // Quiet: nothing more is read, everything read has been answered (2.04 or, at the budget,
+  // 5.03), the bootstrap worker answered its queue. Bounded by the response budget.
+  auto resume = [this](const std::string& why) {
+    spdlog::error("{}; reading the sockets again", why);
+    for (auto& shard : shards_) shard->RequestReceiving(true);
+  };
+  const uint64_t deadline_ms = started_ms + config_.coap.response_budget_ms + kTakeoverQuietSlackMs;
+  while (true) {
+    bool quiet = bootstrap_->idle();
+    for (const auto& shard : shards_) {
+      quiet = quiet && shard->receive_stopped() && shard->pending() == 0;
+    }
+    if (quiet) break;
+    if (MonotonicMs() >= deadline_ms) {
+      (void)successor->Send("refused the running process did not become quiet in time");
+      resume(to + ": not quiet within the response budget");
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (auto released = psk_store_->Release(); !released) {
+    (void)successor->Send("refused " + released.error());
+    resume(to + ": " + released.error());
+    return false;
+  }
+  // The admin port is bound again by the successor; ours answers no more from here.
+  admin_.reset();
+  std::vector<int> fds;
+  TakeoverSockets answer;
+  for (const auto& shard : shards_) fds.insert(fds.end(), shard->sockets().begin(), shard->sockets().end());
+  answer.sockets = static_cast<uint32_t>(fds.size());
+  answer.locks = static_cast<uint32_t>(instance_lock_->fds().size());
+  fds.insert(fds.end(), instance_lock_->fds().begin(), instance_lock_->fds().end());
+  for (const int fd : shards_.front()->sockets()) answer.ports.push_back(net::LocalPort(fd));
+  Result<TakeoverMessage, std::string> ready = Fail(std::string());
+  if (auto sent = successor->Send(answer.Encode(), fds); !sent) {
+    ready = Fail(std::move(sent.error()));
+  } else {
+    ready = successor->Receive(kTakeoverReadyTimeoutMs);
+  }
+  if (ready && ready->text.starts_with("ready ")) {
+    for (int fd : ready->fds) ::close(fd);
+    spdlog::info("{}: handed over in {} ms; draining", to, MonotonicMs() - started_ms);
+    takeover_listener_.reset();  // the successor listens at the path now
+    return true;
+  }
+  if (ready) {
+    for (int fd : ready->fds) ::close(fd);
+    ready = Fail("unexpected answer \"" + ready->text.substr(0, 40) + "\"");
+  }
+  // The successor failed after taking the sockets: it never read them (it had not said ready)
+  // or it died; either way ours are the same sockets, and whatever it left queued is read now.
+  if (auto reacquired = psk_store_->Reacquire(); !reacquired) {
+    spdlog::error("{}: {}: bootstrap fails until restart", to, reacquired.error());
+  }
+  if (auto admin = StartAdmin(); !admin) spdlog::error("{}: admin: {}", to, admin.error());
+  takeover_listener_.reset();
+  ListenForSuccessor();  // the successor may have replaced the socket file
+  resume(to + ": " + ready.error());
+  return false;
 }
 
 std::string Server::StatusLine(double datagrams_per_s) const {

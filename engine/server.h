@@ -1,10 +1,12 @@
 // Server: the running coapgate process: the shards, the publishers, the device registry, the
 // Energy Saver templates and the signals (docs/cli.md): SIGTERM/SIGINT drain and exit 0, SIGHUP
 // reloads the devices and the templates, SIGUSR2 the devices only, SIGUSR1 logs the counters.
+// It also waits for a successor (`coapgate --take-over`, engine/takeover_channel.h) and hands
+// it the listening sockets, then drains and exits 0.
 //
 // Control plane: Create and Run on the main thread, which must have blocked SIGTERM, SIGINT,
 // SIGHUP, SIGUSR1 and SIGUSR2 before any thread was started (BlockServerSignals) so that only
-// Run's sigtimedwait sees them.
+// Run's signalfd sees them.
 #pragma once
 
 #include <atomic>
@@ -26,6 +28,7 @@
 #include "engine/instance_lock.h"
 #include "engine/service_notifier.h"
 #include "engine/shard.h"
+#include "engine/takeover_channel.h"
 #include "sinks/publisher_pool.h"
 #include "common/snapshot_holder.h"
 #include "sinks/template_set.h"
@@ -33,6 +36,10 @@
 namespace coapgate::engine {
 
 void BlockServerSignals();
+
+// Where the running process waits for a successor: server.takeover_socket, or
+// "coapgate.takeover" next to devices.state.
+[[nodiscard]] std::string TakeoverSocketPath(const config::Config& config);
 
 // The source of the device registry `config` names: the CSV file of devices.file (a missing
 // file loads as an empty registry: every device gets 4.01 until it exists and SIGHUP is sent).
@@ -57,7 +64,11 @@ class Server {
  public:
   // The error's kind says whose fault a failed start is: kBadInput for the devices file, the
   // templates and sink settings, kEnvironment for sockets, the state file, files refused.
-  static Result<std::unique_ptr<Server>, Error> Create(const config::Config& config);
+  // `take_over`: the sockets and instance locks come from the coapgate running with the same
+  // listen addresses and shard count (its take-over socket), not from bind(2); it fails with
+  // kEnvironment when there is none or it refuses.
+  static Result<std::unique_ptr<Server>, Error> Create(const config::Config& config,
+                                                       bool take_over = false);
   ~Server();
 
   // Serves until SIGTERM/SIGINT, then drains; returns the process exit code: 0, or 1 when the
@@ -84,6 +95,14 @@ class Server {
   [[nodiscard]] admin::Probe Healthz() const;
   [[nodiscard]] admin::Probe Readyz() const;
   void Drain();
+  // The predecessor's side of a take-over, for the successor that connected: true when the
+  // successor serves (the caller drains and exits); false when it refused or failed, and
+  // this process serves on, reading its sockets again.
+  [[nodiscard]] bool HandOver(std::unique_ptr<TakeoverChannel> successor);
+  // Listens for a successor at the configured take-over socket (logs when it cannot).
+  void ListenForSuccessor();
+  // The admin listener (/metrics ...): started at Create, stopped for a successor to bind.
+  [[nodiscard]] Result<void, std::string> StartAdmin();
   // STATUS= for the service manager: rate, devices, sessions.
   [[nodiscard]] std::string StatusLine(double datagrams_per_s) const;
 
@@ -112,6 +131,10 @@ class Server {
   std::atomic<uint64_t> registry_loaded_ms_{0};
   std::atomic<uint64_t> registry_load_us_{0};
   const uint64_t started_ms_ = WallMs();
+  // A take-over: the predecessor, told "ready" once this process serves (Run), and the
+  // listener where this process waits for its own successor.
+  std::unique_ptr<TakeoverChannel> predecessor_;
+  std::unique_ptr<TakeoverListener> takeover_listener_;
   std::unique_ptr<admin::AdminServer> admin_;  ///< stopped first: its handlers read the rest  ///< false when shutdown had to abandon messages
 };
 

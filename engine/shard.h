@@ -119,6 +119,9 @@ class Shard final : private dtls::Transport {
   // least every kIdleWaitMs), read by the service watchdog.
   [[nodiscard]] uint64_t turns() const noexcept { return turns_.load(std::memory_order_relaxed); }
   [[nodiscard]] const ShardCounters& counters() const noexcept { return counters_; }
+  // Its sockets, one per listen address in order (owned by the shard; handed to a successor
+  // as descriptors of the same sockets).
+  [[nodiscard]] const std::vector<int>& sockets() const noexcept { return options_.sockets; }
   // Heap bytes of the exchange memory, allocated by Create (fixed; any thread).
   [[nodiscard]] size_t exchange_memory_bytes() const noexcept { return exchanges_.MemoryBytes(); }
   [[nodiscard]] sinks::Handoff& handoff() noexcept { return handoff_; }
