@@ -15,6 +15,7 @@
 
 #include <gtest/gtest.h>
 
+#include "engine/server.h"
 #include "net/udp_socket.h"
 
 namespace coapgate::engine {
@@ -160,6 +161,16 @@ TEST_F(TakeoverChannelTest, OverlongPathIsRefused) {
   auto refused = TakeoverListener::Listen("/tmp/" + std::string(200, 'x'));
   ASSERT_FALSE(refused);
   EXPECT_NE(refused.error().find("Unix socket path must have"), std::string::npos);
+}
+
+TEST(TakeoverSocketPath, NextToTheStateFileUnlessConfigured) {
+  config::Config config;
+  config.devices.state = "/var/lib/coapgate/coapgate-state.db";
+  EXPECT_EQ(TakeoverSocketPath(config), "/var/lib/coapgate/coapgate.takeover");
+  config.devices.state = "coapgate-state.db";
+  EXPECT_EQ(TakeoverSocketPath(config), "coapgate.takeover");
+  config.server.takeover_socket = "/run/coapgate/takeover";
+  EXPECT_EQ(TakeoverSocketPath(config), "/run/coapgate/takeover");
 }
 
 }  // namespace
