@@ -578,11 +578,13 @@ bool Server::HandOver(std::unique_ptr<TakeoverChannel> successor) {
   };
   const uint64_t deadline_ms = started_ms + config_.coap.response_budget_ms + kTakeoverQuietSlackMs;
   while (true) {
-    bool quiet = bootstrap_->idle();
+    // The shards first: a bootstrap request is submitted in the turn that read it, before
+    // that shard reports receive_stopped, so the worker's queue read after is complete.
+    bool quiet = true;
     for (const auto& shard : shards_) {
       quiet = quiet && shard->receive_stopped() && shard->pending() == 0;
     }
-    if (quiet) break;
+    if (quiet && bootstrap_->idle()) break;
     if (MonotonicMs() >= deadline_ms) {
       (void)successor->Send("refused the running process did not become quiet in time");
       resume(to + ": not quiet within the response budget");
