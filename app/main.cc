@@ -1,6 +1,7 @@
 // coapgate's command line (docs/cli.md):
 //   coapgate [--config FILE] [--log-level L]  run (embedded defaults without a file)
 //   coapgate --take-over [--config FILE]      take the running coapgate's sockets over
+//   coapgate upgrade [--config FILE]          have the running coapgate replaced by its file's version
 //   coapgate --check-config [--config FILE]   validate config and devices, exit 0, 2 or 1
 //   coapgate dissect [HEX...]                 show what the codec makes of datagrams
 //   coapgate translate --template F (--hex H | --base64 B)   the Energy Saver tester
@@ -22,6 +23,7 @@
 
 #include "config/config.h"
 #include "app/devices_command.h"
+#include "app/upgrade_command.h"
 #include "app/dissect.h"
 #include "app/log_setup.h"
 #include "common/base64.h"
@@ -249,6 +251,10 @@ int main(int argc, char** argv) {
                    "with --replace: remove them even beyond devices.reload_max_removed_percent");
   CLI::App* export_devices =
       devices->add_subcommand("export", "Write the registry's devices as a devices CSV to stdout");
+  CLI::App* upgrade = app.add_subcommand(
+      "upgrade", "Replace the running coapgate (this configuration's) by a new process of the "
+                 "same executable file, handing its sockets over without a gap");
+  upgrade->fallthrough();
   for (CLI::App* sub : {devices, import, export_devices}) {
     sub->fallthrough();  // --config may come after the subcommand too
   }
@@ -273,6 +279,14 @@ int main(int argc, char** argv) {
                ? coapgate::app::ImportDevices(*config, name, import_file, import_replace,
                                               import_force)
                : coapgate::app::ExportDevices(*config, name);
+  }
+  if (upgrade->parsed()) {
+    auto config = LoadConfig(config_path);
+    if (!config) {
+      std::cerr << config.error().message << "\n";
+      return coapgate::ExitCode(config.error().kind);
+    }
+    return coapgate::app::Upgrade(*config);
   }
   if (check_only) return CheckConfig(config_path);
   return Serve(config_path, log_level, take_over);

@@ -4,7 +4,10 @@
 #include <signal.h>
 #include <poll.h>
 #include <sys/random.h>
+#include <spawn.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +29,8 @@
 #include "registry/postgres_device_source.h"
 #include "registry/postgres_key_store.h"
 #include "registry/psk_store.h"
+
+extern char** environ;
 
 namespace coapgate::engine {
 namespace {
@@ -80,6 +85,8 @@ constexpr int kTakeoverRequestTimeoutMs = 5000;
 constexpr uint64_t kTakeoverQuietSlackMs = 2000;
 constexpr int kTakeoverAnswerTimeoutMs = 90000;
 constexpr int kTakeoverReadyTimeoutMs = 60000;
+// `coapgate upgrade`: how long the started successor may take to load and connect.
+constexpr uint64_t kUpgradeTimeoutMs = 120000;
 
 std::string Join(const std::vector<std::string>& items) {
   std::string out = "[";
@@ -156,6 +163,10 @@ Server::~Server() {
 Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& config,
                                                      bool take_over) {
   auto server = std::unique_ptr<Server>(new Server(config));
+  // Read now: after a package upgrade the link names the old, deleted file, and an upgrade
+  // must start the new one at this path.
+  std::error_code ignored;
+  server->self_exe_ = std::filesystem::read_symlink("/proc/self/exe", ignored).string();
   // Before anything else is opened: a second coapgate stops here, not after it joined the
   // first one's reuseport groups. A successor gets the locks with the sockets instead.
   if (!take_over) {
@@ -443,6 +454,8 @@ int Server::Run() {
   if (follower_) follower_->Start();
   if (predecessor_) {
     // Our shards serve: the predecessor may drain and exit. If it is gone already, so be it.
+    // Under systemd this process becomes the service's main process first.
+    notifier_.MainPid();
     if (auto told = predecessor_->Send("ready " + std::to_string(getpid())); !told) {
       spdlog::warn("take-over from pid {}: {}", predecessor_->peer_pid(), told.error());
     }
@@ -471,17 +484,12 @@ int Server::Run() {
     if (read(signals, &info, sizeof(info)) == static_cast<ssize_t>(sizeof(info))) {
       signal_number = static_cast<int>(info.ssi_signo);
     }
-    if ((polls[1].revents & POLLIN) != 0) {
-      auto successor = takeover_listener_->Accept();
-      if (!successor) {
-        spdlog::warn("{}", successor.error());
-      } else if (HandOver(std::move(*successor))) {
-        notifier_.Stopping();
-        draining_.store(true, std::memory_order_release);
-        Drain();
-        LogCounters("final counters");
-        return clean_ ? 0 : 1;
-      }
+    if ((polls[1].revents & POLLIN) != 0 && ServeTakeoverConnection()) {
+      // The successor is the service's main process now (MAINPID=): no STOPPING=1 from here.
+      draining_.store(true, std::memory_order_release);
+      Drain();
+      LogCounters("final counters");
+      return clean_ ? 0 : 1;
     }
     if (signal_number == SIGHUP) {
       notifier_.Reloading();
@@ -540,15 +548,112 @@ void Server::ListenForSuccessor() {
   spdlog::info("take-over socket {} (coapgate --take-over)", path);
 }
 
-bool Server::HandOver(std::unique_ptr<TakeoverChannel> successor) {
-  const std::string to = "take-over by pid " + std::to_string(successor->peer_pid());
-  auto message = successor->Receive(kTakeoverRequestTimeoutMs);
+bool Server::ServeTakeoverConnection() {
+  auto channel = takeover_listener_->Accept();
+  if (!channel) {
+    spdlog::warn("{}", channel.error());
+    return false;
+  }
+  auto message = (*channel)->Receive(kTakeoverRequestTimeoutMs);
   if (!message) {
-    spdlog::warn("{}: {}", to, message.error());
+    spdlog::warn("take-over socket: pid {}: {}", (*channel)->peer_pid(), message.error());
     return false;
   }
   for (int fd : message->fds) ::close(fd);
-  auto request = TakeoverRequest::Parse(message->text);
+  if (message->text == "upgrade") return Upgrade(std::move(*channel));
+  return HandOver(std::move(*channel), message->text).has_value();
+}
+
+bool Server::Upgrade(std::unique_ptr<TakeoverChannel> requester) {
+  const std::string by = "upgrade requested by pid " + std::to_string(requester->peer_pid());
+  auto fail = [&](const std::string& why) {
+    spdlog::error("{}: {}", by, why);
+    (void)requester->Send("failed " + why);
+    return false;
+  };
+  if (self_exe_.empty()) return fail("this process does not know its executable");
+  // The successor is this process's child, so it runs inside the same service (cgroup); its
+  // environment is ours but for WATCHDOG_PID, which names us and would keep it from pinging.
+  std::vector<std::string> arguments{self_exe_, "--take-over"};
+  if (!config_.source_path.empty()) {
+    arguments.push_back("--config");
+    arguments.push_back(config_.source_path);
+  }
+  std::vector<char*> argv;
+  for (std::string& a : arguments) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::string_view(*e).starts_with("WATCHDOG_PID=")) continue;
+    envp.push_back(*e);
+  }
+  envp.push_back(nullptr);
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attributes, &none);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
+  pid_t child = 0;
+  const int spawned = posix_spawn(&child, self_exe_.c_str(), nullptr, &attributes, argv.data(),
+                                  envp.data());
+  posix_spawnattr_destroy(&attributes);
+  if (spawned != 0) return fail(self_exe_ + ": cannot start: " + std::strerror(spawned));
+  spdlog::info("{}: started {} --take-over as pid {}", by, self_exe_, child);
+  const int exited = static_cast<int>(syscall(SYS_pidfd_open, child, 0));
+  struct ClosePidfd {
+    int fd;
+    ~ClosePidfd() {
+      if (fd >= 0) ::close(fd);
+    }
+  } close_pidfd{exited};
+  // Reaps a successor that gave up (bounded: it exits right after a refusal).
+  auto reap = [&](int timeout_ms) {
+    pollfd p{exited, POLLIN, 0};
+    if (exited >= 0) (void)poll(&p, 1, timeout_ms);
+    int status = 0;
+    return waitpid(child, &status, WNOHANG) == child ? status : -1;
+  };
+  const uint64_t deadline_ms = MonotonicMs() + kUpgradeTimeoutMs;
+  while (true) {
+    const uint64_t now_ms = MonotonicMs();
+    if (now_ms >= deadline_ms) {
+      ::kill(child, SIGTERM);
+      (void)reap(5000);
+      return fail("pid " + std::to_string(child) + " did not connect within " +
+                  std::to_string(kUpgradeTimeoutMs / 1000) + " s; stopped it");
+    }
+    pollfd polls[2] = {{takeover_listener_->fd(), POLLIN, 0}, {exited, POLLIN, 0}};
+    (void)poll(polls, 2, static_cast<int>(deadline_ms - now_ms));
+    if ((polls[1].revents & POLLIN) != 0) {
+      const int status = reap(0);
+      return fail("pid " + std::to_string(child) + " exited (status " + std::to_string(status) +
+                  ") before taking over; its log says why");
+    }
+    if ((polls[0].revents & POLLIN) == 0) continue;
+    auto successor = takeover_listener_->Accept();
+    if (!successor) continue;
+    if ((*successor)->peer_pid() != child) {
+      (void)(*successor)->Send("refused an upgrade is in progress");
+      continue;
+    }
+    auto message = (*successor)->Receive(kTakeoverRequestTimeoutMs);
+    if (!message) continue;
+    for (int fd : message->fds) ::close(fd);
+    auto handed = HandOver(std::move(*successor), message->text);
+    if (!handed) {
+      (void)reap(5000);
+      return fail(handed.error());
+    }
+    (void)requester->Send("upgraded " + std::to_string(child));
+    return true;
+  }
+}
+
+Result<void, std::string> Server::HandOver(std::unique_ptr<TakeoverChannel> successor,
+                                           const std::string& text) {
+  const std::string to = "take-over by pid " + std::to_string(successor->peer_pid());
+  auto request = TakeoverRequest::Parse(text);
   TakeoverRequest ours;
   ours.shards = static_cast<uint32_t>(shards_.size());
   for (const auto& a : config_.server.coap_listen) ours.coap_listen.push_back(a.text);
@@ -565,7 +670,7 @@ bool Server::HandOver(std::unique_ptr<TakeoverChannel> successor) {
   if (!refusal.empty()) {
     spdlog::warn("{}: refused: {}", to, refusal);
     (void)successor->Send("refused " + refusal);
-    return false;
+    return Fail("refused: " + refusal);
   }
   const uint64_t started_ms = MonotonicMs();
   spdlog::info("{}: stopping reading, finishing pending messages", to);
@@ -588,14 +693,14 @@ bool Server::HandOver(std::unique_ptr<TakeoverChannel> successor) {
     if (MonotonicMs() >= deadline_ms) {
       (void)successor->Send("refused the running process did not become quiet in time");
       resume(to + ": not quiet within the response budget");
-      return false;
+      return Fail(std::string("not quiet within the response budget"));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   if (auto released = psk_store_->Release(); !released) {
     (void)successor->Send("refused " + released.error());
     resume(to + ": " + released.error());
-    return false;
+    return Fail(std::move(released.error()));
   }
   // The admin port is bound again by the successor; ours answers no more from here.
   admin_.reset();
@@ -616,7 +721,7 @@ bool Server::HandOver(std::unique_ptr<TakeoverChannel> successor) {
     for (int fd : ready->fds) ::close(fd);
     spdlog::info("{}: handed over in {} ms; draining", to, MonotonicMs() - started_ms);
     takeover_listener_.reset();  // the successor listens at the path now
-    return true;
+    return {};
   }
   if (ready) {
     for (int fd : ready->fds) ::close(fd);
@@ -631,7 +736,7 @@ bool Server::HandOver(std::unique_ptr<TakeoverChannel> successor) {
   takeover_listener_.reset();
   ListenForSuccessor();  // the successor may have replaced the socket file
   resume(to + ": " + ready.error());
-  return false;
+  return Fail(std::move(ready.error()));
 }
 
 std::string Server::StatusLine(double datagrams_per_s) const {

@@ -95,10 +95,18 @@ class Server {
   [[nodiscard]] admin::Probe Healthz() const;
   [[nodiscard]] admin::Probe Readyz() const;
   void Drain();
-  // The predecessor's side of a take-over, for the successor that connected: true when the
-  // successor serves (the caller drains and exits); false when it refused or failed, and
-  // this process serves on, reading its sockets again.
-  [[nodiscard]] bool HandOver(std::unique_ptr<TakeoverChannel> successor);
+  // A connection on the take-over socket: a successor's request (HandOver) or `coapgate
+  // upgrade` (Upgrade). True when a successor serves now: the caller drains and exits.
+  [[nodiscard]] bool ServeTakeoverConnection();
+  // The predecessor's side of a take-over, for the successor that sent `request`: done when
+  // the successor serves; an error (logged) when it refused or failed, and this process
+  // serves on, reading its sockets again.
+  [[nodiscard]] Result<void, std::string> HandOver(std::unique_ptr<TakeoverChannel> successor,
+                                                   const std::string& request);
+  // `coapgate upgrade`: starts this executable's file (a new version after a package
+  // upgrade) with --take-over as a child, so that it runs inside the same service, hands
+  // over to it and tells the requester the outcome.
+  [[nodiscard]] bool Upgrade(std::unique_ptr<TakeoverChannel> requester);
   // Listens for a successor at the configured take-over socket (logs when it cannot).
   void ListenForSuccessor();
   // The admin listener (/metrics ...): started at Create, stopped for a successor to bind.
@@ -135,6 +143,7 @@ class Server {
   // listener where this process waits for its own successor.
   std::unique_ptr<TakeoverChannel> predecessor_;
   std::unique_ptr<TakeoverListener> takeover_listener_;
+  std::string self_exe_;  ///< /proc/self/exe at start: what `coapgate upgrade` starts
   std::unique_ptr<admin::AdminServer> admin_;  ///< stopped first: its handlers read the rest  ///< false when shutdown had to abandon messages
 };
 
