@@ -254,6 +254,40 @@ std::string Server::MetricsText() const {
                             {Value(static_cast<double>(
                                        reloads_refused_.load(std::memory_order_relaxed)),
                                    MetricType::Counter)}));
+  // Planned restarts: what the start restored from restart.state_file, and what it refused.
+  {
+    auto restart_counter = [](const std::atomic<uint64_t>& v, std::vector<ClientMetric::Label> labels = {}) {
+      return Value(static_cast<double>(v.load(std::memory_order_relaxed)), MetricType::Counter,
+                   std::move(labels));
+    };
+    families.push_back(Family("coapgate_restart_sessions_restored",
+                              "DTLS sessions restored from the restart state at start",
+                              MetricType::Counter, {restart_counter(restart_.sessions_restored)}));
+    families.push_back(Family("coapgate_restart_sessions_skipped",
+                              "DTLS sessions in the restart state not restored (table full, "
+                              "duplicate peer, state wolfSSL refused)",
+                              MetricType::Counter, {restart_counter(restart_.sessions_skipped)}));
+    families.push_back(Family("coapgate_restart_exchanges_restored",
+                              "answered exchanges restored from the restart state at start",
+                              MetricType::Counter, {restart_counter(restart_.exchanges_restored)}));
+    families.push_back(Family("coapgate_restart_exchanges_skipped",
+                              "answered exchanges in the restart state not restored (exchange "
+                              "memory full, or their DTLS session did not come back)",
+                              MetricType::Counter, {restart_counter(restart_.exchanges_skipped)}));
+    std::vector<ClientMetric> refused;
+    for (size_t i = 0; i < kStateRefusalCount; ++i) {
+      refused.push_back(restart_counter(restart_.refused[i],
+                                {{"reason", std::string(ToString(static_cast<StateRefusal>(i)))}}));
+    }
+    families.push_back(Family("coapgate_restart_state_refused",
+                              "restart state files refused at start, by reason",
+                              MetricType::Counter, std::move(refused)));
+    families.push_back(Family(
+        "coapgate_restart_load_seconds", "time the start took to read and restore the restart state",
+        MetricType::Gauge,
+        {Value(static_cast<double>(restart_.load_us.load(std::memory_order_relaxed)) / 1e6,
+               MetricType::Gauge)}));
+  }
   // Per configured sink, its connections summed: outcomes, sessions, and why messages failed.
   std::vector<ClientMetric> sink_messages, sink_failures, sink_connects, sink_disconnects,
       sink_acked;
