@@ -7,9 +7,11 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
 
+#include <iterator>
 #include <limits>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/duration_histogram.h"
@@ -260,20 +262,25 @@ std::string Server::MetricsText() const {
       return Value(static_cast<double>(v.load(std::memory_order_relaxed)), MetricType::Counter,
                    std::move(labels));
     };
-    families.push_back(Family("coapgate_restart_sessions_restored",
-                              "DTLS sessions restored from the restart state at start",
-                              MetricType::Counter, {restart_counter(restart_.sessions_restored)}));
-    families.push_back(Family("coapgate_restart_sessions_skipped",
-                              "DTLS sessions in the restart state not restored (table full, "
-                              "duplicate peer, state wolfSSL refused)",
-                              MetricType::Counter, {restart_counter(restart_.sessions_skipped)}));
-    families.push_back(Family("coapgate_restart_exchanges_restored",
-                              "answered exchanges restored from the restart state at start",
-                              MetricType::Counter, {restart_counter(restart_.exchanges_restored)}));
-    families.push_back(Family("coapgate_restart_exchanges_skipped",
-                              "answered exchanges in the restart state not restored (exchange "
-                              "memory full, or their DTLS session did not come back)",
-                              MetricType::Counter, {restart_counter(restart_.exchanges_skipped)}));
+    const std::pair<const char*, const std::atomic<uint64_t>*> counted[] = {
+        {"coapgate_restart_sessions_restored",
+         &restart_.sessions_restored},
+        {"coapgate_restart_sessions_skipped", &restart_.sessions_skipped},
+        {"coapgate_restart_exchanges_restored", &restart_.exchanges_restored},
+        {"coapgate_restart_exchanges_skipped", &restart_.exchanges_skipped},
+    };
+    const char* helps[] = {
+        "DTLS sessions restored from the restart state at start",
+        "DTLS sessions in the restart state not restored (table full, duplicate peer, state "
+        "wolfSSL refused)",
+        "answered exchanges restored from the restart state at start",
+        "answered exchanges in the restart state not restored (exchange memory full, or their "
+        "DTLS session did not come back)",
+    };
+    for (size_t i = 0; i < std::size(counted); ++i) {
+      families.push_back(Family(counted[i].first, helps[i], MetricType::Counter,
+                                {restart_counter(*counted[i].second)}));
+    }
     std::vector<ClientMetric> refused;
     for (size_t i = 0; i < kStateRefusalCount; ++i) {
       refused.push_back(restart_counter(restart_.refused[i],

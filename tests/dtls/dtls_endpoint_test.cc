@@ -37,15 +37,7 @@ Bytes AsBytes(std::string_view s) {
 }
 
 Route MakeRoute(uint32_t ip, uint16_t port, uint16_t socket = 0) {
-  Route r;
-  sockaddr_in in{};
-  in.sin_family = AF_INET;
-  in.sin_port = htons(port);
-  in.sin_addr.s_addr = htonl(ip);
-  std::memcpy(&r.address, &in, sizeof in);
-  r.length = sizeof in;
-  r.socket = socket;
-  return r;
+  return test::Ipv4Route(ip, port, socket);
 }
 
 bool SameRoute(const Route& a, const Route& b) {
@@ -201,6 +193,10 @@ class EndpointTest : public ::testing::Test {
 // ---------------------------------------------------------------------------------------
 // Every suite of docs/bootstrap-and-dtls.md: full PSK handshake, data both ways, one cookie round trip.
 
+constexpr const char* kSuites[] = {"PSK-AES128-CCM-8",    "PSK-AES128-CBC-SHA256",
+                                   "PSK-AES128-GCM-SHA256", "PSK-AES128-CBC-SHA",
+                                   "PSK-AES256-CBC-SHA",  "PSK-AES128-CCM"};
+
 class SuiteTest : public EndpointTest, public ::testing::WithParamInterface<const char*> {};
 
 TEST_P(SuiteTest, HandshakeAndDataBothWays) {
@@ -229,9 +225,7 @@ TEST_P(SuiteTest, HandshakeAndDataBothWays) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Spec7, SuiteTest,
-                         ::testing::Values("PSK-AES128-CCM-8", "PSK-AES128-CBC-SHA256",
-                                           "PSK-AES128-GCM-SHA256", "PSK-AES128-CBC-SHA",
-                                           "PSK-AES256-CBC-SHA", "PSK-AES128-CCM"));
+                         ::testing::ValuesIn(kSuites));
 
 TEST_F(EndpointTest, TwoClientsAtOnce) {
   Start();
@@ -1045,9 +1039,7 @@ TEST_P(RestartSuiteTest, ExportedSessionDecryptsInAFreshEndpoint) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Spec7, RestartSuiteTest,
-                         ::testing::Values("PSK-AES128-CCM-8", "PSK-AES128-CBC-SHA256",
-                                           "PSK-AES128-GCM-SHA256", "PSK-AES128-CBC-SHA",
-                                           "PSK-AES256-CBC-SHA", "PSK-AES128-CCM"));
+                         ::testing::ValuesIn(kSuites));
 
 TEST_F(EndpointTest, ImportedSessionKeepsTheReplayWindow) {
   Start();

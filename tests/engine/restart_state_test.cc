@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "engine/state_file.h"
+#include "tests/support/dtls_test_client.h"
 
 namespace coapgate::engine {
 namespace {
@@ -21,14 +22,7 @@ namespace {
 constexpr std::string_view kListeners = "coap: 0.0.0.0:5683 coaps: 0.0.0.0:5684";
 
 dtls::Route RouteV4(uint32_t ip, uint16_t port, uint16_t socket) {
-  dtls::Route r;
-  sockaddr_in in{};
-  in.sin_family = AF_INET;
-  in.sin_port = htons(port);
-  in.sin_addr.s_addr = htonl(ip);
-  std::memcpy(&r.address, &in, sizeof in);
-  r.length = sizeof in;
-  r.socket = socket;
+  dtls::Route r = test::Ipv4Route(ip, port, socket);
   r.local.family = AF_INET;
   r.local.ifindex = 3;
   r.local.address = {192, 0, 2, 1};

@@ -13,19 +13,14 @@
 #include <string>
 
 #include "engine/restart_state.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
 constexpr std::string_view kListeners = "coap: 0.0.0.0:5683 coaps: 0.0.0.0:5684";
 
-void Check(bool condition) {
-  if (!condition) std::abort();
-}
-
-bool Inside(std::span<const std::byte> part, std::span<const std::byte> whole) {
-  return part.empty() ||
-         (part.data() >= whole.data() && part.data() + part.size() <= whole.data() + whole.size());
-}
+using coapgate::fuzz::Check;
+using coapgate::fuzz::Inside;
 
 }  // namespace
 
