@@ -83,6 +83,9 @@ class RestartTests(unittest.TestCase):
                 answer = device.request(request)
                 self.assertEqual(parse(answer)[1], code(2, 4))
                 self.assertEqual(len(first.wait_for_sink(2)), 2)
+                # The session's one handshake, in the first process (and the family's name).
+                self.assertEqual(
+                    total(self.metrics(first), "coapgate_dtls_handshakes_started_total"), 1)
                 self.assertEqual(first.stop(), 0)
                 saved = first.wait_for_log(
                     r"restart state .*: saved (\d+) DTLS sessions and (\d+) answered exchanges")
