@@ -11,6 +11,7 @@
 #include <cstring>
 #include <initializer_list>
 
+#include "common/hex.h"
 #include "common/quote.h"
 #include "config/toml_reader.h"
 #include "sinks/mqtt_topic.h"
@@ -380,6 +381,33 @@ bool Secret(TableReader& r, std::string_view key, std::string_view file_key, std
          ExpandEnvironment(r, r.KeyPath(file_key), &path) && ReadSecretFile(r, file_key, path, out);
 }
 
+bool ReadRestart(TableReader& r, Config::Restart* restart) {
+  if (!(r.OnlyKeys({"state_file", "key_file", "max_age_s"}) &&
+        r.String("state_file", /*non_empty=*/false, &restart->state_file) &&
+        r.String("key_file", /*non_empty=*/false, &restart->key_file) &&
+        r.Integer<uint32_t>("max_age_s", 1, 7 * 86400, &restart->max_age_s))) {
+    return false;
+  }
+  if (restart->state_file.empty()) return true;
+  if (restart->key_file.empty()) {
+    return r.Fail("key_file", "is required with restart.state_file (the saved sessions hold "
+                              "keys and are only ever written encrypted)");
+  }
+  if (!ExpandEnvironment(r, r.KeyPath("key_file"), &restart->key_file) ||
+      !ReadSecretFile(r, "key_file", restart->key_file, &restart->key)) {
+    return false;
+  }
+  std::string_view key = restart->key;
+  while (!key.empty() && (key.back() == '\r' || key.back() == ' ' || key.back() == '\n')) {
+    key.remove_suffix(1);
+  }
+  if (key.size() != 64 || !IsStrictHex(key)) {
+    return r.Fail("key_file", OneLineForMessage(restart->key_file) +
+                                  ": must hold 64 hex digits (e.g. `openssl rand -hex 32`)");
+  }
+  return true;
+}
+
 bool ReadMqttSink(TableReader& r, MqttSinkConfig* mqtt) {
   if (!(r.OnlyKeys({"type", "host", "port", "qos", "protocol", "client_id", "username",
                     "password", "password_file", "tls", "ca_file", "cert_file", "key_file", "topic_template",
@@ -562,8 +590,8 @@ bool ReadSinks(TableReader& root, Errors* errors, std::vector<SinkConfig>* out) 
 
 bool ReadConfig(const toml::table& root, Errors* errors, Config* config) {
   TableReader r(root, "", errors);
-  return r.OnlyKeys({"server", "admin", "devices", "coap", "bootstrap", "dtls", "energy_saver",
-                     "log", "sinks"}) &&
+  return r.OnlyKeys({"server", "admin", "devices", "coap", "bootstrap", "dtls", "restart",
+                     "energy_saver", "log", "sinks"}) &&
          r.Section("server", [&](TableReader& t) { return ReadServer(t, &config->server); }) &&
          r.Section("admin", [&](TableReader& t) { return ReadAdmin(t, &config->admin); }) &&
          r.Section("devices", [&](TableReader& t) { return ReadDevices(t, &config->devices); }) &&
@@ -571,6 +599,7 @@ bool ReadConfig(const toml::table& root, Errors* errors, Config* config) {
          r.Section("bootstrap",
                    [&](TableReader& t) { return ReadBootstrap(t, &config->bootstrap); }) &&
          r.Section("dtls", [&](TableReader& t) { return ReadDtls(t, &config->dtls); }) &&
+         r.Section("restart", [&](TableReader& t) { return ReadRestart(t, &config->restart); }) &&
          r.Section("energy_saver",
                    [&](TableReader& t) { return ReadEnergySaver(t, &config->energy_saver); }) &&
          r.Section("log", [&](TableReader& t) { return ReadLog(t, &config->log); }) &&

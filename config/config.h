@@ -145,6 +145,18 @@ struct Config {
     bool operator==(const Dtls&) const = default;
   } dtls;
 
+  // Planned restarts (docs/operations.md): on SIGTERM, after draining, the DTLS sessions and
+  // answered exchanges are saved encrypted to state_file; the next start loads them if the
+  // file is at most max_age_s old, then deletes it. Off while state_file is "".
+  struct Restart {
+    std::string state_file;
+    std::string key_file;  // 64 hex digits (a 256-bit AES-GCM key); required with state_file
+    std::string key;       // key_file's text, read and checked when the config is parsed
+    uint32_t max_age_s = 600;
+
+    bool operator==(const Restart&) const = default;
+  } restart;
+
   struct EnergySaver {
     std::string coap_template;  // path to the global CoAP template JSON; empty = off
     // Optional CSV `iccid,template` giving devices their own template (a coapgate extension);

@@ -578,6 +578,78 @@ void DtlsEndpoint::SendHelloVerifyRequest(const Route& to, const PeerKey& key,
 }
 
 // ---------------------------------------------------------------------------------------
+// Planned restarts
+
+void DtlsEndpoint::ExportSessions(uint64_t now_ms,
+                                  const std::function<void(const ExportedSession&)>& visit) const {
+  // wolfSSL's own bound for a DTLS export (MAX_EXPORT_BUFFER, 514 in 5.5.4); asked, not assumed.
+  std::vector<std::byte> buffer;
+  for (uint32_t slot = table_.LeastRecentlyUsed(); slot != SessionTable::kNone;
+       slot = table_.NextHandshake(slot)) {  // the same links thread the established list
+    const Session& s = *sessions_[slot];
+    unsigned int size = 0;
+    (void)wolfSSL_dtls_export(s.ssl, nullptr, &size);
+    buffer.resize(size);
+    int64_t scratch = 0;  // wolfSSL allocates nothing here; keep the account exact anyway
+    HeapScope scope(&scratch);
+    const int n = wolfSSL_dtls_export(s.ssl, reinterpret_cast<unsigned char*>(buffer.data()), &size);
+    if (n <= 0) continue;  // not exportable (cannot happen for an established session)
+    ExportedSession out;
+    out.route = s.route;
+    out.identity = s.identity();
+    out.idle_ms = now_ms >= table_.stamp(slot) ? now_ms - table_.stamp(slot) : 0;
+    out.state = std::span<const std::byte>(buffer.data(), static_cast<size_t>(n));
+    visit(out);
+  }
+  std::fill(buffer.begin(), buffer.end(), std::byte{0});  // it held keys
+}
+
+Result<void, ImportRefusal> DtlsEndpoint::ImportSession(const ExportedSession& session,
+                                                        uint64_t now_ms) {
+  PeerKey key;
+  if (session.route.length > sizeof(session.route.address) ||
+      !MakePeerKey(reinterpret_cast<const sockaddr*>(&session.route.address),
+                   session.route.length, session.route.socket, &key)) {
+    return Fail(ImportRefusal::kBadRoute);
+  }
+  if (session.identity.empty() || session.identity.size() > kMaxIdentity) {
+    return Fail(ImportRefusal::kBadIdentity);
+  }
+  if (table_.Find(key) != SessionTable::kNone) return Fail(ImportRefusal::kDuplicate);
+  if (table_.size() >= table_.capacity()) return Fail(ImportRefusal::kTableFull);
+  HeapScope scope(&heap_bytes_);
+  WOLFSSL* ssl = wolfSSL_new(context_);
+  if (ssl == nullptr) return Fail(ImportRefusal::kRejected);
+  const int imported =
+      wolfSSL_dtls_import(ssl, reinterpret_cast<const unsigned char*>(session.state.data()),
+                          static_cast<unsigned int>(session.state.size()));
+  if (imported <= 0 || !wolfSSL_is_init_finished(ssl)) {
+    wolfSSL_free(ssl);
+    return Fail(ImportRefusal::kRejected);
+  }
+  std::unique_ptr<Session> s(new (std::nothrow) Session(this));
+  if (!s) {
+    wolfSSL_free(ssl);
+    return Fail(ImportRefusal::kRejected);
+  }
+  s->ssl = ssl;
+  s->route = session.route;
+  wolfSSL_SetIOReadCtx(ssl, s.get());
+  wolfSSL_SetIOWriteCtx(ssl, s.get());
+  wolfSSL_dtls_set_using_nonblock(ssl, 1);
+  // wolfSSL_new made handshake state this session will never use (see CompleteHandshake).
+  wolfSSL_FreeHandshakeResources(ssl);
+  heap_bytes_ += static_cast<int64_t>(sizeof(Session)) + s->SetIdentity(session.identity);
+  // An idle time longer than this clock's age (the host rebooted) counts from the clock's 0.
+  const uint64_t last_active = now_ms - std::min(now_ms, session.idle_ms);
+  const uint32_t slot = table_.AddHandshake(key, last_active);
+  CHECK(slot != SessionTable::kNone, "the table had room");
+  table_.Establish(slot, last_active);
+  sessions_[slot] = std::move(s);
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------
 // Sending and time
 
 bool DtlsEndpoint::Send(SessionId session, std::span<const std::byte> plaintext) noexcept {

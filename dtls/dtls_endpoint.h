@@ -124,6 +124,26 @@ struct EndpointOptions {
   std::string identity_hint{};  // empty = none (node-dtls-client crashes on a hint)
 };
 
+// An established session as DtlsEndpoint::ExportSessions hands it out and ImportSession takes
+// it back (the restart state, engine/restart_state.h, carries it to the next process). The
+// views are valid only during the visit. `state` holds the session's keys: whoever stores it
+// must encrypt it (engine/state_file.h).
+struct ExportedSession {
+  Route route;                        ///< its latest authenticated route
+  std::string_view identity;          ///< PSK identity (the device's ICCID)
+  uint64_t idle_ms = 0;               ///< since its last authenticated record
+  std::span<const std::byte> state;   ///< wolfSSL_dtls_export: options, keys, epochs, window
+};
+
+// Why ImportSession refused a session (the caller counts and logs them).
+enum class ImportRefusal : uint8_t {
+  kBadRoute,      ///< the route is not an AF_INET/AF_INET6 address
+  kBadIdentity,   ///< empty or longer than 128 bytes
+  kDuplicate,     ///< the endpoint already has a session for that peer
+  kTableFull,     ///< max_sessions reached
+  kRejected,      ///< wolfSSL refused the state (garbled, another build, an unknown suite)
+};
+
 // Single writer (the shard), any reader: relaxed atomics.
 struct EndpointCounters {
   std::atomic<uint64_t> datagrams{0};             ///< every OnDatagram
@@ -176,6 +196,22 @@ class DtlsEndpoint {  // one per shard; every call on the shard thread; no threa
   // Handshake retransmissions/timeouts, idle eviction, cookie rotation, release of held final
   // flights; returns ms until it needs calling again (>= 1).
   int Tick(uint64_t now_ms) noexcept;
+
+  // Planned restarts (docs/operations.md). Both run on the thread that owns the endpoint, or
+  // while no thread runs it (the shard before Start or after Join); they allocate and are
+  // control plane, never called per datagram.
+  //
+  // Visits every established session, least recently active first (importing them in this
+  // order rebuilds the same idle-eviction order). Handshakes in progress are not exported:
+  // the peer retransmits its flight and starts over.
+  void ExportSessions(uint64_t now_ms,
+                      const std::function<void(const ExportedSession&)>& visit) const;
+  // Adds one established session as exported by another endpoint (of this build, with the
+  // same cipher suites), idle since now_ms - session.idle_ms: the peer's next record is
+  // decrypted as if the session had never left. The PSK is not needed (the exported state
+  // holds the derived keys) and PskLookup is not called.
+  [[nodiscard]] Result<void, ImportRefusal> ImportSession(const ExportedSession& session,
+                                                          uint64_t now_ms);
 
   [[nodiscard]] size_t sessions() const noexcept { return table_.size(); }
   [[nodiscard]] size_t handshakes() const noexcept { return table_.handshakes(); }

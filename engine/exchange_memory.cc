@@ -382,6 +382,50 @@ bool ExchangeMemory::Complete(Handle h, uint8_t response_code, uint8_t response_
   return true;
 }
 
+void ExchangeMemory::ForEachDone(uint32_t now_s,
+                                 const std::function<void(const SavedExchange&)>& visit) const {
+  for (uint32_t record = 0; record < fresh_; ++record) {
+    const Record& r = RecordAt(record);
+    if (r.kind == kUnused) continue;
+    for (uint32_t i = 0; i < per_device_; ++i) {
+      const Entry& e = EntryAt(record, i);
+      if (e.state() != State::kDone || Expired(e.expires_at(), now_s)) continue;
+      SavedExchange out{};
+      out.device = DeviceKey{r.key, static_cast<uint8_t>(r.kind)};
+      out.message_id = e.message_id_;
+      out.confirmable = e.confirmable();
+      out.token_length = e.token_length_;
+      out.token = e.token_;
+      out.response_code = e.response_code_;
+      out.response_type = e.response_type_;
+      out.response_message_id = e.response_message_id_;
+      out.max_age = e.max_age_;
+      out.remaining_s = e.expires_at() - now_s;
+      visit(out);
+    }
+  }
+}
+
+bool ExchangeMemory::Restore(const SavedExchange& saved, uint32_t now_s) noexcept {
+  if (saved.device.kind > DeviceKey::kDtls || saved.token_length > codec::kMaxTokenLength ||
+      saved.remaining_s == 0) {
+    return false;
+  }
+  const Admission admission =
+      Admit(saved.device, saved.message_id,
+            std::span<const std::byte>(saved.token.data(), saved.token_length),
+            saved.confirmable, now_s);
+  if (admission.verdict != Verdict::kNew) return false;
+  Complete(admission.handle, saved.response_code, saved.response_type,
+           saved.response_message_id, saved.max_age);
+  Entry* e = LiveEntry(admission.handle);
+  const uint32_t lifetime = saved.confirmable ? con_lifetime_s_ : non_lifetime_s_;
+  const uint32_t expires_at = now_s + std::min(saved.remaining_s, lifetime);
+  e->expires_low_ = static_cast<uint16_t>(expires_at);
+  e->expires_high_ = static_cast<uint16_t>(expires_at >> 16);
+  return true;
+}
+
 void ExchangeMemory::Forget(Handle h) noexcept {
   Entry* e = LiveEntry(h);
   if (e == nullptr || e->state() != State::kPending) return;

@@ -17,6 +17,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -256,6 +257,32 @@ class ExchangeMemory {
   // The device's non-free entry for `message_id` (possibly expired but not yet reclaimed), or
   // nullptr; changes nothing. For diagnostics and tests. Valid until the next non-const call.
   [[nodiscard]] const Entry* Find(const DeviceKey& device, uint16_t message_id) const noexcept;
+
+  // An answered exchange as the restart state carries it (engine/restart_state.h). Its
+  // lifetime is relative (what was left of it when saved), so that the clocks of the two
+  // processes never meet.
+  struct SavedExchange {
+    DeviceKey device;
+    uint16_t message_id;
+    bool confirmable;
+    uint8_t token_length;                                 ///< <= codec::kMaxTokenLength
+    std::array<std::byte, codec::kMaxTokenLength> token;  ///< first token_length bytes used
+    uint8_t response_code;
+    uint8_t response_type;
+    uint16_t response_message_id;
+    uint16_t max_age;
+    uint32_t remaining_s;  ///< >= 1: lifetime left
+  };
+
+  // Visits every done entry still alive at now_s (pending ones are not: their request was
+  // never answered, so a retransmission must be admitted again). Control plane: the owner's
+  // thread, or while nobody runs the table.
+  void ForEachDone(uint32_t now_s, const std::function<void(const SavedExchange&)>& visit) const;
+  // Stores `saved` as a done entry expiring at now_s + remaining_s (capped at its lifetime):
+  // from now on a retransmission gets the saved response. False, and nothing stored, if the
+  // exchange is already known, the table is full (the same policies as Admit, which it uses),
+  // or `saved` is not valid (kind, token length, remaining_s 0). Same thread contract.
+  bool Restore(const SavedExchange& saved, uint32_t now_s) noexcept;
 
   // Examines up to `max_records` records at the sweep cursor (at most one full turn): removes
   // their expired entries and frees records left empty for new devices. Call once per loop turn

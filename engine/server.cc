@@ -14,14 +14,18 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <unordered_map>
+#include <fcntl.h>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
+#include "common/atomic_file.h"
 #include "common/check.h"
 #include "common/clock.h"
 #include "engine/device_inspection.h"
 #include "engine/instance_lock.h"
+#include "engine/state_file.h"
 #include "net/reuseport_steering.h"
 #include "net/udp_socket.h"
 #include "registry/csv_device_source.h"
@@ -43,13 +47,17 @@ constexpr uint32_t kBootstrapQueueCapacity = 1024;
 // device whose NAT rebinds its port stays on the shard that holds its state. Without it (or
 // when attaching fails: logged, one line per address) the kernel hashes the 4-tuple. The seed
 // is random so the spread cannot be aimed at one shard with chosen source addresses.
-void AttachSteering(const std::vector<config::ListenAddress>& listen,
-                    const std::vector<int>& group_member, uint32_t shard_count) {
-  if (shard_count < 2) return;
+uint32_t SteeringSeed() {
   uint32_t seed = 0;
   if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof seed)) {
     seed = static_cast<uint32_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   }
+  return seed;
+}
+
+void AttachSteering(const std::vector<config::ListenAddress>& listen,
+                    const std::vector<int>& group_member, uint32_t shard_count, uint32_t seed) {
+  if (shard_count < 2) return;
   for (size_t i = 0; i < listen.size(); ++i) {
     const config::ListenAddress& address = listen[i];
     const int family = address.host.find(':') != std::string::npos ? AF_INET6 : AF_INET;
@@ -385,7 +393,11 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
     server->shards_.push_back(std::move(*shard));
   }
 
-  AttachSteering(listen, group_member, static_cast<uint32_t>(shard_count));
+  server->steering_seed_ = SteeringSeed();
+  AttachSteering(listen, group_member, static_cast<uint32_t>(shard_count), server->steering_seed_);
+  // Before the shards serve: each restored session and exchange goes to the shard that the
+  // steering will send its device's datagrams to.
+  server->LoadRestartState();
 
   std::vector<sinks::Handoff*> handoffs;
   for (auto& shard : server->shards_) handoffs.push_back(&shard->handoff());
@@ -844,6 +856,7 @@ void Server::Drain() {
   if (left > 0) spdlog::warn("drain timeout: {} messages still pending", left);
   for (auto& shard : shards_) shard->RequestStop();
   for (auto& shard : shards_) shard->Join();
+  SaveRestartState();  // the shards are stopped: their state is the control thread's now
   bootstrap_->Stop();  // answers what is queued; the shards' sockets are still open
   // One deadline for the whole drain: what the shards used is not granted again.
   const auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -853,6 +866,172 @@ void Server::Drain() {
                   config_.server.drain_timeout_ms);
     clean_ = false;
   }
+}
+
+std::string Server::ListenersFingerprint() const {
+  // The sessions' socket numbers index this list (every shard opens the plain addresses, then
+  // the coaps:// ones, in this order).
+  std::string out = "coap:";
+  for (const config::ListenAddress& a : config_.server.coap_listen) out += " " + a.text;
+  out += " coaps:";
+  for (const config::ListenAddress& a : config_.server.coaps_listen) out += " " + a.text;
+  return out;
+}
+
+uint32_t Server::ShardOfAddress(const sockaddr* address) const {
+  return shards_.size() < 2
+             ? 0
+             : net::ShardForAddress(address, static_cast<uint32_t>(shards_.size()), steering_seed_);
+}
+
+void Server::LoadRestartState() {
+  const config::Config::Restart& options = config_.restart;
+  if (options.state_file.empty()) return;
+  const std::string& path = options.state_file;
+  const uint64_t started_us = MonotonicUs();
+  auto refuse = [&](StateRefusal why, const std::string& detail) {
+    restart_.refused[static_cast<size_t>(why)].fetch_add(1, std::memory_order_relaxed);
+    // A file too old is of no use to anyone; any other is kept aside for the operator (it is
+    // still encrypted) and out of the next start's way.
+    const std::string aside = path + ".refused";
+    const bool removed = why == StateRefusal::kTooOld ? ::unlink(path.c_str()) == 0
+                                                      : ::rename(path.c_str(), aside.c_str()) == 0;
+    spdlog::warn("restart state {} refused ({}): {}; starting without saved sessions{}", path,
+                 ToString(why), detail,
+                 !removed ? " (and it could not be moved: " + ErrnoText(errno) + ")"
+                 : why == StateRefusal::kTooOld ? " (deleted)"
+                                                : " (moved to " + aside + ")");
+  };
+  std::string sealed;
+  {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ENOENT) {
+        spdlog::info("restart state {}: none saved; starting fresh", path);
+      } else {
+        refuse(StateRefusal::kUnreadable, "cannot open: " + ErrnoText(errno));
+      }
+      return;
+    }
+    char buffer[65536];
+    for (;;) {
+      const ssize_t n = ::read(fd, buffer, sizeof buffer);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        const int error = errno;
+        ::close(fd);
+        refuse(StateRefusal::kUnreadable, "cannot read: " + ErrnoText(error));
+        return;
+      }
+      if (n == 0) break;
+      sealed.append(buffer, static_cast<size_t>(n));
+    }
+    ::close(fd);
+  }
+  const auto key = ParseStateKey(options.key);
+  CHECK(key.has_value(), "restart.key_file was checked with the configuration");
+  auto opened = OpenState(*key, std::as_bytes(std::span(sealed)), WallMs(), options.max_age_s);
+  if (!opened) {
+    const StateRefusal why = opened.error();
+    refuse(why, why == StateRefusal::kTooOld
+                    ? "saved more than restart.max_age_s = " + std::to_string(options.max_age_s) +
+                          " s ago (or dated in the future): its sessions may be gone on the "
+                          "devices' side and its exchanges have expired"
+                : why == StateRefusal::kBadKeyOrCorrupt
+                    ? "it does not decrypt with the key of restart.key_file (another key, or "
+                      "the file was damaged)"
+                    : "not a restart state file this version can read");
+    return;
+  }
+  // Exchanges of DTLS devices go to the shard of their device's session, so they are placed
+  // after all sessions (the file lists them shard by shard).
+  std::unordered_map<std::string, uint32_t> shard_of_identity;
+  std::vector<ExchangeMemory::SavedExchange> exchanges;
+  uint64_t sessions = 0;
+  uint64_t sessions_skipped = 0;
+  RestartStateVisitor visitor;
+  visitor.session = [&](const dtls::ExportedSession& s) {
+    const uint32_t shard = ShardOfAddress(reinterpret_cast<const sockaddr*>(&s.route.address));
+    if (shard >= shards_.size()) {
+      ++sessions_skipped;
+      return;
+    }
+    if (auto imported = shards_[shard]->ImportSession(s); !imported) {
+      ++sessions_skipped;
+      spdlog::debug("restart state: session of {} not restored (reason {})", s.identity,
+                    static_cast<int>(imported.error()));
+      return;
+    }
+    ++sessions;
+    const DeviceKey device = DeviceKeyForIdentity(s.identity);
+    shard_of_identity.emplace(std::string(reinterpret_cast<const char*>(device.bytes.data()),
+                                          device.bytes.size()),
+                              shard);
+  };
+  visitor.exchange = [&](const ExchangeMemory::SavedExchange& e) { exchanges.push_back(e); };
+  auto read = ReadRestartState(std::as_bytes(std::span(opened->plaintext)), ListenersFingerprint(),
+                               visitor);
+  std::fill(opened->plaintext.begin(), opened->plaintext.end(), '\0');
+  if (!read) {
+    refuse(read.error(), read.error() == StateRefusal::kListenersChanged
+                             ? "saved for other listen addresses (server.coap_listen, "
+                               "server.coaps_listen)"
+                             : "its contents are damaged although it decrypted");
+    return;
+  }
+  uint64_t restored = 0;
+  for (const ExchangeMemory::SavedExchange& e : exchanges) {
+    uint32_t shard = 0;
+    if (e.device.kind == DeviceKey::kPlain) {
+      sockaddr_in6 address{};
+      address.sin6_family = AF_INET6;
+      std::memcpy(&address.sin6_addr, e.device.bytes.data(), 16);
+      shard = ShardOfAddress(reinterpret_cast<const sockaddr*>(&address));
+    } else {
+      const auto found = shard_of_identity.find(std::string(
+          reinterpret_cast<const char*>(e.device.bytes.data()), e.device.bytes.size()));
+      if (found == shard_of_identity.end()) continue;  // its session did not come back
+      shard = found->second;
+    }
+    if (shard < shards_.size() && shards_[shard]->ImportExchange(e)) ++restored;
+  }
+  if (::unlink(path.c_str()) != 0) {
+    spdlog::error("restart state {}: restored, but cannot delete it: {}", path, ErrnoText(errno));
+  }
+  const uint64_t took_us = MonotonicUs() - started_us;
+  restart_.sessions_restored.store(sessions, std::memory_order_relaxed);
+  restart_.sessions_skipped.store(sessions_skipped, std::memory_order_relaxed);
+  restart_.exchanges_restored.store(restored, std::memory_order_relaxed);
+  restart_.exchanges_skipped.store(exchanges.size() - restored, std::memory_order_relaxed);
+  restart_.load_us.store(took_us, std::memory_order_relaxed);
+  spdlog::info("restart state {}: restored {} DTLS sessions ({} not) and {} answered exchanges "
+               "({} not), saved {:.1f} s ago, in {:.1f} ms; file deleted",
+               path, sessions, sessions_skipped, restored, exchanges.size() - restored,
+               static_cast<double>(opened->age_ms) / 1000.0, static_cast<double>(took_us) / 1000.0);
+}
+
+void Server::SaveRestartState() {
+  const config::Config::Restart& options = config_.restart;
+  if (options.state_file.empty()) return;
+  const uint64_t started_us = MonotonicUs();
+  RestartStateWriter writer(ListenersFingerprint());
+  for (const auto& shard : shards_) shard->ExportState(&writer);
+  const uint32_t sessions = writer.sessions();
+  const uint32_t exchanges = writer.exchanges();
+  std::string plaintext = writer.Finish();
+  const auto key = ParseStateKey(options.key);
+  CHECK(key.has_value(), "restart.key_file was checked with the configuration");
+  auto saved = SaveStateFile(options.state_file, *key, plaintext, WallMs());
+  std::fill(plaintext.begin(), plaintext.end(), '\0');
+  if (!saved) {
+    restart_.save_failed.fetch_add(1, std::memory_order_relaxed);
+    spdlog::error("restart state not saved: {}; the next start has no sessions to restore",
+                  saved.error().message);
+    return;
+  }
+  spdlog::info("restart state {}: saved {} DTLS sessions and {} answered exchanges in {:.1f} ms",
+               options.state_file, sessions, exchanges,
+               static_cast<double>(MonotonicUs() - started_us) / 1000.0);
 }
 
 std::string Server::SummarizeDtls() const {

@@ -9,6 +9,7 @@
 // Run's signalfd sees them.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -26,6 +27,7 @@
 #include "registry/key_store.h"
 #include "registry/registry_holder.h"
 #include "engine/instance_lock.h"
+#include "engine/restart_state.h"
 #include "engine/service_notifier.h"
 #include "engine/shard.h"
 #include "engine/takeover_channel.h"
@@ -111,10 +113,30 @@ class Server {
   void ListenForSuccessor();
   // The admin listener (/metrics ...): started at Create, stopped for a successor to bind.
   [[nodiscard]] Result<void, std::string> StartAdmin();
+  // Planned restarts (docs/operations.md, restart.*): LoadRestartState in Create once the
+  // shards exist and before they start; SaveRestartState in Drain once they stopped. Both
+  // control thread; no-ops while restart.state_file is "".
+  void LoadRestartState();
+  void SaveRestartState();
+  // What the sessions' socket numbers refer to: a state saved for other listeners is refused.
+  [[nodiscard]] std::string ListenersFingerprint() const;
+  // The shard the source-address steering sends `address`'s datagrams to.
+  [[nodiscard]] uint32_t ShardOfAddress(const sockaddr* address) const;
   // STATUS= for the service manager: rate, devices, sessions.
   [[nodiscard]] std::string StatusLine(double datagrams_per_s) const;
 
   config::Config config_;
+  uint32_t steering_seed_ = 0;  ///< of AttachSteering; ShardOfAddress agrees with it
+  // Written by the control thread (load at start, save at drain), read by /metrics.
+  struct RestartStats {
+    std::atomic<uint64_t> sessions_restored{0};
+    std::atomic<uint64_t> sessions_skipped{0};   ///< in the file, but ImportSession refused
+    std::atomic<uint64_t> exchanges_restored{0};
+    std::atomic<uint64_t> exchanges_skipped{0};  ///< duplicates, table full, session not back
+    std::array<std::atomic<uint64_t>, kStateRefusalCount> refused{};  ///< by StateRefusal
+    std::atomic<uint64_t> load_us{0};
+    std::atomic<uint64_t> save_failed{0};
+  } restart_;
   std::unique_ptr<InstanceLock> instance_lock_;  ///< one coapgate per UDP port
   std::unique_ptr<registry::DeviceSource> device_source_;  ///< loaded at start and on SIGHUP
   std::unique_ptr<registry::RegistryHolder> registry_;

@@ -7,9 +7,11 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
 
+#include <iterator>
 #include <limits>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/duration_histogram.h"
@@ -254,6 +256,45 @@ std::string Server::MetricsText() const {
                             {Value(static_cast<double>(
                                        reloads_refused_.load(std::memory_order_relaxed)),
                                    MetricType::Counter)}));
+  // Planned restarts: what the start restored from restart.state_file, and what it refused.
+  {
+    auto restart_counter = [](const std::atomic<uint64_t>& v, std::vector<ClientMetric::Label> labels = {}) {
+      return Value(static_cast<double>(v.load(std::memory_order_relaxed)), MetricType::Counter,
+                   std::move(labels));
+    };
+    const std::pair<const char*, const std::atomic<uint64_t>*> counted[] = {
+        {"coapgate_restart_sessions_restored",
+         &restart_.sessions_restored},
+        {"coapgate_restart_sessions_skipped", &restart_.sessions_skipped},
+        {"coapgate_restart_exchanges_restored", &restart_.exchanges_restored},
+        {"coapgate_restart_exchanges_skipped", &restart_.exchanges_skipped},
+    };
+    const char* helps[] = {
+        "DTLS sessions restored from the restart state at start",
+        "DTLS sessions in the restart state not restored (table full, duplicate peer, state "
+        "wolfSSL refused)",
+        "answered exchanges restored from the restart state at start",
+        "answered exchanges in the restart state not restored (exchange memory full, or their "
+        "DTLS session did not come back)",
+    };
+    for (size_t i = 0; i < std::size(counted); ++i) {
+      families.push_back(Family(counted[i].first, helps[i], MetricType::Counter,
+                                {restart_counter(*counted[i].second)}));
+    }
+    std::vector<ClientMetric> refused;
+    for (size_t i = 0; i < kStateRefusalCount; ++i) {
+      refused.push_back(restart_counter(restart_.refused[i],
+                                {{"reason", std::string(ToString(static_cast<StateRefusal>(i)))}}));
+    }
+    families.push_back(Family("coapgate_restart_state_refused",
+                              "restart state files refused at start, by reason",
+                              MetricType::Counter, std::move(refused)));
+    families.push_back(Family(
+        "coapgate_restart_load_seconds", "time the start took to read and restore the restart state",
+        MetricType::Gauge,
+        {Value(static_cast<double>(restart_.load_us.load(std::memory_order_relaxed)) / 1e6,
+               MetricType::Gauge)}));
+  }
   // Per configured sink, its connections summed: outcomes, sessions, and why messages failed.
   std::vector<ClientMetric> sink_messages, sink_failures, sink_connects, sink_disconnects,
       sink_acked;

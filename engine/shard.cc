@@ -149,6 +149,28 @@ void Shard::Join() {
   if (thread_.joinable()) thread_.join();
 }
 
+void Shard::ExportState(RestartStateWriter* out) const {
+  const uint64_t now_ms = clock_->MonotonicMs();
+  if (dtls_) {
+    dtls_->ExportSessions(now_ms, [&](const dtls::ExportedSession& s) { out->AddSession(s); });
+  }
+  exchanges_.ForEachDone(static_cast<uint32_t>(now_ms / 1000),
+                         [&](const ExchangeMemory::SavedExchange& e) { out->AddExchange(e); });
+}
+
+Result<void, dtls::ImportRefusal> Shard::ImportSession(const dtls::ExportedSession& s) {
+  if (!dtls_ || s.route.socket >= options_.secure.size() || !options_.secure[s.route.socket]) {
+    return Fail(dtls::ImportRefusal::kBadRoute);
+  }
+  auto imported = dtls_->ImportSession(s, clock_->MonotonicMs());
+  dtls_sessions_.store(dtls_->sessions(), std::memory_order_relaxed);
+  return imported;
+}
+
+bool Shard::ImportExchange(const ExchangeMemory::SavedExchange& e) {
+  return exchanges_.Restore(e, static_cast<uint32_t>(clock_->MonotonicMs() / 1000));
+}
+
 void Shard::Run() noexcept {
   while (!stop_.load(std::memory_order_relaxed)) {
     const bool draining = draining_.load(std::memory_order_acquire);

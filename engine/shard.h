@@ -34,6 +34,7 @@
 #include "net/datagram_io.h"
 #include "engine/exchange_memory.h"
 #include "engine/inflight_table.h"
+#include "engine/restart_state.h"
 #include "net/ip_address.h"
 #include "registry/device_activity.h"
 #include "registry/registry_holder.h"
@@ -104,6 +105,16 @@ class Shard final : private dtls::Transport {
   [[nodiscard]] bool receive_stopped() const noexcept {
     return receive_stopped_.load(std::memory_order_acquire);
   }
+
+  // Planned restarts (docs/operations.md): the shard's established DTLS sessions and answered
+  // exchanges out to a restart state, and back in. REQUIRES: the shard thread is not serving,
+  // i.e. before Start() (its endpoint is built by then: Create waited for it) or after Join();
+  // the Start/Join synchronisation orders these calls with the thread's own accesses. Control
+  // plane: they allocate.
+  void ExportState(RestartStateWriter* out) const;
+  // A session whose route names a socket of this shard that is not coaps:// is kBadRoute.
+  [[nodiscard]] Result<void, dtls::ImportRefusal> ImportSession(const dtls::ExportedSession& s);
+  [[nodiscard]] bool ImportExchange(const ExchangeMemory::SavedExchange& e);
 
   // Messages accepted but not yet answered or completed, as of the end of the shard's last
   // loop turn (read by the control thread).

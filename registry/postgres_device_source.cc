@@ -10,47 +10,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/atomic_file.h"
 #include "registry/postgres_device_table.h"
 
 namespace coapgate::registry {
-namespace {
-
-std::string ErrnoText(int error) {
-  return std::error_code(error, std::generic_category()).message();
-}
-
-// Writes `text` to `path` so that a reader sees the old file or the new one, never half of
-// either: a temporary file beside it, fsynced, renamed over it.
-Result<void, Error> WriteFileAtomically(const std::string& path, std::string_view text) {
-  const std::string temporary = path + ".tmp";
-  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return FailEnvironment(temporary + ": cannot create: " + ErrnoText(errno));
-  size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int error = errno;
-      ::close(fd);
-      ::unlink(temporary.c_str());
-      return FailEnvironment(temporary + ": cannot write: " + ErrnoText(error));
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const int error = errno;
-    ::unlink(temporary.c_str());
-    return FailEnvironment(temporary + ": cannot sync: " + ErrnoText(error));
-  }
-  if (::rename(temporary.c_str(), path.c_str()) != 0) {
-    const int error = errno;
-    ::unlink(temporary.c_str());
-    return FailEnvironment(path + ": cannot replace: " + ErrnoText(error));
-  }
-  return {};
-}
-
-}  // namespace
 
 PostgresDeviceSource::PostgresDeviceSource(std::string dsn, std::string snapshot_path)
     : dsn_(std::move(dsn)), snapshot_path_(std::move(snapshot_path)) {}

@@ -79,16 +79,7 @@ void ChainAllocationCounter() {
   });
 }
 
-Route MakeRoute(uint32_t ip, uint16_t port) {
-  Route r;
-  sockaddr_in in{};
-  in.sin_family = AF_INET;
-  in.sin_port = htons(port);
-  in.sin_addr.s_addr = htonl(ip);
-  std::memcpy(&r.address, &in, sizeof in);
-  r.length = sizeof in;
-  return r;
-}
+Route MakeRoute(uint32_t ip, uint16_t port) { return test::Ipv4Route(ip, port); }
 
 // The endpoint test's in-memory client (tests/support/dtls_test_client.h), full handshakes
 // only: its queues copy into storage reserved at construction, so the allocation counts

@@ -715,5 +715,32 @@ TEST(ConfigLog, ParsesTheCommandLineLevel) {
   EXPECT_NE(bad.error().find("(got \"DEBUG\")"), std::string::npos) << bad.error();
 }
 
+TEST(ConfigRestart, OffByDefaultAndReadsTheKeyFile) {
+  const Config defaults = Parse("");
+  EXPECT_EQ(defaults.restart.state_file, "");
+  EXPECT_EQ(defaults.restart.max_age_s, 600u);
+  const std::string key = std::string(64, 'a');
+  const std::string path = WriteSecret("coapgate-restart-key", key + "\n");
+  const Config config = Parse("[restart]\nstate_file = \"/var/lib/coapgate/s.state\"\nkey_file = \"" +
+                              path + "\"\nmax_age_s = 60\n");
+  EXPECT_EQ(config.restart.state_file, "/var/lib/coapgate/s.state");
+  EXPECT_EQ(config.restart.key.substr(0, 64), key);
+  EXPECT_EQ(config.restart.max_age_s, 60u);
+}
+
+TEST(ConfigRestart, RefusesAMissingOrMalformedKey) {
+  ExpectError("[restart]\nstate_file = \"s\"\n", "restart.key_file", "is required");
+  ExpectError("[restart]\nstate_file = \"s\"\nkey_file = \"/nonexistent/key\"\n",
+              "restart.key_file", "cannot read");
+  const std::string short_key = WriteSecret("coapgate-restart-short", std::string(63, 'a'));
+  ExpectError("[restart]\nstate_file = \"s\"\nkey_file = \"" + short_key + "\"\n",
+              "restart.key_file", "64 hex digits");
+  const std::string not_hex = WriteSecret("coapgate-restart-nothex", std::string(64, 'z'));
+  ExpectError("[restart]\nstate_file = \"s\"\nkey_file = \"" + not_hex + "\"\n",
+              "restart.key_file", "64 hex digits");
+  ExpectError("[restart]\nmax_age_s = 0\n", "restart.max_age_s", "");
+  ExpectError("[restart]\nstatefile = \"s\"\n", "restart.statefile", "unknown key");
+}
+
 }  // namespace
 }  // namespace coapgate::config

@@ -971,5 +971,62 @@ TEST(ExchangeMemoryRandomBound, KeepsTheRulesWhenTheFleetExceedsTheTable) {
   EXPECT_TRUE(memory.CheckInvariants());
 }
 
+// Planned restarts: done entries leave with their remaining lifetime and come back into a
+// fresh table whose clock has nothing to do with the first one's.
+TEST(ExchangeMemoryRestart, DoneEntriesSurviveWithTheirRemainingLifetime) {
+  ExchangeMemory old_memory({.devices = 8, .con_lifetime_s = 247, .non_lifetime_s = 145});
+  const auto token = Token({1, 2, 3});
+  auto done = old_memory.Admit(Device("10.0.0.1"), 100, token, true, 1000);
+  ASSERT_EQ(done.verdict, Verdict::kNew);
+  ASSERT_TRUE(old_memory.Complete(done.handle, kChanged, kAck, 100, 0));
+  auto pending = old_memory.Admit(Device("10.0.0.1"), 101, token, true, 1000);
+  ASSERT_EQ(pending.verdict, Verdict::kNew);  // never answered: not saved
+  auto expired = old_memory.Admit(Device("10.0.0.2"), 5, token, false, 800);
+  ASSERT_TRUE(old_memory.Complete(expired.handle, kChanged, kNon, 9, 0));  // gone at 945
+
+  std::vector<ExchangeMemory::SavedExchange> saved;
+  old_memory.ForEachDone(1047, [&](const ExchangeMemory::SavedExchange& e) { saved.push_back(e); });
+  ASSERT_EQ(saved.size(), 1u);
+  EXPECT_EQ(saved[0].message_id, 100);
+  EXPECT_EQ(saved[0].remaining_s, 200u);  // 247 - 47
+
+  ExchangeMemory fresh({.devices = 8, .con_lifetime_s = 247, .non_lifetime_s = 145});
+  ASSERT_TRUE(fresh.Restore(saved[0], 7));
+  EXPECT_FALSE(fresh.Restore(saved[0], 7)) << "already known";
+  auto again = fresh.Admit(Device("10.0.0.1"), 100, token, true, 8);
+  ASSERT_EQ(again.verdict, Verdict::kDuplicateDone);
+  EXPECT_EQ(again.entry->response_code(), kChanged);
+  EXPECT_EQ(again.entry->response_type(), kAck);
+  EXPECT_EQ(again.entry->response_message_id(), 100);
+  EXPECT_EQ(again.entry->expires_at(), 207u);
+  // Another token under the same MID is another exchange, as before the restart.
+  EXPECT_EQ(fresh.Admit(Device("10.0.0.1"), 100, Token({9}), true, 9).verdict, Verdict::kNew);
+  // And the lifetime ends when it would have: at 207 in this clock.
+  ExchangeMemory later({.devices = 8});
+  ASSERT_TRUE(later.Restore(saved[0], 7));
+  EXPECT_EQ(later.Admit(Device("10.0.0.1"), 100, token, true, 207).verdict, Verdict::kNew);
+  EXPECT_TRUE(fresh.CheckInvariants());
+  EXPECT_TRUE(later.CheckInvariants());
+}
+
+TEST(ExchangeMemoryRestart, RestoreRefusesInvalidEntries) {
+  ExchangeMemory memory({.devices = 2});
+  ExchangeMemory::SavedExchange e{};
+  e.device = Device("10.0.0.1");
+  e.remaining_s = 0;
+  EXPECT_FALSE(memory.Restore(e, 1));
+  e.remaining_s = 10;
+  e.device.kind = 3;
+  EXPECT_FALSE(memory.Restore(e, 1));
+  e.device.kind = DeviceKey::kPlain;
+  e.token_length = 9;
+  EXPECT_FALSE(memory.Restore(e, 1));
+  e.token_length = 0;
+  e.remaining_s = 100000;  // capped at the lifetime
+  ASSERT_TRUE(memory.Restore(e, 1));
+  EXPECT_EQ(memory.Find(e.device, 0)->expires_at(), 1u + ExchangeMemory::kDefaultNonLifetimeS);
+  EXPECT_TRUE(memory.CheckInvariants());
+}
+
 }  // namespace
 }  // namespace coapgate::engine

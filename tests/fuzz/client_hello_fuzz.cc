@@ -15,17 +15,12 @@
 
 #include "dtls/client_hello.h"
 #include "dtls/cookie.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
-void Check(bool condition) {
-  if (!condition) std::abort();
-}
-
-bool Inside(std::span<const std::byte> part, std::span<const std::byte> whole) {
-  return part.empty() ||
-         (part.data() >= whole.data() && part.data() + part.size() <= whole.data() + whole.size());
-}
+using coapgate::fuzz::Check;
+using coapgate::fuzz::Inside;
 
 }  // namespace
 

@@ -22,6 +22,10 @@
 
 namespace coapgate::test {
 
+// A route from ip:port (host order) on `socket`, as the shard builds it from an IPv4
+// datagram.
+[[nodiscard]] dtls::Route Ipv4Route(uint32_t ip, uint16_t port, uint16_t socket = 0) noexcept;
+
 // A bounded FIFO of datagrams. Overflowing it, or a datagram above kMaxDatagram, is a bug of
 // the harness (flights are small and the harness drains its queues): CHECK.
 class DatagramQueue {
