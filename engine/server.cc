@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/random.h>
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -93,8 +94,29 @@ constexpr int kTakeoverRequestTimeoutMs = 5000;
 constexpr uint64_t kTakeoverQuietSlackMs = 2000;
 constexpr int kTakeoverAnswerTimeoutMs = 90000;
 constexpr int kTakeoverReadyTimeoutMs = 60000;
+constexpr int kTakeoverExportTimeoutMs = 5000;  ///< per shard: it answers within a turn
 // `coapgate upgrade`: how long the started successor may take to load and connect.
 constexpr uint64_t kUpgradeTimeoutMs = 120000;
+
+// `bytes` (then wiped) in an anonymous memory file for the successor; its descriptor.
+Result<int, std::string> StateInMemory(std::string bytes) {
+  const int fd = static_cast<int>(memfd_create("coapgate-takeover-state", MFD_CLOEXEC));
+  if (fd < 0) return Fail("memfd_create: " + std::string(std::strerror(errno)));
+  size_t written = 0;
+  while (written < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int e = errno;
+      ::close(fd);
+      std::fill(bytes.begin(), bytes.end(), '\0');
+      return Fail("writing the take-over state: " + std::string(std::strerror(e)));
+    }
+    written += static_cast<size_t>(n);
+  }
+  std::fill(bytes.begin(), bytes.end(), '\0');
+  return fd;
+}
 
 std::string Join(const std::vector<std::string>& items) {
   std::string out = "[";
@@ -252,6 +274,13 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   // in listen order) and its instance locks. Everything above was built while it still
   // served; what follows runs while the kernel queues the devices' datagrams.
   std::vector<int> inherited;
+  int inherited_state = -1;  // the predecessor's restart state (a memfd)
+  struct CloseState {
+    int* fd;
+    ~CloseState() {
+      if (*fd >= 0) ::close(*fd);
+    }
+  } close_inherited_state{&inherited_state};
   struct CloseUnused {  // the inherited sockets no shard took, on a failed start
     std::vector<int>* fds;
     size_t used = 0;
@@ -279,12 +308,17 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
     auto sockets = TakeoverSockets::Parse(answer->text);
     if (!sockets) return FailEnvironment(from + ": " + sockets.error());
     const size_t expected = static_cast<size_t>(shard_count) * listen.size();
-    if (sockets->sockets != expected || inherited.size() != expected + sockets->locks ||
+    if (sockets->sockets != expected || sockets->state > 1 ||
+        inherited.size() != expected + sockets->locks + sockets->state ||
         sockets->ports.size() != listen.size()) {
       return FailEnvironment(from + ": got " + std::to_string(inherited.size()) +
                              " descriptors for " + std::to_string(expected) + " sockets");
     }
     for (size_t j = 0; j < listen.size(); ++j) listen[j].port = sockets->ports[j];
+    if (sockets->state == 1) {
+      inherited_state = inherited.back();
+      inherited.pop_back();
+    }
     server->instance_lock_ = InstanceLock::Adopt(std::vector<int>(
         inherited.begin() + static_cast<std::ptrdiff_t>(expected), inherited.end()));
     inherited.resize(expected);
@@ -396,8 +430,13 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   server->steering_seed_ = SteeringSeed();
   AttachSteering(listen, group_member, static_cast<uint32_t>(shard_count), server->steering_seed_);
   // Before the shards serve: each restored session and exchange goes to the shard that the
-  // steering will send its device's datagrams to.
-  server->LoadRestartState();
+  // steering will send its device's datagrams to. A predecessor's state, when there is one,
+  // is newer than any file.
+  if (inherited_state >= 0) {
+    server->RestoreFromPredecessor(inherited_state);
+  } else {
+    server->LoadRestartState();
+  }
 
   std::vector<sinks::Handoff*> handoffs;
   for (auto& shard : server->shards_) handoffs.push_back(&shard->handoff());
@@ -714,6 +753,30 @@ Result<void, std::string> Server::HandOver(std::unique_ptr<TakeoverChannel> succ
     resume(to + ": " + released.error());
     return Fail(std::move(released.error()));
   }
+  // The sessions and answered exchanges, taken by each shard on its own thread now that
+  // nothing changes them, into memory that only the successor can reach.
+  RestartStateWriter writer(ListenersFingerprint());
+  for (auto& shard : shards_) {
+    if (!shard->ExportOnShardThread(&writer, kTakeoverExportTimeoutMs)) {
+      (void)successor->Send("refused a shard did not export its state");
+      (void)psk_store_->Reacquire();
+      resume(to + ": a shard did not export its state");
+      return Fail(std::string("a shard did not export its state"));
+    }
+  }
+  const uint32_t sessions = writer.sessions();
+  const uint32_t exchanges = writer.exchanges();
+  auto state = StateInMemory(writer.Finish());
+  if (!state) {
+    (void)successor->Send("refused " + state.error());
+    (void)psk_store_->Reacquire();
+    resume(to + ": " + state.error());
+    return Fail(std::move(state.error()));
+  }
+  struct CloseState {
+    int fd;
+    ~CloseState() { ::close(fd); }
+  } close_state{*state};
   // The admin port is bound again by the successor; ours answers no more from here.
   admin_.reset();
   std::vector<int> fds;
@@ -722,6 +785,8 @@ Result<void, std::string> Server::HandOver(std::unique_ptr<TakeoverChannel> succ
   answer.sockets = static_cast<uint32_t>(fds.size());
   answer.locks = static_cast<uint32_t>(instance_lock_->fds().size());
   fds.insert(fds.end(), instance_lock_->fds().begin(), instance_lock_->fds().end());
+  answer.state = 1;
+  fds.push_back(*state);
   for (const int fd : shards_.front()->sockets()) answer.ports.push_back(net::LocalPort(fd));
   Result<TakeoverMessage, std::string> ready = Fail(std::string());
   if (auto sent = successor->Send(answer.Encode(), fds); !sent) {
@@ -731,7 +796,8 @@ Result<void, std::string> Server::HandOver(std::unique_ptr<TakeoverChannel> succ
   }
   if (ready && ready->text.starts_with("ready ")) {
     for (int fd : ready->fds) ::close(fd);
-    spdlog::info("{}: handed over in {} ms; draining", to, MonotonicMs() - started_ms);
+    spdlog::info("{}: handed over {} DTLS sessions and {} answered exchanges in {} ms; draining",
+                 to, sessions, exchanges, MonotonicMs() - started_ms);
     takeover_listener_.reset();  // the successor listens at the path now
     return {};
   }
@@ -943,6 +1009,53 @@ void Server::LoadRestartState() {
                     : "not a restart state file this version can read");
     return;
   }
+  auto restored = RestoreState(opened->plaintext);
+  if (!restored) {
+    refuse(restored.error(), restored.error() == StateRefusal::kListenersChanged
+                                 ? "saved for other listen addresses (server.coap_listen, "
+                                   "server.coaps_listen)"
+                                 : "its contents are damaged although it decrypted");
+    return;
+  }
+  if (::unlink(path.c_str()) != 0) {
+    spdlog::error("restart state {}: restored, but cannot delete it: {}", path, ErrnoText(errno));
+  }
+  const uint64_t took_us = MonotonicUs() - started_us;
+  restart_.load_us.store(took_us, std::memory_order_relaxed);
+  spdlog::info("restart state {}: restored {} DTLS sessions ({} not) and {} answered exchanges "
+               "({} not), saved {:.1f} s ago, in {:.1f} ms; file deleted",
+               path, restored->sessions, restored->sessions_skipped, restored->exchanges,
+               restored->exchanges_skipped, static_cast<double>(opened->age_ms) / 1000.0,
+               static_cast<double>(took_us) / 1000.0);
+}
+
+void Server::RestoreFromPredecessor(int fd) {
+  const uint64_t started_us = MonotonicUs();
+  std::string plaintext;
+  char buffer[65536];
+  for (;;) {
+    const ssize_t n = ::pread(fd, buffer, sizeof buffer, static_cast<off_t>(plaintext.size()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    plaintext.append(buffer, static_cast<size_t>(n));
+  }
+  std::fill(std::begin(buffer), std::end(buffer), '\0');
+  auto restored = RestoreState(plaintext);
+  if (!restored) {
+    restart_.refused[static_cast<size_t>(restored.error())].fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("take-over: the predecessor's sessions and exchanges were refused ({}); "
+                 "serving without them", ToString(restored.error()));
+    return;
+  }
+  restart_.load_us.store(MonotonicUs() - started_us, std::memory_order_relaxed);
+  spdlog::info("take-over: restored {} DTLS sessions ({} not) and {} answered exchanges ({} not) "
+               "from the predecessor in {:.1f} ms",
+               restored->sessions, restored->sessions_skipped, restored->exchanges,
+               restored->exchanges_skipped,
+               static_cast<double>(MonotonicUs() - started_us) / 1000.0);
+}
+
+Result<Server::Restored, StateRefusal> Server::RestoreState(std::string& plaintext) {
   // Exchanges of DTLS devices go to the shard of their device's session, so they are placed
   // after all sessions (the file lists them shard by shard).
   std::unordered_map<std::string, uint32_t> shard_of_identity;
@@ -969,16 +1082,10 @@ void Server::LoadRestartState() {
                               shard);
   };
   visitor.exchange = [&](const ExchangeMemory::SavedExchange& e) { exchanges.push_back(e); };
-  auto read = ReadRestartState(std::as_bytes(std::span(opened->plaintext)), ListenersFingerprint(),
+  auto read = ReadRestartState(std::as_bytes(std::span(plaintext)), ListenersFingerprint(),
                                visitor);
-  std::fill(opened->plaintext.begin(), opened->plaintext.end(), '\0');
-  if (!read) {
-    refuse(read.error(), read.error() == StateRefusal::kListenersChanged
-                             ? "saved for other listen addresses (server.coap_listen, "
-                               "server.coaps_listen)"
-                             : "its contents are damaged although it decrypted");
-    return;
-  }
+  std::fill(plaintext.begin(), plaintext.end(), '\0');
+  if (!read) return Fail(read.error());
   uint64_t restored = 0;
   for (const ExchangeMemory::SavedExchange& e : exchanges) {
     uint32_t shard = 0;
@@ -995,20 +1102,14 @@ void Server::LoadRestartState() {
     }
     if (shard < shards_.size() && shards_[shard]->ImportExchange(e)) ++restored;
   }
-  if (::unlink(path.c_str()) != 0) {
-    spdlog::error("restart state {}: restored, but cannot delete it: {}", path, ErrnoText(errno));
-  }
-  const uint64_t took_us = MonotonicUs() - started_us;
-  restart_.sessions_restored.store(sessions, std::memory_order_relaxed);
-  restart_.sessions_skipped.store(sessions_skipped, std::memory_order_relaxed);
-  restart_.exchanges_restored.store(restored, std::memory_order_relaxed);
-  restart_.exchanges_skipped.store(exchanges.size() - restored, std::memory_order_relaxed);
-  restart_.load_us.store(took_us, std::memory_order_relaxed);
-  spdlog::info("restart state {}: restored {} DTLS sessions ({} not) and {} answered exchanges "
-               "({} not), saved {:.1f} s ago, in {:.1f} ms; file deleted",
-               path, sessions, sessions_skipped, restored, exchanges.size() - restored,
-               static_cast<double>(opened->age_ms) / 1000.0, static_cast<double>(took_us) / 1000.0);
+  Restored done{sessions, sessions_skipped, restored, exchanges.size() - restored};
+  restart_.sessions_restored.store(done.sessions, std::memory_order_relaxed);
+  restart_.sessions_skipped.store(done.sessions_skipped, std::memory_order_relaxed);
+  restart_.exchanges_restored.store(done.exchanges, std::memory_order_relaxed);
+  restart_.exchanges_skipped.store(done.exchanges_skipped, std::memory_order_relaxed);
+  return done;
 }
+
 
 void Server::SaveRestartState() {
   const config::Config::Restart& options = config_.restart;

@@ -118,6 +118,19 @@ class Server {
   // control thread; no-ops while restart.state_file is "".
   void LoadRestartState();
   void SaveRestartState();
+  // A restart state's sessions and exchanges into the shards (before they serve); the counts
+  // also go to the restart metrics. Wipes `plaintext`. From the state file, or from the
+  // predecessor of a take-over.
+  struct Restored {
+    uint64_t sessions = 0;
+    uint64_t sessions_skipped = 0;
+    uint64_t exchanges = 0;
+    uint64_t exchanges_skipped = 0;
+  };
+  [[nodiscard]] Result<Restored, StateRefusal> RestoreState(std::string& plaintext);
+  // The take-over's state (a memfd from the predecessor) into the shards, logged and counted
+  // like a state file's; a refusal leaves the shards empty.
+  void RestoreFromPredecessor(int fd);
   // What the sessions' socket numbers refer to: a state saved for other listeners is refused.
   [[nodiscard]] std::string ListenersFingerprint() const;
   // The shard the source-address steering sends `address`'s datagrams to.

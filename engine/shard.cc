@@ -167,6 +167,22 @@ Result<void, dtls::ImportRefusal> Shard::ImportSession(const dtls::ExportedSessi
   return imported;
 }
 
+bool Shard::ExportOnShardThread(RestartStateWriter* out, int timeout_ms) {
+  export_done_.store(false, std::memory_order_relaxed);
+  export_to_.store(out, std::memory_order_release);
+  handoff_.WakeShard();
+  const uint64_t deadline_ms = MonotonicMs() + static_cast<uint64_t>(timeout_ms);
+  while (!export_done_.load(std::memory_order_acquire)) {
+    if (MonotonicMs() >= deadline_ms &&
+        export_to_.exchange(nullptr, std::memory_order_acq_rel) != nullptr) {
+      return false;  // taken back before the shard saw it
+    }
+    // Past the deadline with the request gone: the shard is exporting; it finishes.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
 bool Shard::ImportExchange(const ExchangeMemory::SavedExchange& e) {
   return exchanges_.Restore(e, static_cast<uint32_t>(clock_->MonotonicMs() / 1000));
 }
@@ -213,6 +229,10 @@ void Shard::Run() noexcept {
     pending_.store(handoff_.in_use(), std::memory_order_release);
     if (draining) drain_seen_.store(true, std::memory_order_release);
     if (stopped_before) receive_stopped_.store(true, std::memory_order_release);
+    if (RestartStateWriter* to = export_to_.exchange(nullptr, std::memory_order_acq_rel)) {
+      ExportState(to);
+      export_done_.store(true, std::memory_order_release);
+    }
     turns_.fetch_add(1, std::memory_order_relaxed);
     PublishExchangeStats();
     const uint64_t failures = io_->send_failures();

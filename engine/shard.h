@@ -115,6 +115,11 @@ class Shard final : private dtls::Transport {
   // A session whose route names a socket of this shard that is not coaps:// is kBadRoute.
   [[nodiscard]] Result<void, dtls::ImportRefusal> ImportSession(const dtls::ExportedSession& s);
   [[nodiscard]] bool ImportExchange(const ExchangeMemory::SavedExchange& e);
+  // The take-over's ExportState: run by the shard's own thread at the end of a loop turn,
+  // while it serves (stopped reading, nothing pending), so that a hand-over that fails leaves
+  // it serving as before. The caller waits up to timeout_ms; false when the shard did not
+  // get to it (and then never will).
+  [[nodiscard]] bool ExportOnShardThread(RestartStateWriter* out, int timeout_ms);
 
   // Messages accepted but not yet answered or completed, as of the end of the shard's last
   // loop turn (read by the control thread).
@@ -294,6 +299,8 @@ class Shard final : private dtls::Transport {
   std::atomic<bool> receiving_{true};        ///< RequestReceiving
   bool io_receiving_ = true;                 ///< what the backend was last told (shard thread)
   std::atomic<bool> receive_stopped_{false};
+  std::atomic<RestartStateWriter*> export_to_{nullptr};  ///< ExportOnShardThread's request
+  std::atomic<bool> export_done_{false};
   std::atomic<bool> stop_{false};
   std::atomic<uint32_t> pending_{0};
   std::atomic<uint64_t> turns_{0};

@@ -95,7 +95,8 @@ Result<TakeoverRequest, std::string> TakeoverRequest::Parse(std::string_view tex
 }
 
 std::string TakeoverSockets::Encode() const {
-  std::string out = "sockets " + std::to_string(sockets) + "\nlocks " + std::to_string(locks) + "\n";
+  std::string out = "sockets " + std::to_string(sockets) + "\nlocks " + std::to_string(locks) +
+                    "\nstate " + std::to_string(state) + "\n";
   for (uint16_t port : ports) out += "port " + std::to_string(port) + "\n";
   return out;
 }
@@ -105,10 +106,10 @@ Result<TakeoverSockets, std::string> TakeoverSockets::Parse(std::string_view tex
   TakeoverSockets answer;
   bool have_sockets = false;
   auto ok = ForEachLine(text, [&](std::string_view key, std::string_view value) -> Result<void, std::string> {
-    if (key == "sockets" || key == "locks") {
+    if (key == "sockets" || key == "locks" || key == "state") {
       auto n = Number<uint32_t>(key, value);
       if (!n) return Fail(std::move(n.error()));
-      (key == "sockets" ? answer.sockets : answer.locks) = *n;
+      (key == "sockets" ? answer.sockets : key == "locks" ? answer.locks : answer.state) = *n;
       have_sockets = have_sockets || key == "sockets";
     } else if (key == "port") {
       auto n = Number<uint16_t>(key, value);

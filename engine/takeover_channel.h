@@ -9,16 +9,21 @@
 // The conversation, one SOCK_SEQPACKET message per step (text, so that `strace` shows it):
 //   successor → running:  "coapgate-takeover 1\nshards N\nlisten coap H:P\nlisten coaps H:P\n"
 //   running → successor:  "refused <why>"  (the running process serves on), or
-//                         "sockets N\nlocks M\nport P\n..." with N + M descriptors attached:
-//                         the shards' sockets, shard by shard in listen order, then the
-//                         instance locks (engine/instance_lock.h), which pass with them
+//                         "sockets N\nlocks M\nstate S\nport P\n..." with N + M + S
+//                         descriptors attached: the shards' sockets, shard by shard in listen
+//                         order, then the instance locks (engine/instance_lock.h), which pass
+//                         with them, then (S = 1) a memfd holding the restart state
+//                         (engine/restart_state.h: DTLS sessions, answered exchanges) taken
+//                         after the running process stopped reading
 //   successor → running:  "ready <pid>" once its shards serve; the running process then
 //                         drains its pending messages to the sinks and exits 0. Without it
 //                         (the successor died, the connection closed), the running process
 //                         reads its sockets again.
 //
 // Security: the socket file is 0600 in the state directory (0700 under systemd); both ends
-// check the other's credentials (SO_PEERCRED): the same effective user, or root.
+// check the other's credentials (SO_PEERCRED): the same effective user, or root. The state
+// holds session keys: it lives in memory only (memfd), never in a file, and never leaves
+// the host.
 //
 // Control plane only: one thread at a time per object; every call bounded by a timeout.
 #pragma once
@@ -60,6 +65,7 @@ struct TakeoverRequest {
 struct TakeoverSockets {
   uint32_t sockets = 0;
   uint32_t locks = 0;
+  uint32_t state = 0;  ///< 1: the last descriptor is the restart state's memfd
   std::vector<uint16_t> ports;
 
   [[nodiscard]] std::string Encode() const;

@@ -15,6 +15,8 @@ import unittest
 import urllib.request
 
 from harness import COAPGATE, DEVICES, Device, Server, code, parse, post
+from test_admin import get, samples, total
+from test_restart import RESTART_DEVICES, USER, KeepAliveClient
 
 CHANGED = code(2, 4)
 LOAD_DEVICES = [row for row in DEVICES if row[2].startswith("127.0.1.")][:40]
@@ -59,7 +61,9 @@ class TakeoverTests(unittest.TestCase):
                 time.sleep(0.01)
             with Server(take_over_from=old) as new:
                 self.assertEqual(old.proc.wait(timeout=30), 0, "\n".join(old.stderr_lines))
-                handed = old.wait_for_log(r"take-over by pid \d+: handed over in (\d+) ms")
+                handed = old.wait_for_log(
+                    r"take-over by pid \d+: handed over \d+ DTLS sessions and \d+ answered "
+                    r"exchanges in (\d+) ms")
                 new.wait_for_log(r"take-over from pid \d+: serving on its sockets")
                 for t in threads:
                     t.join(timeout=120)
@@ -78,8 +82,10 @@ class TakeoverTests(unittest.TestCase):
                 self.assertEqual(set(delivered), set(results), "2.04'd but not delivered")
                 twice = sum(n - 1 for n in delivered.values())
                 print(f"\n[{io}] {expected} requests through a take-over (reading paused for "
-                      f"{handed.group(1)} ms), {twice} delivered twice (dedup memory is not "
-                      f"handed over yet)")
+                      f"{handed.group(1)} ms), {twice} delivered twice")
+                # The answered exchanges went over with the sockets: a retransmission that
+                # reached the new process was answered from them, not forwarded again.
+                self.assertEqual(twice, 0)
                 # The successor's admin listener took over too.
                 self.assertIn("coapgate_", metrics(new.admin_port))
                 # And it can be taken over in its turn.
@@ -97,6 +103,42 @@ class TakeoverTests(unittest.TestCase):
 
     def test_a_take_over_under_load_answers_and_delivers_everything_recvmmsg(self):
         self.run_load_through_takeover("recvmmsg")
+
+    def test_a_dtls_session_and_an_answered_exchange_go_over_with_the_sockets(self):
+        """The reference's Node client (node-coap-client, keepAlive) keeps its DTLS session
+        across the take-over: 2.04, and the new process counted no handshake. A CON the old
+        process answered, retransmitted to the new one, gets the identical bytes and is not
+        forwarded again."""
+        with Server(devices=RESTART_DEVICES, shards=2) as old:
+            node = KeepAliveClient(old.coaps_address[1], USER[0], USER[4])
+            try:
+                self.assertEqual(node.post("before", "one"), {"code": "2.04"})
+                device = Device(old)
+                request = post(topic="plain", payload=b"once", mid=0x4343, token=b"\x0c\x0d")
+                answer = device.request(request)
+                self.assertEqual(parse(answer)[1], CHANGED)
+                with Server(take_over_from=old) as new:
+                    self.assertEqual(old.proc.wait(timeout=30), 0, "\n".join(old.stderr_lines))
+                    handed = old.wait_for_log(
+                        r"handed over (\d+) DTLS sessions and (\d+) answered exchanges")
+                    self.assertEqual(handed.group(1), "1")
+                    restored = new.wait_for_log(
+                        r"take-over: restored (\d+) DTLS sessions \((\d+) not\) and (\d+) "
+                        r"answered exchanges")
+                    self.assertEqual(restored.group(1, 2), ("1", "0"))
+                    self.assertEqual(node.post("after", "two"), {"code": "2.04"})
+                    again = device.request(request)
+                    device.close()
+                    self.assertEqual(again, answer)
+                    _, text = get(new.admin_port, "/metrics")
+                    values = samples(text)
+                    self.assertEqual(total(values, "coapgate_dtls_handshakes_started_total"), 0)
+                    self.assertEqual(total(values, "coapgate_duplicate_replayed_total"), 1)
+                    topics = [l["payload"]["topic"] for l in new.wait_for_sink(3)]
+                    self.assertEqual(sorted(topics), ["after", "before", "plain"])
+                    self.assertEqual(new.stop(), 0)
+            finally:
+                node.close()
 
     def test_a_successor_with_another_shard_count_is_refused_and_the_old_one_serves_on(self):
         with Server(shards=2) as old:
@@ -140,7 +182,9 @@ class TakeoverTests(unittest.TestCase):
             fake.settimeout(30)
             text, fds, _, _ = socket.recv_fds(fake, 4096, 16)
             self.assertTrue(text.startswith(b"sockets 4\n"), text)
-            self.assertEqual(len(fds), 4 + 2)  # 2 shards x 2 listeners, 2 instance locks
+            self.assertIn(b"\nstate 1\n", text)
+            # 2 shards x 2 listeners, 2 instance locks, the state's memfd
+            self.assertEqual(len(fds), 4 + 2 + 1)
             d = Device(old, "127.0.0.1")
             d.send(post(topic="queued", mid=0x5151))
             self.assertIsNone(d.recv(timeout=0.5))  # nobody reads while the sockets are away

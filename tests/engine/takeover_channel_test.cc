@@ -40,11 +40,12 @@ TEST_F(TakeoverChannelTest, RequestAndAnswerRoundTrip) {
   auto parsed = TakeoverRequest::Parse(request.Encode());
   ASSERT_TRUE(parsed) << parsed.error();
   EXPECT_EQ(*parsed, request);
-  TakeoverSockets sockets{6, 3, {5683, 5683, 5684}};
+  TakeoverSockets sockets{6, 3, 1, {5683, 5683, 5684}};
   auto answer = TakeoverSockets::Parse(sockets.Encode());
   ASSERT_TRUE(answer) << answer.error();
   EXPECT_EQ(answer->sockets, 6u);
   EXPECT_EQ(answer->locks, 3u);
+  EXPECT_EQ(answer->state, 1u);
   EXPECT_EQ(answer->ports, (std::vector<uint16_t>{5683, 5683, 5684}));
 }
 
@@ -103,7 +104,7 @@ TEST_F(TakeoverChannelTest, SocketsPassWithTheirQueuedDatagrams) {
   ASSERT_TRUE(TakeoverRequest::Parse(request->text));
 
   const int fds[] = {*udp};
-  ASSERT_TRUE((*running)->Send(TakeoverSockets{1, 0, {port}}.Encode(), fds));
+  ASSERT_TRUE((*running)->Send(TakeoverSockets{1, 0, 0, {port}}.Encode(), fds));
   close(*udp);  // the running process's copy; the successor's keeps the socket
   auto answer = (*successor)->Receive(5000);
   ASSERT_TRUE(answer) << answer.error();
