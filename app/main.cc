@@ -1,5 +1,7 @@
 // coapgate's command line (docs/cli.md):
 //   coapgate [--config FILE] [--log-level L]  run (embedded defaults without a file)
+//   coapgate --take-over [--config FILE]      take the running coapgate's sockets over
+//   coapgate upgrade [--config FILE]          have the running coapgate replaced by its file's version
 //   coapgate --check-config [--config FILE]   validate config and devices, exit 0, 2 or 1
 //   coapgate dissect [HEX...]                 show what the codec makes of datagrams
 //   coapgate translate --template F (--hex H | --base64 B)   the Energy Saver tester
@@ -21,6 +23,7 @@
 
 #include "config/config.h"
 #include "app/devices_command.h"
+#include "app/upgrade_command.h"
 #include "app/dissect.h"
 #include "app/log_setup.h"
 #include "common/base64.h"
@@ -161,7 +164,7 @@ int CheckConfig(const std::string& path) {
 }
 
 // `log_level`: --log-level, which wins over [log] level; empty: the file's.
-int Serve(const std::string& path, const std::string& log_level) {
+int Serve(const std::string& path, const std::string& log_level, bool take_over) {
   auto config = LoadConfig(path);
   if (!config) {
     spdlog::error("{}", config.error().message);
@@ -171,7 +174,7 @@ int Serve(const std::string& path, const std::string& log_level) {
   if (!log_level.empty()) level = *coapgate::config::ParseLogLevel(log_level);  // CLI-checked
   coapgate::app::SetUpLogging(level, config->log.format);
   coapgate::engine::BlockServerSignals();
-  auto server = coapgate::engine::Server::Create(*config);
+  auto server = coapgate::engine::Server::Create(*config, take_over);
   if (!server) {
     spdlog::error("{}", server.error().message);
     return coapgate::ExitCode(server.error().kind);
@@ -193,6 +196,10 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_path, "TOML configuration file (default: embedded defaults)")
       ->check(CLI::ExistingFile);
   app.add_flag("--check-config", check_only, "validate the configuration and devices, then exit");
+  bool take_over = false;
+  app.add_flag("--take-over", take_over,
+               "take the listening sockets over from the coapgate running with this "
+               "configuration, which then finishes its pending messages and exits");
   std::string log_level;
   app.add_option("--log-level", log_level,
                  "debug, info, warn or error: overrides [log] level of the configuration")
@@ -244,6 +251,10 @@ int main(int argc, char** argv) {
                    "with --replace: remove them even beyond devices.reload_max_removed_percent");
   CLI::App* export_devices =
       devices->add_subcommand("export", "Write the registry's devices as a devices CSV to stdout");
+  CLI::App* upgrade = app.add_subcommand(
+      "upgrade", "Replace the running coapgate (this configuration's) by a new process of the "
+                 "same executable file, handing its sockets over without a gap");
+  upgrade->fallthrough();
   for (CLI::App* sub : {devices, import, export_devices}) {
     sub->fallthrough();  // --config may come after the subcommand too
   }
@@ -269,6 +280,14 @@ int main(int argc, char** argv) {
                                               import_force)
                : coapgate::app::ExportDevices(*config, name);
   }
+  if (upgrade->parsed()) {
+    auto config = LoadConfig(config_path);
+    if (!config) {
+      std::cerr << config.error().message << "\n";
+      return coapgate::ExitCode(config.error().kind);
+    }
+    return coapgate::app::Upgrade(*config);
+  }
   if (check_only) return CheckConfig(config_path);
-  return Serve(config_path, log_level);
+  return Serve(config_path, log_level, take_over);
 }

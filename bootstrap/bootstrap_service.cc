@@ -132,9 +132,17 @@ void BootstrapService::Run() {
       wake_.wait(lock, [this] { return count_ != 0 || stopping_; });
       if (count_ == 0) return;  // stopping, and everything queued is answered
       TakeBatch();
+      answering_ = true;
     }
     AnswerBatch();
+    std::lock_guard lock(mutex_);
+    answering_ = false;
   }
+}
+
+bool BootstrapService::idle() {
+  std::lock_guard lock(mutex_);
+  return count_ == 0 && !answering_;
 }
 
 void BootstrapService::TakeBatch() {

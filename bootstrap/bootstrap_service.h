@@ -96,6 +96,10 @@ class BootstrapService {
   // full (queue_full) or Stop was called (refused_stopped): the caller answers 5.03 itself.
   [[nodiscard]] bool Submit(const BootstrapRequest& request);
 
+  // Nothing queued and no batch being answered: a take-over (engine/takeover_channel.h)
+  // hands the key store over only then. Any thread.
+  [[nodiscard]] bool idle();
+
   [[nodiscard]] uint64_t replied_205() const noexcept { return load(replied_205_); }
   [[nodiscard]] uint64_t replied_500() const noexcept { return load(replied_500_); }
   [[nodiscard]] uint64_t replied_503() const noexcept { return load(replied_503_); }
@@ -149,6 +153,7 @@ class BootstrapService {
   size_t head_ = 0;                     // oldest queued request; guarded by mutex_
   size_t count_ = 0;                    // guarded by mutex_
   bool stopping_ = false;               // guarded by mutex_
+  bool answering_ = false;              // the worker answers batch_; guarded by mutex_
   bool stopped_ = false;                // Stop finished; controlling thread only
   std::thread worker_;
   std::vector<Queued> batch_;  // capacity reserved once; worker (or Stop) only

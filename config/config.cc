@@ -164,7 +164,7 @@ bool CheckListenAddresses(const Config::Server& server, TableReader* reader) {
 
 bool ReadServer(TableReader& r, Config::Server* server) {
   return r.OnlyKeys({"coap_listen", "coaps_listen", "shards", "io", "receive_buffer_bytes",
-                     "drain_timeout_ms"}) &&
+                     "drain_timeout_ms", "takeover_socket"}) &&
          ReadListenList(r, "coap_listen", &server->coap_listen) &&
          ReadListenList(r, "coaps_listen", &server->coaps_listen) &&
          r.Integer("shards", 0, 1024, &server->shards) &&
@@ -172,6 +172,7 @@ bool ReadServer(TableReader& r, Config::Server* server) {
          r.Integer<uint32_t>("receive_buffer_bytes", 65536, uint32_t{1} << 30,
                              &server->receive_buffer_bytes) &&
          r.Integer<uint32_t>("drain_timeout_ms", 0, 600000, &server->drain_timeout_ms) &&
+         r.String("takeover_socket", /*non_empty=*/false, &server->takeover_socket) &&
          CheckListenAddresses(*server, &r);
 }
 

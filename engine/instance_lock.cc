@@ -75,6 +75,12 @@ Result<void, std::string> InstanceLock::Take(uint16_t port) {
   return {};
 }
 
+std::unique_ptr<InstanceLock> InstanceLock::Adopt(std::vector<int> fds) {
+  std::unique_ptr<InstanceLock> lock(new InstanceLock());
+  lock->fds_ = std::move(fds);
+  return lock;
+}
+
 InstanceLock::~InstanceLock() {
   for (int fd : fds_) close(fd);
 }

@@ -27,6 +27,13 @@ class InstanceLock {
   [[nodiscard]] static Result<std::unique_ptr<InstanceLock>, std::string> Acquire(
       const std::vector<uint16_t>& ports);
 
+  // A predecessor's locks, received with its sockets at a take-over (engine/takeover_channel.h):
+  // the abstract sockets stay bound while either process holds a descriptor of them, so the
+  // ports are guarded throughout. Takes ownership of `fds`.
+  [[nodiscard]] static std::unique_ptr<InstanceLock> Adopt(std::vector<int> fds);
+  // The descriptors, to hand to a successor (still owned here).
+  [[nodiscard]] const std::vector<int>& fds() const noexcept { return fds_; }
+
   // Takes one more port's lock: for a port that was 0 in the configuration, once the kernel
   // chose it (a later instance configured with that number then finds it taken).
   [[nodiscard]] Result<void, std::string> Take(uint16_t port);

@@ -2,7 +2,13 @@
 
 #include <sched.h>
 #include <signal.h>
+#include <poll.h>
 #include <sys/random.h>
+#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,6 +34,8 @@
 #include "registry/postgres_device_source.h"
 #include "registry/postgres_key_store.h"
 #include "registry/psk_store.h"
+
+extern char** environ;
 
 namespace coapgate::engine {
 namespace {
@@ -79,7 +87,52 @@ std::vector<int> AllowedCpus() {
   return cpus;
 }
 
+// Timeouts of a take-over (engine/takeover_channel.h). The successor waits for the sockets
+// while the predecessor finishes its pending messages (at most the response budget plus the
+// slack); the predecessor then waits for "ready" while the successor builds its shards.
+constexpr int kTakeoverRequestTimeoutMs = 5000;
+constexpr uint64_t kTakeoverQuietSlackMs = 2000;
+constexpr int kTakeoverAnswerTimeoutMs = 90000;
+constexpr int kTakeoverReadyTimeoutMs = 60000;
+constexpr int kTakeoverExportTimeoutMs = 5000;  ///< per shard: it answers within a turn
+// `coapgate upgrade`: how long the started successor may take to load and connect.
+constexpr uint64_t kUpgradeTimeoutMs = 120000;
+
+// `bytes` (then wiped) in an anonymous memory file for the successor; its descriptor.
+Result<int, std::string> StateInMemory(std::string bytes) {
+  const int fd = static_cast<int>(memfd_create("coapgate-takeover-state", MFD_CLOEXEC));
+  if (fd < 0) return Fail("memfd_create: " + std::string(std::strerror(errno)));
+  size_t written = 0;
+  while (written < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int e = errno;
+      ::close(fd);
+      std::fill(bytes.begin(), bytes.end(), '\0');
+      return Fail("writing the take-over state: " + std::string(std::strerror(e)));
+    }
+    written += static_cast<size_t>(n);
+  }
+  std::fill(bytes.begin(), bytes.end(), '\0');
+  return fd;
+}
+
+std::string Join(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (const std::string& item : items) out += (out.size() > 1 ? ", " : "") + item;
+  return out + "]";
+}
+
 }  // namespace
+
+std::string TakeoverSocketPath(const config::Config& config) {
+  if (!config.server.takeover_socket.empty()) return config.server.takeover_socket;
+  const std::string& state = config.devices.state;
+  const size_t slash = state.rfind('/');
+  if (slash == std::string::npos) return "coapgate.takeover";
+  return state.substr(0, slash + 1) + "coapgate.takeover";
+}
 
 void BlockServerSignals() {
   sigset_t set;
@@ -137,17 +190,24 @@ Server::~Server() {
   if (publishers_) publishers_->Stop(config_.server.drain_timeout_ms);
 }
 
-Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& config) {
+Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& config,
+                                                     bool take_over) {
   auto server = std::unique_ptr<Server>(new Server(config));
+  // Read now: after a package upgrade the link names the old, deleted file, and an upgrade
+  // must start the new one at this path.
+  std::error_code ignored;
+  server->self_exe_ = std::filesystem::read_symlink("/proc/self/exe", ignored).string();
   // Before anything else is opened: a second coapgate stops here, not after it joined the
-  // first one's reuseport groups.
-  std::vector<uint16_t> ports;
-  for (const auto* addresses : {&config.server.coap_listen, &config.server.coaps_listen}) {
-    for (const config::ListenAddress& address : *addresses) ports.push_back(address.port);
+  // first one's reuseport groups. A successor gets the locks with the sockets instead.
+  if (!take_over) {
+    std::vector<uint16_t> ports;
+    for (const auto* addresses : {&config.server.coap_listen, &config.server.coaps_listen}) {
+      for (const config::ListenAddress& address : *addresses) ports.push_back(address.port);
+    }
+    auto lock = InstanceLock::Acquire(ports);
+    if (!lock) return FailEnvironment(std::move(lock).error());
+    server->instance_lock_ = std::move(*lock);
   }
-  auto lock = InstanceLock::Acquire(ports);
-  if (!lock) return FailEnvironment(std::move(lock).error());
-  server->instance_lock_ = std::move(*lock);
   server->device_source_ = MakeDeviceSource(config);
   const uint64_t load_started_us = MonotonicUs();
   auto devices = server->device_source_->Load();
@@ -190,26 +250,6 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   server->templates_ =
       std::make_unique<SnapshotHolder<sinks::TemplateSet>>(std::move(*templates));
 
-  if (config.devices.backend == config::DeviceBackend::kPostgres) {
-    // The bootstrap state lives in the shared database too, so every node hands a device the
-    // same key (docs/bootstrap-and-dtls.md); devices.state is not used.
-    auto store = registry::PostgresKeyStore::Open(config.devices.postgres.dsn,
-                                                  config.bootstrap.regenerate_after_s);
-    if (!store) {
-      return FailEnvironment(InConfig(config, "devices.postgres", store.error().message));
-    }
-    spdlog::info("bootstrap state: {} ({} devices)", (*store)->name(), (*store)->size());
-    server->psk_store_ = std::move(*store);
-  } else {
-    auto store =
-        registry::PskStore::Open(config.devices.state, config.bootstrap.regenerate_after_s);
-    if (!store) return FailEnvironment(std::move(store).error());
-    server->psk_store_ = std::move(*store);
-  }
-  server->bootstrap_ = std::make_unique<bootstrap::BootstrapService>(
-      server->psk_store_.get(), config.bootstrap.coaps_url, kBootstrapQueueCapacity,
-      bootstrap::BootstrapLimits{config.coap.response_budget_ms, config.coap.busy_max_age_s});
-
   auto publishers = sinks::PublisherPool::Create(config.sinks);
   // PublisherPool's errors are still text: those naming a sink ("sinks[i]...") are settings.
   if (!publishers) {
@@ -230,6 +270,81 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   const size_t plain_count = listen.size();
   listen.insert(listen.end(), config.server.coaps_listen.begin(),
                 config.server.coaps_listen.end());
+  // A take-over: the predecessor stops reading, then hands over its sockets (shard by shard,
+  // in listen order) and its instance locks. Everything above was built while it still
+  // served; what follows runs while the kernel queues the devices' datagrams.
+  std::vector<int> inherited;
+  int inherited_state = -1;  // the predecessor's restart state (a memfd)
+  struct CloseState {
+    int* fd;
+    ~CloseState() {
+      if (*fd >= 0) ::close(*fd);
+    }
+  } close_inherited_state{&inherited_state};
+  struct CloseUnused {  // the inherited sockets no shard took, on a failed start
+    std::vector<int>* fds;
+    size_t used = 0;
+    ~CloseUnused() {
+      for (size_t k = used; k < fds->size(); ++k) ::close((*fds)[k]);
+    }
+  } close_unused{&inherited};
+  if (take_over) {
+    auto channel = TakeoverChannel::Connect(TakeoverSocketPath(config));
+    if (!channel) {
+      return FailEnvironment(InConfig(config, "server.takeover_socket", channel.error()));
+    }
+    const std::string from = "take-over from pid " + std::to_string((*channel)->peer_pid());
+    TakeoverRequest request;
+    request.shards = static_cast<uint32_t>(shard_count);
+    for (const auto& a : config.server.coap_listen) request.coap_listen.push_back(a.text);
+    for (const auto& a : config.server.coaps_listen) request.coaps_listen.push_back(a.text);
+    spdlog::info("{}: asking for its sockets", from);
+    if (auto sent = (*channel)->Send(request.Encode()); !sent) {
+      return FailEnvironment(from + ": " + sent.error());
+    }
+    auto answer = (*channel)->Receive(kTakeoverAnswerTimeoutMs);
+    if (!answer) return FailEnvironment(from + ": " + answer.error());
+    inherited = std::move(answer->fds);
+    auto sockets = TakeoverSockets::Parse(answer->text);
+    if (!sockets) return FailEnvironment(from + ": " + sockets.error());
+    const size_t expected = static_cast<size_t>(shard_count) * listen.size();
+    if (sockets->sockets != expected || sockets->state > 1 ||
+        inherited.size() != expected + sockets->locks + sockets->state ||
+        sockets->ports.size() != listen.size()) {
+      return FailEnvironment(from + ": got " + std::to_string(inherited.size()) +
+                             " descriptors for " + std::to_string(expected) + " sockets");
+    }
+    for (size_t j = 0; j < listen.size(); ++j) listen[j].port = sockets->ports[j];
+    if (sockets->state == 1) {
+      inherited_state = inherited.back();
+      inherited.pop_back();
+    }
+    server->instance_lock_ = InstanceLock::Adopt(std::vector<int>(
+        inherited.begin() + static_cast<std::ptrdiff_t>(expected), inherited.end()));
+    inherited.resize(expected);
+    server->predecessor_ = std::move(*channel);
+  }
+
+  if (config.devices.backend == config::DeviceBackend::kPostgres) {
+    // The bootstrap state lives in the shared database too, so every node hands a device the
+    // same key (docs/bootstrap-and-dtls.md); devices.state is not used.
+    auto store = registry::PostgresKeyStore::Open(config.devices.postgres.dsn,
+                                                  config.bootstrap.regenerate_after_s);
+    if (!store) {
+      return FailEnvironment(InConfig(config, "devices.postgres", store.error().message));
+    }
+    spdlog::info("bootstrap state: {} ({} devices)", (*store)->name(), (*store)->size());
+    server->psk_store_ = std::move(*store);
+  } else {
+    auto store =
+        registry::PskStore::Open(config.devices.state, config.bootstrap.regenerate_after_s);
+    if (!store) return FailEnvironment(std::move(store).error());
+    server->psk_store_ = std::move(*store);
+  }
+  server->bootstrap_ = std::make_unique<bootstrap::BootstrapService>(
+      server->psk_store_.get(), config.bootstrap.coaps_url, kBootstrapQueueCapacity,
+      bootstrap::BootstrapLimits{config.coap.response_budget_ms, config.coap.busy_max_age_s});
+
   bool uring = config.server.io != config::IoBackend::kRecvmmsg;
   // The exchange memory per shard: SO_REUSEPORT steers devices by source address, so each shard
   // sees about its share of the registry; 25 % and 1024 records of headroom for the skew and
@@ -250,6 +365,13 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
     o.index = static_cast<uint32_t>(i);
     o.cpu = cpus.empty() ? -1 : cpus[static_cast<size_t>(i) % cpus.size()];
     for (config::ListenAddress& address : listen) {
+      if (take_over) {
+        const int fd = inherited[close_unused.used++];
+        if (i == 0) group_member[o.sockets.size()] = fd;
+        o.sockets.push_back(fd);
+        o.secure.push_back(o.secure.size() >= plain_count);
+        continue;
+      }
       auto fd = net::OpenUdpSocket(address.host, address.port, config.server.receive_buffer_bytes);
       if (!fd) {
         for (int open_fd : o.sockets) close(open_fd);
@@ -308,8 +430,13 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   server->steering_seed_ = SteeringSeed();
   AttachSteering(listen, group_member, static_cast<uint32_t>(shard_count), server->steering_seed_);
   // Before the shards serve: each restored session and exchange goes to the shard that the
-  // steering will send its device's datagrams to.
-  server->LoadRestartState();
+  // steering will send its device's datagrams to. A predecessor's state, when there is one,
+  // is newer than any file.
+  if (inherited_state >= 0) {
+    server->RestoreFromPredecessor(inherited_state);
+  } else {
+    server->LoadRestartState();
+  }
 
   std::vector<sinks::Handoff*> handoffs;
   for (auto& shard : server->shards_) handoffs.push_back(&shard->handoff());
@@ -317,28 +444,7 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
                              config.energy_saver.on_error == config::TranslationErrorPolicy::kReject);
   server->bootstrap_->Start();
   for (auto& shard : server->shards_) shard->Start();
-  if (config.admin.enabled) {
-    Server* raw = server.get();
-    admin::Handlers handlers;
-    handlers.metrics = [raw] { return raw->MetricsText(); };
-    handlers.healthz = [raw] { return raw->Healthz(); };
-    handlers.readyz = [raw] { return raw->Readyz(); };
-    // GET /devices: the current snapshot (held for the answer) and its activity words.
-    handlers.device_by_iccid = [raw](std::string_view iccid) {
-      return InspectDeviceByIccid(*raw->registry_->current(), raw->psk_store_.get(), iccid);
-    };
-    handlers.device_by_address = [raw](std::string_view ip) {
-      return InspectDeviceByAddress(*raw->registry_->current(), raw->psk_store_.get(), ip);
-    };
-    auto admin = admin::AdminServer::Start(config.admin.listen.host, config.admin.listen.port,
-                                           std::move(handlers));
-    if (!admin) return FailEnvironment(std::move(admin).error());
-    server->admin_ = std::move(*admin);
-    const bool v6 = config.admin.listen.host.find(':') != std::string::npos;
-    spdlog::info("admin listening http://{}{}{}:{} (/metrics /healthz /readyz /devices)",
-                 v6 ? "[" : "",
-                 config.admin.listen.host, v6 ? "]" : "", server->admin_->port());
-  }
+  if (auto admin = server->StartAdmin(); !admin) return FailEnvironment(std::move(admin).error());
   for (size_t i = 0; i < listen.size(); ++i) {
     const config::ListenAddress& address = listen[i];
     const bool v6 = address.host.find(':') != std::string::npos;
@@ -359,12 +465,55 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   return server;
 }
 
+Result<void, std::string> Server::StartAdmin() {
+  if (!config_.admin.enabled) return {};
+  Server* raw = this;
+  admin::Handlers handlers;
+  handlers.metrics = [raw] { return raw->MetricsText(); };
+  handlers.healthz = [raw] { return raw->Healthz(); };
+  handlers.readyz = [raw] { return raw->Readyz(); };
+  // GET /devices: the current snapshot (held for the answer) and its activity words.
+  handlers.device_by_iccid = [raw](std::string_view iccid) {
+    return InspectDeviceByIccid(*raw->registry_->current(), raw->psk_store_.get(), iccid);
+  };
+  handlers.device_by_address = [raw](std::string_view ip) {
+    return InspectDeviceByAddress(*raw->registry_->current(), raw->psk_store_.get(), ip);
+  };
+  auto admin = admin::AdminServer::Start(config_.admin.listen.host, config_.admin.listen.port,
+                                         std::move(handlers));
+  if (!admin) return Fail(std::move(admin).error());
+  admin_ = std::move(*admin);
+  const bool v6 = config_.admin.listen.host.find(':') != std::string::npos;
+  spdlog::info("admin listening http://{}{}{}:{} (/metrics /healthz /readyz /devices)",
+               v6 ? "[" : "",
+               config_.admin.listen.host, v6 ? "]" : "", admin_->port());
+  return {};
+}
+
 int Server::Run() {
   sigset_t set;
   sigemptyset(&set);
   for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&set, s);
+  // The signals (blocked in every thread) and a successor's connection, in one poll.
+  const int signals = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+  CHECK(signals >= 0, "signalfd on a valid set");
+  struct CloseSignals {
+    int fd;
+    ~CloseSignals() { ::close(fd); }
+  } close_signals{signals};
   serving_.store(true, std::memory_order_release);
   if (follower_) follower_->Start();
+  if (predecessor_) {
+    // Our shards serve: the predecessor may drain and exit. If it is gone already, so be it.
+    // Under systemd this process becomes the service's main process first.
+    notifier_.MainPid();
+    if (auto told = predecessor_->Send("ready " + std::to_string(getpid())); !told) {
+      spdlog::warn("take-over from pid {}: {}", predecessor_->peer_pid(), told.error());
+    }
+    spdlog::info("take-over from pid {}: serving on its sockets", predecessor_->peer_pid());
+    predecessor_.reset();
+  }
+  ListenForSuccessor();
   notifier_.Ready(StatusLine(0));
   // The watchdog is judged once per check interval: a quarter of WatchdogSec, so that one slow
   // turn of the control loop never misses a ping; at most 1 s, and at least 250 ms, longer
@@ -378,7 +527,21 @@ int Server::Run() {
   while (true) {
     const timespec timeout{static_cast<time_t>(check_ms / 1000),
                            static_cast<long>(check_ms % 1000) * 1000000};
-    const int signal_number = sigtimedwait(&set, nullptr, &timeout);
+    pollfd polls[2] = {{signals, POLLIN, 0},
+                       {takeover_listener_ ? takeover_listener_->fd() : -1, POLLIN, 0}};
+    (void)ppoll(polls, 2, &timeout, nullptr);
+    int signal_number = -1;
+    signalfd_siginfo info;
+    if (read(signals, &info, sizeof(info)) == static_cast<ssize_t>(sizeof(info))) {
+      signal_number = static_cast<int>(info.ssi_signo);
+    }
+    if ((polls[1].revents & POLLIN) != 0 && ServeTakeoverConnection()) {
+      // The successor is the service's main process now (MAINPID=): no STOPPING=1 from here.
+      draining_.store(true, std::memory_order_release);
+      Drain();
+      LogCounters("final counters");
+      return clean_ ? 0 : 1;
+    }
     if (signal_number == SIGHUP) {
       notifier_.Reloading();
       Reload();
@@ -422,6 +585,236 @@ int Server::Run() {
       stuck_reported = true;
     }
   }
+}
+
+void Server::ListenForSuccessor() {
+  const std::string path = TakeoverSocketPath(config_);
+  auto listener = TakeoverListener::Listen(path);
+  if (!listener) {
+    spdlog::warn("no take-over socket ({}): `coapgate --take-over` cannot replace this process",
+                 listener.error());
+    return;
+  }
+  takeover_listener_ = std::move(*listener);
+  spdlog::info("take-over socket {} (coapgate --take-over)", path);
+}
+
+bool Server::ServeTakeoverConnection() {
+  auto channel = takeover_listener_->Accept();
+  if (!channel) {
+    spdlog::warn("{}", channel.error());
+    return false;
+  }
+  auto message = (*channel)->Receive(kTakeoverRequestTimeoutMs);
+  if (!message) {
+    spdlog::warn("take-over socket: pid {}: {}", (*channel)->peer_pid(), message.error());
+    return false;
+  }
+  for (int fd : message->fds) ::close(fd);
+  if (message->text == "upgrade") return Upgrade(std::move(*channel));
+  return HandOver(std::move(*channel), message->text).has_value();
+}
+
+bool Server::Upgrade(std::unique_ptr<TakeoverChannel> requester) {
+  const std::string by = "upgrade requested by pid " + std::to_string(requester->peer_pid());
+  auto fail = [&](const std::string& why) {
+    spdlog::error("{}: {}", by, why);
+    (void)requester->Send("failed " + why);
+    return false;
+  };
+  if (self_exe_.empty()) return fail("this process does not know its executable");
+  // The successor is this process's child, so it runs inside the same service (cgroup); its
+  // environment is ours but for WATCHDOG_PID, which names us and would keep it from pinging.
+  std::vector<std::string> arguments{self_exe_, "--take-over"};
+  if (!config_.source_path.empty()) {
+    arguments.push_back("--config");
+    arguments.push_back(config_.source_path);
+  }
+  std::vector<char*> argv;
+  for (std::string& a : arguments) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::string_view(*e).starts_with("WATCHDOG_PID=")) continue;
+    envp.push_back(*e);
+  }
+  envp.push_back(nullptr);
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attributes, &none);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
+  pid_t child = 0;
+  const int spawned = posix_spawn(&child, self_exe_.c_str(), nullptr, &attributes, argv.data(),
+                                  envp.data());
+  posix_spawnattr_destroy(&attributes);
+  if (spawned != 0) return fail(self_exe_ + ": cannot start: " + std::strerror(spawned));
+  spdlog::info("{}: started {} --take-over as pid {}", by, self_exe_, child);
+  const int exited = static_cast<int>(syscall(SYS_pidfd_open, child, 0));
+  struct ClosePidfd {
+    int fd;
+    ~ClosePidfd() {
+      if (fd >= 0) ::close(fd);
+    }
+  } close_pidfd{exited};
+  // Reaps a successor that gave up (bounded: it exits right after a refusal).
+  auto reap = [&](int timeout_ms) {
+    pollfd p{exited, POLLIN, 0};
+    if (exited >= 0) (void)poll(&p, 1, timeout_ms);
+    int status = 0;
+    return waitpid(child, &status, WNOHANG) == child ? status : -1;
+  };
+  const uint64_t deadline_ms = MonotonicMs() + kUpgradeTimeoutMs;
+  while (true) {
+    const uint64_t now_ms = MonotonicMs();
+    if (now_ms >= deadline_ms) {
+      ::kill(child, SIGTERM);
+      (void)reap(5000);
+      return fail("pid " + std::to_string(child) + " did not connect within " +
+                  std::to_string(kUpgradeTimeoutMs / 1000) + " s; stopped it");
+    }
+    pollfd polls[2] = {{takeover_listener_->fd(), POLLIN, 0}, {exited, POLLIN, 0}};
+    (void)poll(polls, 2, static_cast<int>(deadline_ms - now_ms));
+    if ((polls[1].revents & POLLIN) != 0) {
+      const int status = reap(0);
+      return fail("pid " + std::to_string(child) + " exited (status " + std::to_string(status) +
+                  ") before taking over; its log says why");
+    }
+    if ((polls[0].revents & POLLIN) == 0) continue;
+    auto successor = takeover_listener_->Accept();
+    if (!successor) continue;
+    if ((*successor)->peer_pid() != child) {
+      (void)(*successor)->Send("refused an upgrade is in progress");
+      continue;
+    }
+    auto message = (*successor)->Receive(kTakeoverRequestTimeoutMs);
+    if (!message) continue;
+    for (int fd : message->fds) ::close(fd);
+    auto handed = HandOver(std::move(*successor), message->text);
+    if (!handed) {
+      (void)reap(5000);
+      return fail(handed.error());
+    }
+    (void)requester->Send("upgraded " + std::to_string(child));
+    return true;
+  }
+}
+
+Result<void, std::string> Server::HandOver(std::unique_ptr<TakeoverChannel> successor,
+                                           const std::string& text) {
+  const std::string to = "take-over by pid " + std::to_string(successor->peer_pid());
+  auto request = TakeoverRequest::Parse(text);
+  TakeoverRequest ours;
+  ours.shards = static_cast<uint32_t>(shards_.size());
+  for (const auto& a : config_.server.coap_listen) ours.coap_listen.push_back(a.text);
+  for (const auto& a : config_.server.coaps_listen) ours.coaps_listen.push_back(a.text);
+  std::string refusal;
+  if (!request) {
+    refusal = request.error();
+  } else if (!(*request == ours)) {
+    refusal = "this process serves " + std::to_string(ours.shards) + " shards on " +
+              Join(ours.coap_listen) + " (coap) and " + Join(ours.coaps_listen) +
+              " (coaps); the successor's configuration must have the same server.shards, "
+              "coap_listen and coaps_listen";
+  }
+  if (!refusal.empty()) {
+    spdlog::warn("{}: refused: {}", to, refusal);
+    (void)successor->Send("refused " + refusal);
+    return Fail("refused: " + refusal);
+  }
+  const uint64_t started_ms = MonotonicMs();
+  spdlog::info("{}: stopping reading, finishing pending messages", to);
+  for (auto& shard : shards_) shard->RequestReceiving(false);
+  // Quiet: nothing more is read, everything read has been answered (2.04 or, at the budget,
+  // 5.03), the bootstrap worker answered its queue. Bounded by the response budget.
+  auto resume = [this](const std::string& why) {
+    spdlog::error("{}; reading the sockets again", why);
+    for (auto& shard : shards_) shard->RequestReceiving(true);
+  };
+  const uint64_t deadline_ms = started_ms + config_.coap.response_budget_ms + kTakeoverQuietSlackMs;
+  while (true) {
+    // The shards first: a bootstrap request is submitted in the turn that read it, before
+    // that shard reports receive_stopped, so the worker's queue read after is complete.
+    bool quiet = true;
+    for (const auto& shard : shards_) {
+      quiet = quiet && shard->receive_stopped() && shard->pending() == 0;
+    }
+    if (quiet && bootstrap_->idle()) break;
+    if (MonotonicMs() >= deadline_ms) {
+      (void)successor->Send("refused the running process did not become quiet in time");
+      resume(to + ": not quiet within the response budget");
+      return Fail(std::string("not quiet within the response budget"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (auto released = psk_store_->Release(); !released) {
+    (void)successor->Send("refused " + released.error());
+    resume(to + ": " + released.error());
+    return Fail(std::move(released.error()));
+  }
+  // The sessions and answered exchanges, taken by each shard on its own thread now that
+  // nothing changes them, into memory that only the successor can reach.
+  RestartStateWriter writer(ListenersFingerprint());
+  for (auto& shard : shards_) {
+    if (!shard->ExportOnShardThread(&writer, kTakeoverExportTimeoutMs)) {
+      (void)successor->Send("refused a shard did not export its state");
+      (void)psk_store_->Reacquire();
+      resume(to + ": a shard did not export its state");
+      return Fail(std::string("a shard did not export its state"));
+    }
+  }
+  const uint32_t sessions = writer.sessions();
+  const uint32_t exchanges = writer.exchanges();
+  auto state = StateInMemory(writer.Finish());
+  if (!state) {
+    (void)successor->Send("refused " + state.error());
+    (void)psk_store_->Reacquire();
+    resume(to + ": " + state.error());
+    return Fail(std::move(state.error()));
+  }
+  struct CloseState {
+    int fd;
+    ~CloseState() { ::close(fd); }
+  } close_state{*state};
+  // The admin port is bound again by the successor; ours answers no more from here.
+  admin_.reset();
+  std::vector<int> fds;
+  TakeoverSockets answer;
+  for (const auto& shard : shards_) fds.insert(fds.end(), shard->sockets().begin(), shard->sockets().end());
+  answer.sockets = static_cast<uint32_t>(fds.size());
+  answer.locks = static_cast<uint32_t>(instance_lock_->fds().size());
+  fds.insert(fds.end(), instance_lock_->fds().begin(), instance_lock_->fds().end());
+  answer.state = 1;
+  fds.push_back(*state);
+  for (const int fd : shards_.front()->sockets()) answer.ports.push_back(net::LocalPort(fd));
+  Result<TakeoverMessage, std::string> ready = Fail(std::string());
+  if (auto sent = successor->Send(answer.Encode(), fds); !sent) {
+    ready = Fail(std::move(sent.error()));
+  } else {
+    ready = successor->Receive(kTakeoverReadyTimeoutMs);
+  }
+  if (ready && ready->text.starts_with("ready ")) {
+    for (int fd : ready->fds) ::close(fd);
+    spdlog::info("{}: handed over {} DTLS sessions and {} answered exchanges in {} ms; draining",
+                 to, sessions, exchanges, MonotonicMs() - started_ms);
+    takeover_listener_.reset();  // the successor listens at the path now
+    return {};
+  }
+  if (ready) {
+    for (int fd : ready->fds) ::close(fd);
+    ready = Fail("unexpected answer \"" + ready->text.substr(0, 40) + "\"");
+  }
+  // The successor failed after taking the sockets: it never read them (it had not said ready)
+  // or it died; either way ours are the same sockets, and whatever it left queued is read now.
+  if (auto reacquired = psk_store_->Reacquire(); !reacquired) {
+    spdlog::error("{}: {}: bootstrap fails until restart", to, reacquired.error());
+  }
+  if (auto admin = StartAdmin(); !admin) spdlog::error("{}: admin: {}", to, admin.error());
+  takeover_listener_.reset();
+  ListenForSuccessor();  // the successor may have replaced the socket file
+  resume(to + ": " + ready.error());
+  return Fail(std::move(ready.error()));
 }
 
 std::string Server::StatusLine(double datagrams_per_s) const {
@@ -616,6 +1009,53 @@ void Server::LoadRestartState() {
                     : "not a restart state file this version can read");
     return;
   }
+  auto restored = RestoreState(opened->plaintext);
+  if (!restored) {
+    refuse(restored.error(), restored.error() == StateRefusal::kListenersChanged
+                                 ? "saved for other listen addresses (server.coap_listen, "
+                                   "server.coaps_listen)"
+                                 : "its contents are damaged although it decrypted");
+    return;
+  }
+  if (::unlink(path.c_str()) != 0) {
+    spdlog::error("restart state {}: restored, but cannot delete it: {}", path, ErrnoText(errno));
+  }
+  const uint64_t took_us = MonotonicUs() - started_us;
+  restart_.load_us.store(took_us, std::memory_order_relaxed);
+  spdlog::info("restart state {}: restored {} DTLS sessions ({} not) and {} answered exchanges "
+               "({} not), saved {:.1f} s ago, in {:.1f} ms; file deleted",
+               path, restored->sessions, restored->sessions_skipped, restored->exchanges,
+               restored->exchanges_skipped, static_cast<double>(opened->age_ms) / 1000.0,
+               static_cast<double>(took_us) / 1000.0);
+}
+
+void Server::RestoreFromPredecessor(int fd) {
+  const uint64_t started_us = MonotonicUs();
+  std::string plaintext;
+  char buffer[65536];
+  for (;;) {
+    const ssize_t n = ::pread(fd, buffer, sizeof buffer, static_cast<off_t>(plaintext.size()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    plaintext.append(buffer, static_cast<size_t>(n));
+  }
+  std::fill(std::begin(buffer), std::end(buffer), '\0');
+  auto restored = RestoreState(plaintext);
+  if (!restored) {
+    restart_.refused[static_cast<size_t>(restored.error())].fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("take-over: the predecessor's sessions and exchanges were refused ({}); "
+                 "serving without them", ToString(restored.error()));
+    return;
+  }
+  restart_.load_us.store(MonotonicUs() - started_us, std::memory_order_relaxed);
+  spdlog::info("take-over: restored {} DTLS sessions ({} not) and {} answered exchanges ({} not) "
+               "from the predecessor in {:.1f} ms",
+               restored->sessions, restored->sessions_skipped, restored->exchanges,
+               restored->exchanges_skipped,
+               static_cast<double>(MonotonicUs() - started_us) / 1000.0);
+}
+
+Result<Server::Restored, StateRefusal> Server::RestoreState(std::string& plaintext) {
   // Exchanges of DTLS devices go to the shard of their device's session, so they are placed
   // after all sessions (the file lists them shard by shard).
   std::unordered_map<std::string, uint32_t> shard_of_identity;
@@ -642,16 +1082,10 @@ void Server::LoadRestartState() {
                               shard);
   };
   visitor.exchange = [&](const ExchangeMemory::SavedExchange& e) { exchanges.push_back(e); };
-  auto read = ReadRestartState(std::as_bytes(std::span(opened->plaintext)), ListenersFingerprint(),
+  auto read = ReadRestartState(std::as_bytes(std::span(plaintext)), ListenersFingerprint(),
                                visitor);
-  std::fill(opened->plaintext.begin(), opened->plaintext.end(), '\0');
-  if (!read) {
-    refuse(read.error(), read.error() == StateRefusal::kListenersChanged
-                             ? "saved for other listen addresses (server.coap_listen, "
-                               "server.coaps_listen)"
-                             : "its contents are damaged although it decrypted");
-    return;
-  }
+  std::fill(plaintext.begin(), plaintext.end(), '\0');
+  if (!read) return Fail(read.error());
   uint64_t restored = 0;
   for (const ExchangeMemory::SavedExchange& e : exchanges) {
     uint32_t shard = 0;
@@ -668,20 +1102,14 @@ void Server::LoadRestartState() {
     }
     if (shard < shards_.size() && shards_[shard]->ImportExchange(e)) ++restored;
   }
-  if (::unlink(path.c_str()) != 0) {
-    spdlog::error("restart state {}: restored, but cannot delete it: {}", path, ErrnoText(errno));
-  }
-  const uint64_t took_us = MonotonicUs() - started_us;
-  restart_.sessions_restored.store(sessions, std::memory_order_relaxed);
-  restart_.sessions_skipped.store(sessions_skipped, std::memory_order_relaxed);
-  restart_.exchanges_restored.store(restored, std::memory_order_relaxed);
-  restart_.exchanges_skipped.store(exchanges.size() - restored, std::memory_order_relaxed);
-  restart_.load_us.store(took_us, std::memory_order_relaxed);
-  spdlog::info("restart state {}: restored {} DTLS sessions ({} not) and {} answered exchanges "
-               "({} not), saved {:.1f} s ago, in {:.1f} ms; file deleted",
-               path, sessions, sessions_skipped, restored, exchanges.size() - restored,
-               static_cast<double>(opened->age_ms) / 1000.0, static_cast<double>(took_us) / 1000.0);
+  Restored done{sessions, sessions_skipped, restored, exchanges.size() - restored};
+  restart_.sessions_restored.store(done.sessions, std::memory_order_relaxed);
+  restart_.sessions_skipped.store(done.sessions_skipped, std::memory_order_relaxed);
+  restart_.exchanges_restored.store(done.exchanges, std::memory_order_relaxed);
+  restart_.exchanges_skipped.store(done.exchanges_skipped, std::memory_order_relaxed);
+  return done;
 }
+
 
 void Server::SaveRestartState() {
   const config::Config::Restart& options = config_.restart;

@@ -1,10 +1,12 @@
 // Server: the running coapgate process: the shards, the publishers, the device registry, the
 // Energy Saver templates and the signals (docs/cli.md): SIGTERM/SIGINT drain and exit 0, SIGHUP
 // reloads the devices and the templates, SIGUSR2 the devices only, SIGUSR1 logs the counters.
+// It also waits for a successor (`coapgate --take-over`, engine/takeover_channel.h) and hands
+// it the listening sockets, then drains and exits 0.
 //
 // Control plane: Create and Run on the main thread, which must have blocked SIGTERM, SIGINT,
 // SIGHUP, SIGUSR1 and SIGUSR2 before any thread was started (BlockServerSignals) so that only
-// Run's sigtimedwait sees them.
+// Run's signalfd sees them.
 #pragma once
 
 #include <array>
@@ -28,6 +30,7 @@
 #include "engine/restart_state.h"
 #include "engine/service_notifier.h"
 #include "engine/shard.h"
+#include "engine/takeover_channel.h"
 #include "sinks/publisher_pool.h"
 #include "common/snapshot_holder.h"
 #include "sinks/template_set.h"
@@ -35,6 +38,10 @@
 namespace coapgate::engine {
 
 void BlockServerSignals();
+
+// Where the running process waits for a successor: server.takeover_socket, or
+// "coapgate.takeover" next to devices.state.
+[[nodiscard]] std::string TakeoverSocketPath(const config::Config& config);
 
 // The source of the device registry `config` names: the CSV file of devices.file (a missing
 // file loads as an empty registry: every device gets 4.01 until it exists and SIGHUP is sent).
@@ -59,7 +66,11 @@ class Server {
  public:
   // The error's kind says whose fault a failed start is: kBadInput for the devices file, the
   // templates and sink settings, kEnvironment for sockets, the state file, files refused.
-  static Result<std::unique_ptr<Server>, Error> Create(const config::Config& config);
+  // `take_over`: the sockets and instance locks come from the coapgate running with the same
+  // listen addresses and shard count (its take-over socket), not from bind(2); it fails with
+  // kEnvironment when there is none or it refuses.
+  static Result<std::unique_ptr<Server>, Error> Create(const config::Config& config,
+                                                       bool take_over = false);
   ~Server();
 
   // Serves until SIGTERM/SIGINT, then drains; returns the process exit code: 0, or 1 when the
@@ -86,11 +97,40 @@ class Server {
   [[nodiscard]] admin::Probe Healthz() const;
   [[nodiscard]] admin::Probe Readyz() const;
   void Drain();
+  // A connection on the take-over socket: a successor's request (HandOver) or `coapgate
+  // upgrade` (Upgrade). True when a successor serves now: the caller drains and exits.
+  [[nodiscard]] bool ServeTakeoverConnection();
+  // The predecessor's side of a take-over, for the successor that sent `request`: done when
+  // the successor serves; an error (logged) when it refused or failed, and this process
+  // serves on, reading its sockets again.
+  [[nodiscard]] Result<void, std::string> HandOver(std::unique_ptr<TakeoverChannel> successor,
+                                                   const std::string& request);
+  // `coapgate upgrade`: starts this executable's file (a new version after a package
+  // upgrade) with --take-over as a child, so that it runs inside the same service, hands
+  // over to it and tells the requester the outcome.
+  [[nodiscard]] bool Upgrade(std::unique_ptr<TakeoverChannel> requester);
+  // Listens for a successor at the configured take-over socket (logs when it cannot).
+  void ListenForSuccessor();
+  // The admin listener (/metrics ...): started at Create, stopped for a successor to bind.
+  [[nodiscard]] Result<void, std::string> StartAdmin();
   // Planned restarts (docs/operations.md, restart.*): LoadRestartState in Create once the
   // shards exist and before they start; SaveRestartState in Drain once they stopped. Both
   // control thread; no-ops while restart.state_file is "".
   void LoadRestartState();
   void SaveRestartState();
+  // A restart state's sessions and exchanges into the shards (before they serve); the counts
+  // also go to the restart metrics. Wipes `plaintext`. From the state file, or from the
+  // predecessor of a take-over.
+  struct Restored {
+    uint64_t sessions = 0;
+    uint64_t sessions_skipped = 0;
+    uint64_t exchanges = 0;
+    uint64_t exchanges_skipped = 0;
+  };
+  [[nodiscard]] Result<Restored, StateRefusal> RestoreState(std::string& plaintext);
+  // The take-over's state (a memfd from the predecessor) into the shards, logged and counted
+  // like a state file's; a refusal leaves the shards empty.
+  void RestoreFromPredecessor(int fd);
   // What the sessions' socket numbers refer to: a state saved for other listeners is refused.
   [[nodiscard]] std::string ListenersFingerprint() const;
   // The shard the source-address steering sends `address`'s datagrams to.
@@ -134,6 +174,11 @@ class Server {
   std::atomic<uint64_t> registry_loaded_ms_{0};
   std::atomic<uint64_t> registry_load_us_{0};
   const uint64_t started_ms_ = WallMs();
+  // A take-over: the predecessor, told "ready" once this process serves (Run), and the
+  // listener where this process waits for its own successor.
+  std::unique_ptr<TakeoverChannel> predecessor_;
+  std::unique_ptr<TakeoverListener> takeover_listener_;
+  std::string self_exe_;  ///< /proc/self/exe at start: what `coapgate upgrade` starts
   std::unique_ptr<admin::AdminServer> admin_;  ///< stopped first: its handlers read the rest  ///< false when shutdown had to abandon messages
 };
 

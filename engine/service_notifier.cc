@@ -2,11 +2,16 @@
 
 #include <systemd/sd-daemon.h>
 
+#include <unistd.h>
+
 #include <string>
 
 #include "common/check.h"
 
 namespace coapgate::engine {
+namespace {
+constexpr uint64_t kBarrierTimeoutUsec = 5'000'000;
+}  // namespace
 
 ServiceNotifier::ServiceNotifier() {
   uint64_t usec = 0;
@@ -34,6 +39,11 @@ void ServiceNotifier::Status(std::string_view status) const {
 }
 
 void ServiceNotifier::Watchdog() const { Send("WATCHDOG=1"); }
+
+void ServiceNotifier::MainPid() const {
+  Send("MAINPID=" + std::to_string(getpid()));
+  (void)sd_notify_barrier(0, kBarrierTimeoutUsec);
+}
 
 bool ProgressWatch::AllMoved(const std::vector<uint64_t>& turns) {
   const bool first = previous_.empty();

@@ -22,6 +22,11 @@ class ServiceNotifier {
   void Stopping() const;
   void Status(std::string_view status) const;
   void Watchdog() const;
+  // MAINPID= this process, for a successor started inside the service (`coapgate upgrade`,
+  // engine/takeover_channel.h; the unit has NotifyAccess=all), then waits (bounded) until the
+  // manager has read it, so that the predecessor's exit, which follows, is not taken for the
+  // service's end.
+  void MainPid() const;
 
   // The watchdog interval the service manager asked for (WATCHDOG_USEC), 0 = none. Pings
   // must come at least twice per interval.

@@ -140,6 +140,11 @@ void Shard::RequestStop() noexcept {
   handoff_.WakeShard();
 }
 
+void Shard::RequestReceiving(bool on) noexcept {
+  receiving_.store(on, std::memory_order_release);
+  handoff_.WakeShard();
+}
+
 void Shard::Join() {
   if (thread_.joinable()) thread_.join();
 }
@@ -162,6 +167,22 @@ Result<void, dtls::ImportRefusal> Shard::ImportSession(const dtls::ExportedSessi
   return imported;
 }
 
+bool Shard::ExportOnShardThread(RestartStateWriter* out, int timeout_ms) {
+  export_done_.store(false, std::memory_order_relaxed);
+  export_to_.store(out, std::memory_order_release);
+  handoff_.WakeShard();
+  const uint64_t deadline_ms = MonotonicMs() + static_cast<uint64_t>(timeout_ms);
+  while (!export_done_.load(std::memory_order_acquire)) {
+    if (MonotonicMs() >= deadline_ms &&
+        export_to_.exchange(nullptr, std::memory_order_acq_rel) != nullptr) {
+      return false;  // taken back before the shard saw it
+    }
+    // Past the deadline with the request gone: the shard is exporting; it finishes.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
 bool Shard::ImportExchange(const ExchangeMemory::SavedExchange& e) {
   return exchanges_.Restore(e, static_cast<uint32_t>(clock_->MonotonicMs() / 1000));
 }
@@ -169,6 +190,14 @@ bool Shard::ImportExchange(const ExchangeMemory::SavedExchange& e) {
 void Shard::Run() noexcept {
   while (!stop_.load(std::memory_order_relaxed)) {
     const bool draining = draining_.load(std::memory_order_acquire);
+    const bool receiving = receiving_.load(std::memory_order_acquire);
+    if (receiving != io_receiving_) {
+      io_->SetReceiving(receiving);
+      io_receiving_ = receiving;
+      if (receiving) receive_stopped_.store(false, std::memory_order_release);
+    }
+    // Read before Receive: when already true, that Receive returns the backend's last datagrams.
+    const bool stopped_before = !receiving && io_->receive_stopped();
     const std::span<const net::ReceivedDatagram> batch = io_->Receive(WaitTimeoutMs());
     now_us_ = clock_->MonotonicUs();
     now_ms_ = now_us_ / 1000;
@@ -199,6 +228,11 @@ void Shard::Run() noexcept {
     io_->Flush();
     pending_.store(handoff_.in_use(), std::memory_order_release);
     if (draining) drain_seen_.store(true, std::memory_order_release);
+    if (stopped_before) receive_stopped_.store(true, std::memory_order_release);
+    if (RestartStateWriter* to = export_to_.exchange(nullptr, std::memory_order_acq_rel)) {
+      ExportState(to);
+      export_done_.store(true, std::memory_order_release);
+    }
     turns_.fetch_add(1, std::memory_order_relaxed);
     PublishExchangeStats();
     const uint64_t failures = io_->send_failures();

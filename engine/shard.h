@@ -96,6 +96,15 @@ class Shard final : private dtls::Transport {
   void RequestDrain() noexcept { draining_.store(true, std::memory_order_relaxed); }
   void RequestStop() noexcept;
   void Join();
+  // Hand-over to a successor process (engine/takeover.h): stop or resume taking datagrams
+  // from the sockets. What was already taken is still handled, pending messages still
+  // complete and replies still leave; what the kernel queues stays in the sockets.
+  void RequestReceiving(bool on) noexcept;
+  // True once the shard's backend took its last datagram after RequestReceiving(false) and a
+  // whole loop turn handled it: from then on only completions change the shard's state.
+  [[nodiscard]] bool receive_stopped() const noexcept {
+    return receive_stopped_.load(std::memory_order_acquire);
+  }
 
   // Planned restarts (docs/operations.md): the shard's established DTLS sessions and answered
   // exchanges out to a restart state, and back in. REQUIRES: the shard thread is not serving,
@@ -106,6 +115,11 @@ class Shard final : private dtls::Transport {
   // A session whose route names a socket of this shard that is not coaps:// is kBadRoute.
   [[nodiscard]] Result<void, dtls::ImportRefusal> ImportSession(const dtls::ExportedSession& s);
   [[nodiscard]] bool ImportExchange(const ExchangeMemory::SavedExchange& e);
+  // The take-over's ExportState: run by the shard's own thread at the end of a loop turn,
+  // while it serves (stopped reading, nothing pending), so that a hand-over that fails leaves
+  // it serving as before. The caller waits up to timeout_ms; false when the shard did not
+  // get to it (and then never will).
+  [[nodiscard]] bool ExportOnShardThread(RestartStateWriter* out, int timeout_ms);
 
   // Messages accepted but not yet answered or completed, as of the end of the shard's last
   // loop turn (read by the control thread).
@@ -121,6 +135,9 @@ class Shard final : private dtls::Transport {
   // least every kIdleWaitMs), read by the service watchdog.
   [[nodiscard]] uint64_t turns() const noexcept { return turns_.load(std::memory_order_relaxed); }
   [[nodiscard]] const ShardCounters& counters() const noexcept { return counters_; }
+  // Its sockets, one per listen address in order (owned by the shard; handed to a successor
+  // as descriptors of the same sockets).
+  [[nodiscard]] const std::vector<int>& sockets() const noexcept { return options_.sockets; }
   // Heap bytes of the exchange memory, allocated by Create (fixed; any thread).
   [[nodiscard]] size_t exchange_memory_bytes() const noexcept { return exchanges_.MemoryBytes(); }
   [[nodiscard]] sinks::Handoff& handoff() noexcept { return handoff_; }
@@ -279,6 +296,11 @@ class Shard final : private dtls::Transport {
   bool started_ = false;  ///< guarded by start_mutex_
   std::atomic<bool> draining_{false};
   std::atomic<bool> drain_seen_{false};
+  std::atomic<bool> receiving_{true};        ///< RequestReceiving
+  bool io_receiving_ = true;                 ///< what the backend was last told (shard thread)
+  std::atomic<bool> receive_stopped_{false};
+  std::atomic<RestartStateWriter*> export_to_{nullptr};  ///< ExportOnShardThread's request
+  std::atomic<bool> export_done_{false};
   std::atomic<bool> stop_{false};
   std::atomic<uint32_t> pending_{0};
   std::atomic<uint64_t> turns_{0};

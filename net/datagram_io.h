@@ -51,6 +51,16 @@ class DatagramIo {
   virtual void Send(uint16_t socket, const sockaddr* peer, socklen_t peer_length,
                     const LocalAddress& local, std::span<const std::byte> bytes) noexcept = 0;
   virtual void Flush() noexcept = 0;
+  // Stops (false) or resumes (true) taking datagrams from the sockets; replies and wake fds
+  // go on either way. Why: a process handing its sockets to a successor (engine/takeover.h)
+  // must leave what the kernel still queues in the sockets, where the successor reads it.
+  // After SetReceiving(false), Receive still returns what the backend had already taken, then
+  // nothing from the sockets.
+  virtual void SetReceiving(bool on) noexcept = 0;
+  // True once, after SetReceiving(false), no datagram can arrive any more: every datagram the
+  // backend took has been returned by a Receive (io_uring: each socket's multishot receive has
+  // reported its end).
+  [[nodiscard]] virtual bool receive_stopped() const noexcept = 0;
   // Replies the kernel refused so far (e.g. ENOBUFS); they are dropped, the device retries.
   [[nodiscard]] virtual uint64_t send_failures() const noexcept = 0;
   [[nodiscard]] virtual const char* name() const noexcept = 0;

@@ -40,6 +40,13 @@ class RecvmmsgIo final : public DatagramIo {
   std::span<const ReceivedDatagram> Receive(int timeout_ms) noexcept override {
     received_.clear();
     used_ = 0;
+    if (!receiving_) {
+      // The wake fds alone (they follow the sockets in polls_).
+      if (timeout_ms != 0) {
+        poll(polls_.data() + sockets_.size(), polls_.size() - sockets_.size(), timeout_ms);
+      }
+      return received_;
+    }
     if (ReadAll() == 0 && timeout_ms != 0) {
       if (poll(polls_.data(), polls_.size(), timeout_ms) > 0) ReadAll();
     }
@@ -77,6 +84,9 @@ class RecvmmsgIo final : public DatagramIo {
     pending_ = 0;
   }
 
+  // Reads happen inside Receive only, so nothing is in flight once the flag is down.
+  void SetReceiving(bool on) noexcept override { receiving_ = on; }
+  bool receive_stopped() const noexcept override { return !receiving_; }
   uint64_t send_failures() const noexcept override { return send_failures_; }
   const char* name() const noexcept override { return "recvmmsg"; }
 
@@ -128,6 +138,7 @@ class RecvmmsgIo final : public DatagramIo {
   std::vector<ReceivedDatagram> received_;
   size_t used_ = 0;
   size_t next_first_socket_ = 0;
+  bool receiving_ = true;
 
   std::vector<ReplyMessage> replies_;  ///< never resized: headers point into them
   std::vector<mmsghdr> send_headers_;

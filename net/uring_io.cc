@@ -25,7 +25,7 @@ constexpr unsigned kSendSlots = 1024;    ///< replies in flight in the kernel at
 constexpr unsigned kSqEntries = 2048;
 constexpr unsigned kCqEntries = 16384;   ///< multishot floods the CQ; reaped every turn
 
-enum class Kind : uint64_t { kRecv = 1, kWake = 2, kSend = 3 };
+enum class Kind : uint64_t { kRecv = 1, kWake = 2, kSend = 3, kCancel = 4 };
 constexpr uint64_t Tag(Kind kind, uint64_t index) {
   return static_cast<uint64_t>(kind) << 32 | index;
 }
@@ -41,6 +41,7 @@ class UringIo final : public DatagramIo {
     sockets_ = o.sockets;
     wake_fds_ = o.wake_fds;
     rearm_.reserve(sockets_.size());
+    armed_.assign(sockets_.size(), false);
     // Room for the io_uring_recvmsg_out header and the peer address before the control data,
     // which the kernel writes right after the name: rounded to 8 so that the cmsghdr there is
     // aligned (16 + 28 would put it at offset 44).
@@ -111,7 +112,9 @@ class UringIo final : public DatagramIo {
   std::span<const ReceivedDatagram> Receive(int timeout_ms) noexcept override {
     RecycleBuffers();
     // Re-arm receives that ended (typically -ENOBUFS) now that buffers are back in the ring.
-    for (size_t socket : rearm_) ArmRecv(socket);
+    if (receiving_) {
+      for (size_t socket : rearm_) ArmRecv(socket);
+    }
     rearm_.clear();
     received_.clear();
     io_uring_cqe* cqe = nullptr;
@@ -158,6 +161,30 @@ class UringIo final : public DatagramIo {
     io_uring_sqe_set_data64(sqe, Tag(Kind::kSend, index));
   }
 
+  void SetReceiving(bool on) noexcept override {
+    if (on == receiving_) return;
+    receiving_ = on;
+    for (size_t s = 0; s < sockets_.size(); ++s) {
+      if (on && !armed_[s]) {
+        ArmRecv(s);
+      } else if (!on && armed_[s]) {
+        // The multishot receive ends with a final completion (no F_MORE), after any datagram
+        // it had already taken; until then receive_stopped() stays false.
+        io_uring_sqe* sqe = GetSqe();
+        io_uring_prep_cancel64(sqe, Tag(Kind::kRecv, s), 0);
+        io_uring_sqe_set_data64(sqe, Tag(Kind::kCancel, s));
+      }
+    }
+    io_uring_submit(&ring_);
+  }
+  bool receive_stopped() const noexcept override {
+    if (receiving_) return false;
+    for (bool armed : armed_) {
+      if (armed) return false;
+    }
+    return true;
+  }
+
   void Flush() noexcept override {
     // A refused submit leaves the SQEs queued for the next one; count it so it shows.
     if (io_uring_submit(&ring_) < 0) ++send_failures_;
@@ -187,6 +214,7 @@ class UringIo final : public DatagramIo {
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = kBufferGroup;
     io_uring_sqe_set_data64(sqe, Tag(Kind::kRecv, socket));
+    armed_[socket] = true;
   }
 
   void ArmWake(size_t index) noexcept {
@@ -216,9 +244,14 @@ class UringIo final : public DatagramIo {
         }
         // Multishot ends on errors, including running out of buffers (-ENOBUFS): re-arm at
         // the next Receive, after this batch's buffers went back to the ring.
-        if (!(cqe->flags & IORING_CQE_F_MORE)) rearm_.push_back(index);
+        if (!(cqe->flags & IORING_CQE_F_MORE)) {
+          armed_[index] = false;
+          rearm_.push_back(index);
+        }
         break;
       }
+      case Kind::kCancel:  // its result (0, or -ENOENT if the receive had ended) says nothing new
+        break;
       case Kind::kWake:
         ArmWake(index);  // the eventfd's owner reads and resets it
         break;
@@ -251,6 +284,8 @@ class UringIo final : public DatagramIo {
   std::vector<int> sockets_;
   std::vector<int> wake_fds_;
   std::vector<size_t> rearm_;  ///< sockets whose multishot receive ended
+  std::vector<bool> armed_;    ///< per socket: a multishot receive is with the kernel
+  bool receiving_ = true;      ///< SetReceiving
   size_t name_length_ = 0;
   size_t buffer_size_ = 0;
   msghdr template_{};

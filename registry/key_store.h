@@ -57,6 +57,14 @@ class KeyStore {
   // again later) rather than 5.00. False for a local file, whose failures are not transient.
   [[nodiscard]] virtual bool unavailable() const noexcept { return false; }
 
+  // Hand-over to a successor process (engine/takeover_channel.h): Release gives up what would
+  // keep the successor from opening the same durable state (PskStore's exclusive lock on its
+  // file); Reacquire takes it back when the hand-over failed. In between GeneratedKey still
+  // answers from memory and Bootstrap fails. Called by the control thread while no bootstrap
+  // is in progress. A shared database keeps nobody out: the default does nothing.
+  [[nodiscard]] virtual Result<void, std::string> Release() { return {}; }
+  [[nodiscard]] virtual Result<void, std::string> Reacquire() { return {}; }
+
   // What logs and messages call the store: its file, a database name (never a password).
   [[nodiscard]] virtual const std::string& name() const noexcept = 0;
 };

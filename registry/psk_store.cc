@@ -142,6 +142,24 @@ Result<void, std::string> PskStore::Recreate() {
   return {};
 }
 
+Result<void, std::string> PskStore::Release() {
+  std::lock_guard write_lock(write_mutex_);
+  CloseFile();
+  released_ = true;
+  return {};
+}
+
+Result<void, std::string> PskStore::Reacquire() {
+  std::lock_guard write_lock(write_mutex_);
+  if (!released_) return {};
+  if (auto ok = Initialize(/*load=*/false); !ok) {
+    CloseFile();
+    return ok;
+  }
+  released_ = false;
+  return {};
+}
+
 Result<std::unique_ptr<PskStore>, std::string> PskStore::Open(const std::string& path,
                                                               uint32_t regenerate_after_s) {
   std::unique_ptr<PskStore> store(new PskStore(path, regenerate_after_s));
@@ -160,7 +178,7 @@ std::string PskStore::SqliteError(std::string_view what) const {
   return message;
 }
 
-Result<void, std::string> PskStore::Initialize() {
+Result<void, std::string> PskStore::Initialize(bool load) {
   if (auto ok = OpenFile(); !ok) return ok;
   if (sqlite3_open_v2(path_.c_str(), &db_,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -265,6 +283,7 @@ Result<void, std::string> PskStore::Initialize() {
     return Fail(SqliteError("cannot prepare the update statement"));
   }
 
+  if (!load) return {};
   // Load every device's state; the map is the only thing Bootstrap and GeneratedKey read.
   sqlite3_stmt* select = nullptr;
   if (sqlite3_prepare_v2(db_, "SELECT iccid, generated_psk, last_call_s FROM bootstrap_state",
@@ -291,6 +310,7 @@ Result<std::string, std::string> PskStore::Bootstrap(std::string_view iccid,
                                                      uint64_t now_s) {
   if (iccid.empty()) return Fail(path_ + ": bootstrap without an ICCID");
   std::lock_guard write_lock(write_mutex_);
+  if (released_) return Fail(path_ + ": handed over to a successor process");
   if (FileGone()) {
     // Answering from memory would hand out keys that are gone after a restart.
     if (auto ok = Recreate(); !ok) return Fail(std::move(ok.error()));

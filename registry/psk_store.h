@@ -80,6 +80,10 @@ class PskStore final : public KeyStore {
   // Devices with bootstrap state (generated key or not).
   [[nodiscard]] size_t size() const noexcept override;
 
+  // Closes the file (and its lock) / opens it again; the map in memory stays as it is.
+  [[nodiscard]] Result<void, std::string> Release() override;
+  [[nodiscard]] Result<void, std::string> Reacquire() override;
+
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
   [[nodiscard]] const std::string& name() const noexcept override { return path_; }
 
@@ -99,7 +103,8 @@ class PskStore final : public KeyStore {
 
   PskStore(std::string path, uint32_t regenerate_after_s);
 
-  [[nodiscard]] Result<void, std::string> Initialize();
+  // Opens the file; with `load`, fills map_ from it (at Open only: map_ is then unshared).
+  [[nodiscard]] Result<void, std::string> Initialize(bool load = true);
   // Opens (creating 0600) the file at path_ and keeps a descriptor on it for FileReplaced.
   [[nodiscard]] Result<void, std::string> OpenFile();
   // True when the file we hold is no longer the one at path_ (deleted, or renamed over).
@@ -114,6 +119,7 @@ class PskStore final : public KeyStore {
   sqlite3* db_ = nullptr;
   int file_fd_ = -1;  // the state file as opened: fstat tells whether it was unlinked
   sqlite3_stmt* upsert_ = nullptr;
+  bool released_ = false;  // Release: the file is a successor's; guarded by write_mutex_
 
   std::mutex write_mutex_;  // serializes Bootstrap (the SQLite handle and every change)
   mutable std::shared_mutex map_mutex_;  // guards map_: shared for readers, unique to change

@@ -73,6 +73,7 @@ shards = 8
 io = "recvmmsg"
 receive_buffer_bytes = 65536
 drain_timeout_ms = 0
+takeover_socket = "/run/coapgate/takeover"
 
 [devices]
 file = "/etc/coapgate/devices.csv"
@@ -133,6 +134,7 @@ acks = "all"
   EXPECT_EQ(server.io, IoBackend::kRecvmmsg);
   EXPECT_EQ(server.receive_buffer_bytes, 65536u);
   EXPECT_EQ(server.drain_timeout_ms, 0u);
+  EXPECT_EQ(server.takeover_socket, "/run/coapgate/takeover");
 
   EXPECT_EQ(config.devices.file, "/etc/coapgate/devices.csv");
   EXPECT_EQ(config.devices.state, "/var/lib/coapgate/state.db");

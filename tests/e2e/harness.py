@@ -44,7 +44,13 @@ class Server:
 
     def __init__(self, io="recvmmsg", listen="127.0.0.1:0", extra_toml="", devices=None,
                  shards=2, sink_path=None, drain_timeout_ms=5000, wrapper=(), sinks_toml=None,
-                 state_path=None, coaps='"127.0.0.1:0"', env=None, args=(), devices_toml=""):
+                 state_path=None, coaps='"127.0.0.1:0"', env=None, args=(), devices_toml="",
+                 take_over_from=None):
+        """take_over_from: a running Server whose configuration (files included) this one
+        runs with `--take-over`, receiving its sockets instead of binding."""
+        if take_over_from is not None:
+            self._take_over(take_over_from, env, args)
+            return
         self.dir = tempfile.mkdtemp(prefix="coapgate-e2e-")
         self.state_path = state_path or os.path.join(self.dir, "state.db")
         self.devices_path = os.path.join(self.dir, "devices.csv")
@@ -77,13 +83,25 @@ state = "{self.state_path}"
 {extra_toml}
 
 {sinks}""")
+        self._start([*wrapper, COAPGATE, "--config", self.config_path, *args], env)
+        self._wait_listening(coaps, bool(admin))
+
+    def _take_over(self, running, env, args):
+        for name in ("dir", "state_path", "devices_path", "sink_path", "config_path"):
+            setattr(self, name, getattr(running, name))
+        running.wait_for_log(r"take-over socket ")  # it waits for a successor
+        self._start([COAPGATE, "--config", self.config_path, "--take-over", *args], env)
+        self._wait_listening(running.coaps_address is not None, running.admin_port is not None)
+
+    def _start(self, command, env):
         self.stderr_lines = []
         self._lines_cv = threading.Condition()
-        self.proc = subprocess.Popen([*wrapper, COAPGATE, "--config", self.config_path, *args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                     env=None if env is None else {**os.environ, **env})
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, env=None if env is None else {**os.environ, **env})
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
+
+    def _wait_listening(self, coaps, admin):
         m = self.wait_for_log(r"listening coap://(\[?[0-9a-f:.]+\]?):(\d+)")
         host = m.group(1).strip("[]")
         self.address = (host, int(m.group(2)))

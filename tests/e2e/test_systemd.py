@@ -5,12 +5,13 @@ socket of the test's own, as systemd's NOTIFY_SOCKET would receive it."""
 import os
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
 import unittest
 
-from harness import COAPGATE, Server
+from harness import COAPGATE, Device, Server, code, parse, post
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 UNIT = os.path.join(REPO, "deploy", "systemd", "coapgate.service")
@@ -44,7 +45,7 @@ class UnitFileTests(unittest.TestCase):
 
     def test_unit_runs_without_privilege_and_with_the_hardening(self):
         text = self.unit_text()
-        for line in ("Type=notify", "NoNewPrivileges=yes", "ProtectSystem=strict",
+        for line in ("Type=notify", "NotifyAccess=all", "NoNewPrivileges=yes", "ProtectSystem=strict",
                      "CapabilityBoundingSet=\n", "StateDirectory=coapgate",
                      "ConfigurationDirectory=coapgate", "User=coapgate", "WatchdogSec=",
                      "RestrictAddressFamilies=", "SystemCallFilter=", "LimitNOFILE="):
@@ -91,6 +92,66 @@ class NotifyTests(unittest.TestCase):
             got = self.messages_until("READY=1")
             self.assertEqual(s.stop(), 0)
             got = self.messages_until("STOPPING=1")
+
+    def test_upgrade_makes_a_child_the_main_process_with_no_stopping_in_between(self):
+        """`coapgate upgrade`: the running process starts its successor as its own child (so it
+        stays in the service's cgroup); the child says MAINPID= before the old one exits, then
+        READY=1 and pings the watchdog itself (its WATCHDOG_PID is not the old one's); the old
+        one never says STOPPING=1, which systemd would take for the service stopping."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        env = {"NOTIFY_SOCKET": self.path, "WATCHDOG_USEC": "1000000"}
+        # systemd sets WATCHDOG_PID to the main process: so does this wrapper.
+        wrapper = ("sh", "-c", 'WATCHDOG_PID=$$ exec "$0" "$@"')
+        with Server(coaps="", env=env, wrapper=wrapper) as s:
+            s.wait_for_log(r"take-over socket ")
+            self.messages_until("READY=1")
+            old_pid = s.proc.pid
+            done = subprocess.run([COAPGATE, "upgrade", "--config", s.config_path],
+                                  capture_output=True, text=True, timeout=180)
+            self.assertEqual(done.returncode, 0, done.stderr + "\n".join(s.stderr_lines))
+            new_pid = int(done.stdout.split()[-1])
+            self.assertNotEqual(new_pid, old_pid)
+            try:
+                self.assertEqual(s.proc.wait(timeout=30), 0)
+                seen = []  # (sender pid, text)
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+                    try:
+                        data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+                    except socket.timeout:
+                        break
+                    pid = struct.unpack("iII", ancillary[0][2][:12])[0] if ancillary else -1
+                    seen.append((pid, data.decode()))
+                    if pid == new_pid and "WATCHDOG=1" in data.decode():
+                        break
+                texts = [t for _, t in seen]
+                main = [i for i, t in enumerate(texts) if f"MAINPID={new_pid}" in t]
+                self.assertTrue(main, seen)
+                self.assertTrue(any(p == new_pid and "READY=1" in t for p, t in seen[main[0]:]),
+                                seen)
+                self.assertTrue(any(p == new_pid and "WATCHDOG=1" in t for p, t in seen), seen)
+                self.assertFalse(any("STOPPING=1" in t for t in texts), seen)
+                s.wait_for_log(r"take-over from pid \d+: serving on its sockets")
+                d = Device(s, "127.0.0.1")
+                reply = d.request(post(topic="upgraded", mid=0x6161), timeout=5)
+                d.close()
+                self.assertEqual(parse(reply)[1], code(2, 4))
+            finally:
+                os.kill(new_pid, signal.SIGTERM)
+                deadline = time.monotonic() + 30
+                while os.path.exists(f"/proc/{new_pid}") and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                self.assertFalse(os.path.exists(f"/proc/{new_pid}"), "successor did not exit")
+
+    def test_upgrade_with_nothing_running_exits_1(self):
+        with Server(coaps="") as s:
+            config = s.config_path
+            self.assertEqual(s.stop(), 0)
+        done = subprocess.run([COAPGATE, "upgrade", "--config", config], capture_output=True,
+                              text=True, timeout=60)
+        self.assertEqual(done.returncode, 1)
+        self.assertIn("nothing to take over", done.stderr)
 
     def test_a_stalled_shard_stops_the_watchdog_and_fails_healthz(self):
         # Needs root (or CAP_SYS_PTRACE): one shard thread is stopped with ptrace, the rest of

@@ -94,7 +94,7 @@ class FakeIo final : public net::DatagramIo {
     for (int fd : wake_fds_) fds.push_back({fd, POLLIN, 0});
     {
       std::lock_guard lock(wire_->mutex);
-      if (!wire_->inbound.empty()) timeout_ms = 0;
+      if (receiving_ && !wire_->inbound.empty()) timeout_ms = 0;
     }
     (void)poll(fds.data(), fds.size(), timeout_ms);
     uint64_t value;
@@ -102,7 +102,8 @@ class FakeIo final : public net::DatagramIo {
     batch_.clear();
     received_.clear();
     std::lock_guard lock(wire_->mutex);
-    while (!wire_->inbound.empty() && batch_.size() < kBatch) {
+    // Not receiving: what is inbound stays queued, as in a socket's kernel queue.
+    while (receiving_ && !wire_->inbound.empty() && batch_.size() < kBatch) {
       batch_.push_back(std::move(wire_->inbound.front()));
       wire_->inbound.pop_front();
     }
@@ -122,11 +123,14 @@ class FakeIo final : public net::DatagramIo {
     wire_->changed.notify_all();
   }
   void Flush() noexcept override {}
+  void SetReceiving(bool on) noexcept override { receiving_ = on; }
+  bool receive_stopped() const noexcept override { return !receiving_; }
   uint64_t send_failures() const noexcept override { return 0; }
   const char* name() const noexcept override { return "fake"; }
 
  private:
   static constexpr size_t kBatch = 32;
+  bool receiving_ = true;
   Wire* wire_;
   std::vector<int> wake_fds_;
   std::vector<Wire::Datagram> batch_;
@@ -442,6 +446,41 @@ TEST_F(ShardTest, DrainingAnswers503) {
   EXPECT_TRUE(r.max_age.has_value());
   WaitCounter(Counter::kDraining, 1);
   EXPECT_EQ(shard_->counters().Get(Counter::kAccepted), 0u);
+}
+
+// The take-over's pause (engine/takeover.h): a pending request still completes and is
+// answered while the shard no longer receives; what arrives meanwhile stays queued (for the
+// successor) and is handled only once receiving resumes (a hand-over that failed).
+TEST_F(ShardTest, StoppedReceivingStillAnswersPendingAndLeavesNewDatagramsQueued) {
+  StartShard();
+  wire_.Push("10.0.0.1", Post(0x0505, {5}));
+  const auto slot = PopPublished();
+  ASSERT_TRUE(slot.has_value());
+  shard_->RequestReceiving(false);
+  const auto deadline = std::chrono::steady_clock::now() + kWait;
+  while (!shard_->receive_stopped() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(shard_->receive_stopped());
+  EXPECT_EQ(shard_->pending(), 1u);
+  wire_.Push("10.0.0.2", Post(0x0606, {6}));
+  Complete(*slot);
+  const auto out = wire_.WaitOutbound(1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(ParseReply(out[0].bytes).message_id, 0x0505);
+  WaitCounter(Counter::kReplyChanged, 1);
+  {
+    std::lock_guard lock(wire_.mutex);
+    EXPECT_EQ(wire_.inbound.size(), 1u);  // not taken
+  }
+  EXPECT_EQ(shard_->counters().Get(Counter::kReceived), 1u);
+  shard_->RequestReceiving(true);
+  const auto again = PopPublished();
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(shard_->handoff().published(*again).message_id, 0x0606);
+  EXPECT_FALSE(shard_->receive_stopped());
+  Complete(*again);
+  EXPECT_EQ(wire_.WaitOutbound(2).size(), 2u);
 }
 
 TEST_F(ShardTest, OutOfOrderCompletionsAnswerEachRequestItsOwnWay) {

@@ -380,6 +380,34 @@ TEST(PskStore, ASecondStoreOnTheSameFileIsRefused) {
       << second.error();
 }
 
+// The take-over: the old process releases the file, a successor opens it (and sees every
+// key); the old one still answers handshakes from memory but no longer bootstraps. When the
+// successor is gone, the old one takes the file back and bootstraps again.
+TEST(PskStore, ReleasedFileOpensInASuccessorAndIsReacquiredAfterIt) {
+  StateFile file;
+  auto store = OpenStore(file.path());
+  ASSERT_NE(store, nullptr);
+  const std::string key = MustBootstrap(*store, kIccid, "", 1000);
+  ASSERT_TRUE(store->Release());
+  EXPECT_EQ(Generated(*store, kIccid), key);
+  auto refused = store->Bootstrap(kOtherIccid, "", 1000);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().find("handed over"), std::string::npos) << refused.error();
+  {
+    auto successor = OpenStore(file.path());
+    ASSERT_NE(successor, nullptr);
+    EXPECT_EQ(Generated(*successor, kIccid), key);
+    auto while_held = store->Reacquire();
+    ASSERT_FALSE(while_held);  // the successor holds the lock
+    EXPECT_NE(while_held.error().find("in use by another process"), std::string::npos)
+        << while_held.error();
+  }
+  ASSERT_TRUE(store->Reacquire());
+  EXPECT_EQ(MustBootstrap(*store, kIccid, "", 1001), key);
+  (void)MustBootstrap(*store, kOtherIccid, "", 1001);
+  EXPECT_EQ(store->size(), 2u);
+}
+
 TEST(PskStore, DeletedStateFileIsRecreatedFromMemoryBeforeTheNextBootstrap) {
   StateFile file;
   std::string first_key;
