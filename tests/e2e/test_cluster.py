@@ -217,11 +217,26 @@ class ClusterTest(unittest.TestCase):
         with open(SHIPPED_NFT) as f:
             self.assertEqual(f.read(), r.stdout, "deploy/cluster/coapgate-lb.nft is stale")
         run(["nft", "-c", "-f", SHIPPED_NFT], ns=self.ns("lb"))
+        # A fourth node joins: it takes 16 buckets from the others, nobody else's move; a
+        # node the state does not know, or a bucket past 63, is a usage error.
+        old = self.owners_of(example)
+        r = run([COAPGATE_LB, "--no-load", "--state", example, "add", "10.0.0.14"])
+        new = self.owners_of(example)
+        self.assertEqual(sum(1 for n in new.values() if n == "10.0.0.14"), 16, r.stderr)
+        for b in range(64):
+            self.assertIn(new[b], (old[b], "10.0.0.14"))
+        for args in (["fail", "10.0.0.99"], ["move", "64", "10.0.0.11"]):
+            r = run([COAPGATE_LB, "--no-load", "--state", example, *args], check=False)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("coapgate-lb: ", r.stderr)
 
     def owners(self):
-        """bucket -> node address, from the balancer's state file."""
+        return self.owners_of(self.lb_state)
+
+    def owners_of(self, state):
+        """bucket -> node address, from a coapgate-lb state file."""
         owners = {}
-        with open(self.lb_state) as f:
+        with open(state) as f:
             for line in f:
                 fields = line.split()
                 if fields and fields[0] == "bucket":
