@@ -33,6 +33,7 @@ import ctypes
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -117,6 +118,7 @@ class ClusterTest(unittest.TestCase):
         self.t0 = time.monotonic()
         self.tag = f"cg{os.getpid()}"
         self.dir = tempfile.mkdtemp(prefix="coapgate-cluster-")
+        self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
         self.mid = 0x5000
         self.build_network()
         self.progress('build_network')
