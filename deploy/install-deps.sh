@@ -27,6 +27,7 @@ packages=(
   gnuplot-nox                                # bench/compare draws its results.png
   prometheus                                 # promtool and a real server scraping coapgate
   postgresql                                 # the registry backend's tests start their own server
+  iproute2 nftables conntrack                # the cluster test: namespaces, the balancer (deploy/cluster)
   adduser                                    # the .deb's postinst (tests/deploy: dpkg -i)
 )
 

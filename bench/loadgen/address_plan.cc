@@ -4,13 +4,16 @@
 
 namespace coapgate::loadgen {
 
-Result<AddressPlan, std::string> AddressPlan::Ipv4(const std::string& first, uint32_t devices) {
+Result<AddressPlan, std::string> AddressPlan::Ipv4(const std::string& first, uint32_t devices,
+                                                   bool routed) {
   in_addr parsed{};
   if (inet_pton(AF_INET, first.c_str(), &parsed) != 1) {
     return Fail("--first-address: not an IPv4 address: " + first);
   }
   const uint32_t address = ntohl(parsed.s_addr);
-  if (address >> 24 != 127) return Fail("--first-address must be in 127.0.0.0/8: " + first);
+  if (!routed && address >> 24 != 127) {
+    return Fail("--first-address must be in 127.0.0.0/8 (or --routed): " + first);
+  }
   if ((address & 0xff) == 0 || (address & 0xff) == 255) {
     return Fail("--first-address must not end in .0 or .255: " + first);
   }
@@ -19,9 +22,10 @@ Result<AddressPlan, std::string> AddressPlan::Ipv4(const std::string& first, uin
   }
   const uint64_t first_ordinal = OrdinalOf(address);
   const uint64_t last_ordinal = first_ordinal + devices - 1;
-  if (last_ordinal > OrdinalOf(0x7ffffffe)) {  // 127.255.255.254
-    return Fail("--devices " + std::to_string(devices) + " from " + first +
-                " runs past 127.255.255.254");
+  const uint32_t last_of_slash8 = (address & 0xff000000u) | 0x00fffffeu;  // x.255.255.254
+  if (last_ordinal > OrdinalOf(last_of_slash8)) {
+    return Fail("--devices " + std::to_string(devices) + " from " + first + " runs past " +
+                std::to_string(address >> 24) + ".255.255.254");
   }
   return AddressPlan(false, devices, first_ordinal);
 }

@@ -7,7 +7,9 @@
 // counting from the first one, where addresses whose last octet is 0 or 255 are skipped (no
 // device looks like a /24's network or broadcast address): from 127.1.0.1, device 253 is
 // 127.1.0.254 and device 254 is 127.1.1.1. The mapping is arithmetic both ways (O(1), no
-// table), and the whole plan must lie inside 127.0.0.0/8.
+// table), and the whole plan must lie inside 127.0.0.0/8. Routed plans (--routed) may start
+// anywhere and must lie inside the first address's /8: for a network namespace where the
+// caller routed the devices' prefix to lo (`ip route add local 10.99.0.0/16 dev lo`).
 //
 // IPv6: Linux has only ::1 on lo (a wider local prefix needs root and a route), so IPv6
 // devices all send from ::1 and differ by source port only; the registry then sees a single
@@ -29,9 +31,11 @@ class AddressPlan {
   static constexpr uint32_t kMaxDevices = 1'000'000;
 
   // REQUIRES nothing; fails with a one-line reason when `first` (dotted quad) is not in
-  // 127/8, ends in .0 or .255, or the plan for `devices` would run past 127.255.255.254.
+  // 127/8 (any /8 when `routed`), ends in .0 or .255, or the plan for `devices` would run
+  // past the end of that /8 (127.255.255.254).
   [[nodiscard]] static Result<AddressPlan, std::string> Ipv4(const std::string& first,
-                                                             uint32_t devices);
+                                                             uint32_t devices,
+                                                             bool routed = false);
   // All devices on ::1 (see above).
   [[nodiscard]] static AddressPlan Ipv6Loopback(uint32_t devices) noexcept;
 

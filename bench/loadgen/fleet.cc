@@ -182,7 +182,9 @@ void FleetWorker::Run(uint64_t start_ns, uint64_t end_ns) noexcept {
   uint64_t now = std::max(MonotonicNs(), start_ns);
   for (;;) {
     if (config_.stop->load(std::memory_order_relaxed)) break;
-    if (loading_ && (now >= end_ns_ || counters_.sent >= config_.max_requests)) {
+    if (loading_ && (now >= end_ns_ || counters_.sent >= config_.max_requests ||
+                     (config_.end_load != nullptr &&
+                      config_.end_load->load(std::memory_order_relaxed)))) {
       loading_ = false;
       load_end_ns_ = now;
       counters_.answered_in_load = counters_.answered;
@@ -320,6 +322,9 @@ void FleetWorker::OnExpired(uint32_t slot_id, uint32_t now_ms) noexcept {
     return;
   }
   ++counters_.timeouts;
+  if (config_.ack_log_fd >= 0 && config_.log_all) {
+    LogOutcome(Global(slot_id / window_), s, "timeout");
+  }
   Release(slot_id);
 }
 
@@ -336,10 +341,13 @@ void FleetWorker::Complete(uint32_t slot_id, uint8_t code, bool rst, uint64_t no
   latency_.Record(now - s.first_sent_ns);
   if (rst) {
     ++counters_.rst;
+    if (config_.ack_log_fd >= 0 && config_.log_all) LogOutcome(Global(slot_id / window_), s, "RST");
   } else {
     ++counters_.codes[code];
-    if (config_.ack_log_fd >= 0 && codec::CodeClass(code) == 2) {
-      LogAnswer(Global(slot_id / window_), s.seq, code);
+    if (config_.ack_log_fd >= 0 && (codec::CodeClass(code) == 2 || config_.log_all)) {
+      char text[8];
+      std::snprintf(text, sizeof text, "%u.%02u", codec::CodeClass(code), codec::CodeDetail(code));
+      LogOutcome(Global(slot_id / window_), s, text);
     }
   }
   ++counters_.answered;
@@ -468,10 +476,12 @@ void FleetWorker::SendEmptyAck(uint32_t local, uint16_t mid) noexcept {
   if (const auto size = codec::EncodeMessage(ack, out)) send_.Commit(*size);
 }
 
-void FleetWorker::LogAnswer(uint32_t global, uint32_t seq, uint8_t code) noexcept {
-  char line[40];
-  const int n = std::snprintf(line, sizeof line, "%u %u %u.%02u\n", global, seq,
-                              codec::CodeClass(code), codec::CodeDetail(code));
+void FleetWorker::LogOutcome(uint32_t global, const Slot& s, const char* outcome) noexcept {
+  char line[64];
+  const int n = config_.log_all
+                    ? std::snprintf(line, sizeof line, "%u %u %s %lu\n", global, s.seq, outcome,
+                                    static_cast<unsigned long>(s.first_sent_ns / 1'000'000))
+                    : std::snprintf(line, sizeof line, "%u %u %s\n", global, s.seq, outcome);
   log_.append(line, static_cast<size_t>(n));
   if (log_.size() >= kLogFlushBytes) FlushLog();
 }

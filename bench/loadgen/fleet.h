@@ -78,7 +78,10 @@ struct FleetConfig {
   uint64_t drain_ns = 0;        // after the load phase, how long to wait for open exchanges
   int buffer_bytes = 0;
   int ack_log_fd = -1;          // O_APPEND file for "device seq code" lines of 2.xx answers
+  bool log_all = false;         // every outcome in the ack log, with the first transmission's
+                                // CLOCK_MONOTONIC ms: "device seq code|RST|timeout ms"
   const std::atomic<bool>* stop = nullptr;
+  const std::atomic<bool>* end_load = nullptr;  // set: the load phase ends now (drain follows)
   // DTLS mode when set: indexed by global device; an empty key leaves the device out.
   const std::vector<DtlsCredential>* dtls_keys = nullptr;
   std::string cipher = "PSK-AES128-CCM-8";
@@ -218,7 +221,8 @@ class FleetWorker {
   bool DrainSocket(int fd, uint32_t local, uint64_t* now) noexcept;
   void OnDatagram(uint32_t local, std::span<const std::byte> bytes, uint64_t now) noexcept;
   void PushReady(uint32_t local) noexcept;
-  void LogAnswer(uint32_t global, uint32_t seq, uint8_t code) noexcept;
+  // One ack-log line for slot `s` of device `global`; `outcome` is "2.04", "RST", "timeout".
+  void LogOutcome(uint32_t global, const Slot& s, const char* outcome) noexcept;
   void FlushLog() noexcept;
   void Publish() noexcept;
   // DTLS

@@ -21,7 +21,19 @@
 //
 // Output: one JSON object on stdout at the end, a progress line per second on stderr, and with
 // --ack-log one "device seq code" line per 2.xx answer, so that a checker can prove every
-// acknowledged request reached the sink. make_fleet_csv.py writes the matching registry CSV.
+// acknowledged request reached the sink (with --ack-log-all one line per outcome, 5.03s, RSTs
+// and timeouts too, each with its first transmission's CLOCK_MONOTONIC ms, so that a checker
+// can count what went wrong while it did something). make_fleet_csv.py writes the matching
+// registry CSV.
+//
+// --routed lifts the loopback-only rule for IPv4: the target and the devices' addresses may
+// then be anywhere, for a network namespace the caller set up (the devices' prefix routed
+// locally, `ip route add local 10.99.0.0/16 dev lo`, and a route to the target), as
+// tests/e2e/test_cluster.py does; without it, nothing can leave the machine by mistake.
+//
+// Signals: SIGINT/SIGTERM stop at once (open exchanges count as unfinished); SIGUSR1 ends the
+// load phase early, as --duration would, and the drain follows (for a caller that ends the
+// load when it is done with it).
 //
 // Threads: devices are split across --threads workers (fleet.h); the main thread only starts
 // them, prints progress from their relaxed counters, and merges their results after joining.
@@ -71,6 +83,7 @@ constexpr uint32_t kMaxIpv6Devices = 28'000;  // the ephemeral port range, one s
 constexpr uint32_t kMaxDtlsDevices = 100'000;
 
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_end_load{false};  // SIGUSR1: end the load now and drain, as at --duration
 
 // wolfSSL's heap in use, counted through its allocator hooks: what the sessions cost.
 std::atomic<int64_t> g_wolfssl_heap{0};
@@ -97,6 +110,7 @@ void* CountingRealloc(void* p, size_t size) {
 }
 
 void OnStopSignal(int) { g_stop.store(true, std::memory_order_relaxed); }
+void OnEndLoadSignal(int) { g_end_load.store(true, std::memory_order_relaxed); }
 
 struct Options {
   std::string target;
@@ -119,6 +133,8 @@ struct Options {
   std::string path = "/";
   std::string method = "post";
   std::string ack_log;
+  bool ack_log_all = false;
+  bool routed = false;
   uint64_t seed = 0;  // 0 = random
   int buffer_bytes = 32 << 20;
   bool dtls = false;
@@ -133,8 +149,10 @@ struct Options {
   FloodOptions flood_options;
 };
 
-// "127.x.y.z:port" or "[::1]:port": this tool only ever talks to loopback.
-bool ParseTarget(const std::string& text, sockaddr_storage* out, socklen_t* length) {
+// "127.x.y.z:port" or "[::1]:port": this tool only ever talks to loopback, unless `routed`
+// (--routed), which allows any IPv4 address.
+bool ParseTarget(const std::string& text, sockaddr_storage* out, socklen_t* length,
+                 bool routed) {
   const size_t colon = text.rfind(':');
   if (colon == std::string::npos || colon + 1 == text.size()) return false;
   char* end = nullptr;
@@ -156,7 +174,7 @@ bool ParseTarget(const std::string& text, sockaddr_storage* out, socklen_t* leng
   a->sin_port = htons(static_cast<uint16_t>(port));
   if (inet_pton(AF_INET, host.c_str(), &a->sin_addr) != 1) return false;
   *length = sizeof(sockaddr_in);
-  return ntohl(a->sin_addr.s_addr) >> 24 == 127;
+  return routed || ntohl(a->sin_addr.s_addr) >> 24 == 127;
 }
 
 // Udp RcvbufErrors from /proc/net/snmp: datagrams dropped system-wide (server or us) because a
@@ -215,7 +233,7 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1.0, 4.0));
   app.add_option("--max-retransmit", o.max_retransmit, "MAX_RETRANSMIT (RFC 7252: 4)")
       ->check(CLI::Range(0u, kMaxMaxRetransmit));
-  app.add_option("--duration", o.duration_s, "seconds of load (new requests)")
+  app.add_option("--duration", o.duration_s, "seconds of load (new requests); SIGUSR1 ends it early")
       ->check(CLI::Range(1u, kMaxDurationS));
   app.add_option("--drain-ms", o.drain_ms,
                  "after the load, wait at most this long for open exchanges (retransmitting)")
@@ -232,6 +250,12 @@ int Main(int argc, char** argv) {
       ->check(CLI::IsMember({"post", "put"}));
   app.add_option("--ack-log", o.ack_log,
                  "write \"device seq code\" per 2.xx answer to this file (for checkers)");
+  app.add_flag("--ack-log-all", o.ack_log_all,
+               "--ack-log gets every outcome, \"device seq code|RST|timeout first_sent_ms\" "
+               "(CLOCK_MONOTONIC ms of the first transmission)");
+  app.add_flag("--routed", o.routed,
+               "IPv4 target and device addresses outside 127.0.0.0/8 (a network namespace with "
+               "the devices' prefix routed to lo: ip route add local PREFIX dev lo)");
   app.add_option("--seed", o.seed, "seed of MIDs, tokens and waits (default: random)");
   app.add_option("--socket-buffer", o.buffer_bytes, "SO_RCVBUF/SO_SNDBUF bytes per socket")
       ->check(CLI::Range(65536, 1 << 30));
@@ -288,8 +312,14 @@ int Main(int argc, char** argv) {
   }
 
   FleetConfig config;
-  if (!ParseTarget(o.target, &config.target, &config.target_length)) {
-    std::fprintf(stderr, "coapgate-loadgen: --target must be 127.x.y.z:PORT or [::1]:PORT\n");
+  if (o.ack_log_all && o.ack_log.empty()) {
+    std::fprintf(stderr, "coapgate-loadgen: --ack-log-all needs --ack-log\n");
+    return 2;
+  }
+  if (!ParseTarget(o.target, &config.target, &config.target_length, o.routed)) {
+    std::fprintf(stderr, o.routed ? "coapgate-loadgen: --target must be A.B.C.D:PORT or [::1]:PORT\n"
+                                  : "coapgate-loadgen: --target must be 127.x.y.z:PORT or "
+                                    "[::1]:PORT (other IPv4 addresses with --routed)\n");
     return 2;
   }
   const bool ipv6 = config.target.ss_family == AF_INET6;
@@ -340,7 +370,7 @@ int Main(int argc, char** argv) {
     }
     plan = AddressPlan::Ipv6Loopback(o.devices);
   } else {
-    auto v4 = AddressPlan::Ipv4(o.first_address, o.devices);
+    auto v4 = AddressPlan::Ipv4(o.first_address, o.devices, o.routed);
     if (!v4) {
       std::fprintf(stderr, "coapgate-loadgen: %s\n", v4.error().c_str());
       return 2;
@@ -384,7 +414,9 @@ int Main(int argc, char** argv) {
   config.drain_ns = uint64_t{o.drain_ms} * 1'000'000;
   config.buffer_bytes = o.buffer_bytes;
   config.ack_log_fd = ack_log_fd;
+  config.log_all = o.ack_log_all;
   config.stop = &g_stop;
+  config.end_load = &g_end_load;
 
   std::vector<DtlsCredential> keys;
   BootstrapStats bootstrap;
@@ -400,7 +432,7 @@ int Main(int argc, char** argv) {
     } else {
       sockaddr_storage bootstrap_target{};
       socklen_t bootstrap_length = 0;
-      if (!ParseTarget(o.keys.substr(10), &bootstrap_target, &bootstrap_length) ||
+      if (!ParseTarget(o.keys.substr(10), &bootstrap_target, &bootstrap_length, o.routed) ||
           bootstrap_target.ss_family != AF_INET) {
         std::fprintf(stderr, "coapgate-loadgen: --keys bootstrap:127.x.y.z:PORT\n");
         return 2;
@@ -439,6 +471,9 @@ int Main(int argc, char** argv) {
   action.sa_handler = OnStopSignal;
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
+  struct sigaction end_load{};
+  end_load.sa_handler = OnEndLoadSignal;
+  sigaction(SIGUSR1, &end_load, nullptr);
 
   std::vector<std::unique_ptr<FleetWorker>> workers;
   size_t state_bytes = 0;

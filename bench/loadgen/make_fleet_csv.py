@@ -9,6 +9,7 @@ without a PSK, so coapgate answers their requests 2.04:
     make_fleet_csv.py N [--first-address 127.1.0.1] > devices.csv     (1 <= N <= 1,000,000)
     make_fleet_csv.py N --ipv6 > devices.csv
     make_fleet_csv.py N --psk > devices.csv     (for coapgate-loadgen --dtls --keys csv:FILE)
+    make_fleet_csv.py N --routed --first-address 10.99.0.1 > devices.csv   (coapgate-loadgen --routed)
 
 With --psk every row also carries a per-device key (psk_format empty = the string itself):
 16 hex digits of SHA-256("coapgate-loadgen psk <i>"), so the same N always gives the same keys.
@@ -39,14 +40,16 @@ def address_of(n):
     return (n // 254) << 8 | (n % 254 + 1)
 
 
-def plan(first, count):
-    """The addresses of devices 0..count-1 from `first` (an IPv4Address), as strings."""
+def plan(first, count, routed=False):
+    """The addresses of devices 0..count-1 from `first` (an IPv4Address), as strings: inside
+    127.0.0.0/8, or with `routed` inside first's /8 (coapgate-loadgen --routed)."""
     value = int(first)
-    if value >> 24 != 127 or value & 0xFF in (0, 255):
-        raise ValueError(f"--first-address must be in 127.0.0.0/8, not ending in .0/.255: {first}")
+    if (not routed and value >> 24 != 127) or value & 0xFF in (0, 255):
+        raise ValueError(f"--first-address must be in 127.0.0.0/8 (or --routed), not ending in "
+                         f".0/.255: {first}")
     start = ordinal(value)
-    if start + count - 1 > ordinal(0x7FFFFFFE):
-        raise ValueError(f"{count} devices from {first} run past 127.255.255.254")
+    if start + count - 1 > ordinal(value & 0xFF000000 | 0x00FFFFFE):
+        raise ValueError(f"{count} devices from {first} run past {value >> 24}.255.255.254")
     for i in range(count):
         a = address_of(start + i)
         yield f"{a >> 24}.{a >> 16 & 0xFF}.{a >> 8 & 0xFF}.{a & 0xFF}"
@@ -67,6 +70,8 @@ def main(argv):
     parser.add_argument("--first-address", default="127.1.0.1", type=ipaddress.IPv4Address)
     parser.add_argument("--ipv6", action="store_true", help="one row for ::1")
     parser.add_argument("--psk", action="store_true", help="a per-device PSK in every row")
+    parser.add_argument("--routed", action="store_true",
+                        help="--first-address outside 127.0.0.0/8 (coapgate-loadgen --routed)")
     args = parser.parse_args(argv[1:])
     if not 1 <= args.devices <= MAX_DEVICES:
         parser.error(f"devices must be 1..{MAX_DEVICES}")
@@ -77,7 +82,7 @@ def main(argv):
         return 0
     try:
         out.writelines(row(i, ip, args.psk)
-                       for i, ip in enumerate(plan(args.first_address, args.devices)))
+                       for i, ip in enumerate(plan(args.first_address, args.devices, args.routed)))
     except ValueError as e:
         parser.error(str(e))
     return 0

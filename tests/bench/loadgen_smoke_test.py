@@ -241,6 +241,62 @@ class LoadgenSmokeTest(unittest.TestCase):
         self.assertEqual(report["bootstrap"]["ok"], 50, report)
         self.assertEqual(report["dtls"]["keys"], "bootstrap")
 
+    def test_ack_log_all_records_every_outcome_and_sigusr1_ends_the_load(self):
+        # 100 registered devices and 20 the server does not know (4.01 each time); the load
+        # is ended by SIGUSR1 long before --duration, and the drain still runs.
+        directory = tempfile.mkdtemp(prefix="coapgate-loadgen-all-")
+        devices_csv = os.path.join(directory, "devices.csv")
+        with open(devices_csv, "w") as f:
+            subprocess.run([sys.executable, MAKE_FLEET_CSV, "100"], stdout=f, check=True)
+        ack_log = os.path.join(directory, "acks.txt")
+        server = Coapgate(directory, devices_csv)
+        try:
+            before_ms = time.monotonic() * 1000
+            loadgen = subprocess.Popen(
+                [LOADGEN, "--target", f"127.0.0.1:{server.port}", "--devices", "120",
+                 "--rate", "400", "--duration", "120", "--drain-ms", "10000",
+                 "--ack-log", ack_log, "--ack-log-all"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                time.sleep(1.5)
+                loadgen.send_signal(signal.SIGUSR1)
+                out, err = loadgen.communicate(timeout=60)
+            finally:
+                if loadgen.poll() is None:
+                    loadgen.kill()
+                    loadgen.wait()
+            after_ms = time.monotonic() * 1000
+        finally:
+            code = server.stop()
+        self.assertEqual(loadgen.returncode, 0, err)
+        self.assertEqual(code, 0, "\n".join(server.lines))
+        report = json.loads(out.strip().splitlines()[-1])
+        self.assertLess(report["duration_s"], 60, report)  # ended by the signal
+        self.assertEqual(report["unfinished"], 0, report)  # drained
+        outcomes = []
+        with open(ack_log) as f:
+            for line in f:
+                device, seq, outcome, first_ms = line.split()
+                outcomes.append((int(device), int(seq), outcome, int(first_ms)))
+        self.assertEqual(len(outcomes), report["answered"] + report["timeouts"], report)
+        for device, seq, outcome, first_ms in outcomes:
+            self.assertEqual(outcome, "2.04" if device < 100 else "4.01", (device, seq))
+            self.assertTrue(before_ms <= first_ms <= after_ms, (first_ms, before_ms, after_ms))
+        self.assertEqual(sum(1 for o in outcomes if o[2] == "4.01"), report["codes"]["4.01"])
+        acked = {(d, s) for d, s, outcome, _ in outcomes if outcome == "2.04"}
+        self.assertEqual(acked - read_delivered(self, server.sink_path, 100), set())
+
+    def test_non_loopback_addresses_need_routed(self):
+        run = subprocess.run([LOADGEN, "--target", "10.0.0.1:5683", "--duration", "1"],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(run.returncode, 2)
+        self.assertIn("other IPv4 addresses with --routed", run.stderr)
+        run = subprocess.run([LOADGEN, "--target", "127.0.0.1:9", "--first-address",
+                              "10.99.0.1", "--duration", "1"],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(run.returncode, 2)
+        self.assertIn("--first-address must be in 127.0.0.0/8 (or --routed)", run.stderr)
+
     def test_closed_loop_con_every_acknowledged_request_reaches_the_sink(self):
         directory = tempfile.mkdtemp(prefix="coapgate-loadgen-")
         devices_csv = os.path.join(directory, "devices.csv")
