@@ -592,5 +592,51 @@ TEST(MakeLocationId, StableDistinctAndDocumented) {
   EXPECT_EQ(IdText(location), IdText(MakeLocationId(ExampleFields().id)));
 }
 
+// ---- LIFECYCLE --------------------------------------------------------------------------
+
+std::string FormatLifecycle(const EnvelopeFields& f) {
+  const size_t size = MaxLifecycleEnvelopeSize(f);
+  std::vector<char> buffer(size + 2 * kGuardSize, kGuard);
+  const size_t n = FormatLifecycleEnvelope(f, std::span<char>(buffer).subspan(kGuardSize, size));
+  EXPECT_EQ(n, size) << "MaxLifecycleEnvelopeSize is documented as exact";
+  for (size_t i = 0; i < kGuardSize; ++i) {
+    EXPECT_EQ(buffer[i], kGuard);
+    EXPECT_EQ(buffer[kGuardSize + size + i], kGuard);
+  }
+  for (size_t short_size = 0; short_size < size; ++short_size) {
+    std::vector<char> small(short_size + kGuardSize, kGuard);
+    EXPECT_EQ(FormatLifecycleEnvelope(f, std::span<char>(small).first(short_size)), 0u);
+    for (size_t i = 0; i < kGuardSize; ++i) EXPECT_EQ(small[short_size + i], kGuard);
+  }
+  return std::string(buffer.data() + kGuardSize, n);
+}
+
+TEST(FormatLifecycleEnvelope, ExactBytesOfTheReferenceShape) {
+  EnvelopeFields f = ExampleFields();
+  f.id = MakeLifecycleId(f.iccid);
+  EXPECT_EQ(FormatLifecycle(f),
+            "{\"id\":\"" + IdText(f.id) +
+                "\",\"type\":\"LIFECYCLE\",\"version\":\"1.0.0\",\"received\":\"1670598749915\","
+                "\"device\":{\"iccid\":\"8988280666000002864\",\"imsi\":\"901405100002864\","
+                "\"ip\":\"100.91.200.24\"},\"lifecycle\":{\"type\":\"DEVICE_FIRST_TIME_REGISTERED\","
+                "\"message\":\"New Device successfully registered for the first time - "
+                "8988280666000002864\"}}");
+  f.imsi = {};
+  EXPECT_EQ(FormatLifecycle(f).find("imsi"), std::string::npos);
+}
+
+TEST(MakeLifecycleId, OneIdPerDeviceAndDocumented) {
+  const MessageId id = MakeLifecycleId("8988280666000002864");
+  EXPECT_EQ(id, MakeLifecycleId("8988280666000002864"));
+  EXPECT_NE(id, MakeLifecycleId("8988280666000002865"));
+  EXPECT_NE(id, ExampleFields().id);
+  std::string encoding = "coapgate.LifecycleId.v1";
+  const std::string_view iccid = "8988280666000002864";
+  for (int i = 0; i < 8; ++i) encoding.push_back(static_cast<char>(uint64_t{iccid.size()} >> (8 * i)));
+  encoding.append(iccid);
+  const XXH128_hash_t h = XXH3_128bits(encoding.data(), encoding.size());
+  EXPECT_EQ(id, (MessageId{h.high64, h.low64}));
+}
+
 }  // namespace
 }  // namespace coapgate::sinks

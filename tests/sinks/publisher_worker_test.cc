@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "sinks/envelope.h"
 
 namespace coapgate::sinks {
 namespace {
@@ -173,6 +174,54 @@ TEST_F(PublisherWorkerTest, AcceptedOnlyOnceEverySinkDelivered) {
   EXPECT_EQ(a.seen(), b.seen());
   EXPECT_NE(a.seen()[0].find(R"("type":"TELEMETRY_DATA")"), std::string::npos);
   EXPECT_NE(a.seen()[0].find(R"("value":"aGVsbG8=")"), std::string::npos);
+}
+
+TEST_F(PublisherWorkerTest, ALifecycleMessageIsOneLifecycleEventNotTranslated) {
+  // A template that would fail on any payload: a LIFECYCLE message is never translated.
+  const std::string path = testing::TempDir() + "/worker-lifecycle-template.json";
+  FILE* f = std::fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs(R"({"sense":[{"asset":"t","value":{"byte":0,"bytelength":2,"type":"uint"}}]})", f);
+  std::fclose(f);
+  auto templates = TemplateSet::Load(path, "");
+  ASSERT_TRUE(templates) << templates.error().message;
+  SnapshotHolder<TemplateSet> holder(*templates);
+
+  PublisherWorker& w = AddWorker(0);
+  ScriptedSink& a = AddSink(w, Mode::kDeliverAtOnce);
+  ScriptedSink& b = AddSink(w, Mode::kDeliverLater);
+  StartAll(&holder, /*reject=*/true);
+  uint32_t slot;
+  ASSERT_TRUE(handoff_.Acquire(&slot));
+  InflightMessage& m = handoff_.message(slot);
+  m.lifecycle = true;
+  m.received_ms = 1670598749915;
+  std::memcpy(m.iccid.data(), "8988280666000000001", 19);
+  m.iccid_length = 19;
+  std::memcpy(m.imsi.data(), "901405100000001", 15);
+  m.imsi_length = 15;
+  m.ip = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 7};
+  ASSERT_TRUE(handoff_.PushOutbound(0, slot));
+  const uint64_t one = 1;
+  ASSERT_EQ(write(w.wake_fd(), &one, sizeof(one)), 8);
+  uint32_t done;
+  Outcome outcome;
+  EXPECT_FALSE(NextCompletion(&done, &outcome, 200ms)) << "completed before sink b settled";
+  b.Release();
+  ASSERT_TRUE(NextCompletion(&done, &outcome));
+  EXPECT_EQ(done, slot);
+  EXPECT_EQ(outcome, Outcome::kAccepted);
+  EXPECT_EQ(a.kinds(), std::vector<EventKind>{EventKind::kLifecycle});
+  EXPECT_EQ(a.seen(), b.seen());
+  char id[kMessageIdTextLength];
+  FormatMessageId(MakeLifecycleId("8988280666000000001"), id);
+  EXPECT_EQ(a.seen().at(0),
+            "{\"id\":\"" + std::string(id, sizeof(id)) +
+                "\",\"type\":\"LIFECYCLE\",\"version\":\"1.0.0\",\"received\":\"1670598749915\","
+                "\"device\":{\"iccid\":\"8988280666000000001\",\"imsi\":\"901405100000001\","
+                "\"ip\":\"10.0.0.7\"},\"lifecycle\":{\"type\":\"DEVICE_FIRST_TIME_REGISTERED\","
+                "\"message\":\"New Device successfully registered for the first time - "
+                "8988280666000000001\"}}");
 }
 
 TEST_F(PublisherWorkerTest, OneRefusalMakesItUnavailableButTheOthersStillGetIt) {
