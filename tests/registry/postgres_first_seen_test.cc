@@ -31,14 +31,14 @@ class PostgresFirstSeenTest : public testing::Test {
   void SetUp() override {
     ASSERT_NE(server, nullptr);
     ASSERT_EQ(server->error(), "");
-    const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-    static int run = 0;  // a database per run, so that --gtest_repeat works
-    database_ = "f" + std::to_string(run++) + "_" + std::string(info->name());
-    for (char& c : database_) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    ASSERT_TRUE(server->CreateDatabase(database_)) << server->error();
-    auto db = Connect();
-    ASSERT_NE(db, nullptr);
-    auto migrated = PostgresDeviceTable::Migrate(*db);
+    database_ = server->CreateTestDatabase("f");
+    ASSERT_NE(database_, "") << server->error();
+    // Two nodes' connections.
+    a_ = Connect();
+    b_ = Connect();
+    ASSERT_NE(a_, nullptr);
+    ASSERT_NE(b_, nullptr);
+    auto migrated = PostgresDeviceTable::Migrate(*a_);
     ASSERT_TRUE(migrated) << migrated.error().message;
     Import(false);
   }
@@ -63,6 +63,7 @@ class PostgresFirstSeenTest : public testing::Test {
   std::string Psql(const std::string& sql) { return server->Psql(database_, sql); }
 
   std::string database_;
+  std::unique_ptr<PostgresConnection> a_, b_;
 };
 
 std::vector<std::string> ClaimAndCommit(PostgresConnection& db,
@@ -77,8 +78,7 @@ std::vector<std::string> ClaimAndCommit(PostgresConnection& db,
 }
 
 TEST_F(PostgresFirstSeenTest, AClaimWinsOnceAndOnlyForDevicesTheTableHas) {
-  auto db = Connect();
-  ASSERT_NE(db, nullptr);
+  PostgresConnection* db = a_.get();
   EXPECT_EQ(ClaimAndCommit(*db, {kFirst, kUnknown}), std::vector<std::string>{std::string(kFirst)});
   EXPECT_EQ(Psql("SELECT count(*) FROM coapgate_first_seen WHERE first_seen <= now()"), "1");
   EXPECT_EQ(ClaimAndCommit(*db, {kFirst}), std::vector<std::string>{});
@@ -87,10 +87,8 @@ TEST_F(PostgresFirstSeenTest, AClaimWinsOnceAndOnlyForDevicesTheTableHas) {
 }
 
 TEST_F(PostgresFirstSeenTest, TwoNodesClaimingAtOnceGetEachDeviceOnce) {
-  auto a = Connect();
-  auto b = Connect();
-  ASSERT_NE(a, nullptr);
-  ASSERT_NE(b, nullptr);
+  PostgresConnection* a = a_.get();
+  PostgresConnection* b = b_.get();
   // A holds its claim open (publishing its events); B's claim of the same devices waits on
   // the row locks, and gets nothing once A commits.
   auto held = PostgresFirstSeen::Claim(*a, std::vector<std::string_view>{kFirst, kSecond});
@@ -144,10 +142,8 @@ TEST_F(PostgresFirstSeenTest, ManyConcurrentClaimantsOneWinnerPerDevice) {
 }
 
 TEST_F(PostgresFirstSeenTest, AClaimWhoseEventFailedIsGivenBackAndWonAgain) {
-  auto a = Connect();
-  auto b = Connect();
-  ASSERT_NE(a, nullptr);
-  ASSERT_NE(b, nullptr);
+  PostgresConnection* a = a_.get();
+  PostgresConnection* b = b_.get();
   auto claimed = PostgresFirstSeen::Claim(*a, std::vector<std::string_view>{kFirst, kSecond});
   ASSERT_TRUE(claimed) << claimed.error().message;
   ASSERT_EQ(claimed->size(), 2u);
@@ -166,8 +162,7 @@ TEST_F(PostgresFirstSeenTest, AClaimWhoseEventFailedIsGivenBackAndWonAgain) {
 }
 
 TEST_F(PostgresFirstSeenTest, AReimportKeepsFirstRegistrationsAndReadAllListsThem) {
-  auto db = Connect();
-  ASSERT_NE(db, nullptr);
+  PostgresConnection* db = a_.get();
   ASSERT_EQ(ClaimAndCommit(*db, {kFirst}).size(), 1u);
   Import(/*replace=*/true);
   EXPECT_EQ(ClaimAndCommit(*db, {kFirst}), std::vector<std::string>{});

@@ -539,23 +539,30 @@ TEST(ErrorEnvelope, CarriesTheErrorAndTheRawPayload) {
 
 // ---- LOCATION ---------------------------------------------------------------------------
 
-// Formats into a buffer of exactly MaxLocationEnvelopeSize chars, guarded on both sides.
-std::string FormatLocation(const EnvelopeFields& f, std::string_view lon, std::string_view lat) {
-  const size_t size = MaxLocationEnvelopeSize(f, lon, lat);
+// Runs `format` (a formatter taking the output span) into a buffer of exactly `size` chars
+// (its Max...Size, documented as exact), guarded on both sides, and into every shorter buffer,
+// where it must write nothing past the end and return 0.
+template <typename Format>
+std::string FormatGuarded(size_t size, Format format) {
   std::vector<char> buffer(size + 2 * kGuardSize, kGuard);
-  const size_t n =
-      FormatLocationEnvelope(f, lon, lat, std::span<char>(buffer).subspan(kGuardSize, size));
-  EXPECT_EQ(n, size) << "MaxLocationEnvelopeSize is documented as exact";
+  const size_t n = format(std::span<char>(buffer).subspan(kGuardSize, size));
+  EXPECT_EQ(n, size) << "the Max...Size function is documented as exact";
   for (size_t i = 0; i < kGuardSize; ++i) {
     EXPECT_EQ(buffer[i], kGuard);
     EXPECT_EQ(buffer[kGuardSize + size + i], kGuard);
   }
   for (size_t short_size = 0; short_size < size; ++short_size) {
     std::vector<char> small(short_size + kGuardSize, kGuard);
-    EXPECT_EQ(FormatLocationEnvelope(f, lon, lat, std::span<char>(small).first(short_size)), 0u);
+    EXPECT_EQ(format(std::span<char>(small).first(short_size)), 0u);
     for (size_t i = 0; i < kGuardSize; ++i) EXPECT_EQ(small[short_size + i], kGuard);
   }
   return std::string(buffer.data() + kGuardSize, n);
+}
+
+std::string FormatLocation(const EnvelopeFields& f, std::string_view lon, std::string_view lat) {
+  return FormatGuarded(MaxLocationEnvelopeSize(f, lon, lat), [&](std::span<char> out) {
+    return FormatLocationEnvelope(f, lon, lat, out);
+  });
 }
 
 TEST(FormatLocationEnvelope, ExactBytes) {
@@ -595,20 +602,9 @@ TEST(MakeLocationId, StableDistinctAndDocumented) {
 // ---- LIFECYCLE --------------------------------------------------------------------------
 
 std::string FormatLifecycle(const EnvelopeFields& f) {
-  const size_t size = MaxLifecycleEnvelopeSize(f);
-  std::vector<char> buffer(size + 2 * kGuardSize, kGuard);
-  const size_t n = FormatLifecycleEnvelope(f, std::span<char>(buffer).subspan(kGuardSize, size));
-  EXPECT_EQ(n, size) << "MaxLifecycleEnvelopeSize is documented as exact";
-  for (size_t i = 0; i < kGuardSize; ++i) {
-    EXPECT_EQ(buffer[i], kGuard);
-    EXPECT_EQ(buffer[kGuardSize + size + i], kGuard);
-  }
-  for (size_t short_size = 0; short_size < size; ++short_size) {
-    std::vector<char> small(short_size + kGuardSize, kGuard);
-    EXPECT_EQ(FormatLifecycleEnvelope(f, std::span<char>(small).first(short_size)), 0u);
-    for (size_t i = 0; i < kGuardSize; ++i) EXPECT_EQ(small[short_size + i], kGuard);
-  }
-  return std::string(buffer.data() + kGuardSize, n);
+  return FormatGuarded(MaxLifecycleEnvelopeSize(f), [&](std::span<char> out) {
+    return FormatLifecycleEnvelope(f, out);
+  });
 }
 
 TEST(FormatLifecycleEnvelope, ExactBytesOfTheReferenceShape) {

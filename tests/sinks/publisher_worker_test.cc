@@ -97,6 +97,21 @@ class ScriptedSink final : public Sink {
   size_t abandoned_ = 0;
 };
 
+// `json` as the global template, written to `name` in the test directory.
+Result<std::shared_ptr<const TemplateSet>, Error> GlobalTemplates(const std::string& name,
+                                                                  std::string_view json) {
+  const std::string path = testing::TempDir() + "/" + name;
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) return FailEnvironment("cannot write " + path);
+  std::fputs(std::string(json).c_str(), f);
+  std::fclose(f);
+  return TemplateSet::Load(path, "");
+}
+
+// Reads a 2-byte unsigned integer at byte 0 (asset "t").
+constexpr std::string_view kTwoByteTemplate =
+    R"({"sense":[{"asset":"t","value":{"byte":0,"bytelength":2,"type":"uint"}}]})";
+
 class PublisherWorkerTest : public testing::Test {
  protected:
   static constexpr uint32_t kLanes = 2;
@@ -177,14 +192,9 @@ TEST_F(PublisherWorkerTest, AcceptedOnlyOnceEverySinkDelivered) {
 }
 
 TEST_F(PublisherWorkerTest, ALifecycleMessageIsOneLifecycleEventNotTranslated) {
-  // A template that would fail on any payload: a LIFECYCLE message is never translated.
-  const std::string path = testing::TempDir() + "/worker-lifecycle-template.json";
-  FILE* f = std::fopen(path.c_str(), "w");
-  ASSERT_NE(f, nullptr);
-  std::fputs(R"({"sense":[{"asset":"t","value":{"byte":0,"bytelength":2,"type":"uint"}}]})", f);
-  std::fclose(f);
-  auto templates = TemplateSet::Load(path, "");
-  ASSERT_TRUE(templates) << templates.error().message;
+  // A template that fails on the empty payload: a LIFECYCLE message is never translated.
+  auto templates = GlobalTemplates("worker-lifecycle-template.json", kTwoByteTemplate);
+  ASSERT_TRUE(templates) << templates.error();
   SnapshotHolder<TemplateSet> holder(*templates);
 
   PublisherWorker& w = AddWorker(0);
@@ -253,13 +263,8 @@ TEST_F(PublisherWorkerTest, ALateFailureMakesItUnavailable) {
 
 TEST_F(PublisherWorkerTest, UntranslatablePayloadIsAnErrorEventAndBadPayloadWhenRejected) {
   // A template needing 2 bytes; the payload has 1.
-  const std::string path = testing::TempDir() + "/worker-template.json";
-  FILE* f = std::fopen(path.c_str(), "w");
-  ASSERT_NE(f, nullptr);
-  std::fputs(R"({"sense":[{"asset":"t","value":{"byte":0,"bytelength":2,"type":"uint"}}]})", f);
-  std::fclose(f);
-  auto templates = TemplateSet::Load(path, "");
-  ASSERT_TRUE(templates) << templates.error().message;
+  auto templates = GlobalTemplates("worker-template.json", kTwoByteTemplate);
+  ASSERT_TRUE(templates) << templates.error();
   SnapshotHolder<TemplateSet> holder(*templates);
 
   PublisherWorker& w = AddWorker(0);
@@ -292,12 +297,7 @@ std::string LocationPayload(double lon, double lat) {
 
 // The location template as the global template, written to `name` in the test directory.
 Result<std::shared_ptr<const TemplateSet>, Error> LocationTemplates(const char* name) {
-  const std::string path = testing::TempDir() + "/" + name;
-  FILE* f = std::fopen(path.c_str(), "w");
-  if (f == nullptr) return FailEnvironment("cannot write " + path);
-  std::fputs(std::string(kLocationTemplate).c_str(), f);
-  std::fclose(f);
-  return TemplateSet::Load(path, "");
+  return GlobalTemplates(name, kLocationTemplate);
 }
 
 TEST_F(PublisherWorkerTest, ALocationIsASecondEventAndTheMessageWaitsForBoth) {
