@@ -117,8 +117,9 @@ registry::PostgresConnection* FirstRegistration::Connection() {
   if (!migrated) {
     backoff_ms_ = backoff_ms_ == 0 ? kFirstBackoffMs : std::min(backoff_ms_ * 2, kMaxBackoffMs);
     retry_at_ms_ = now + backoff_ms_;
-    spdlog::warn("first registrations: {}; retrying in {} s", migrated.error().message,
-                 backoff_ms_ / 1000);
+    spdlog::warn("first registrations: {}; devices interacting now are asked about again "
+                 "on a later interaction (next attempt in {} s at the earliest)",
+                 migrated.error().message, backoff_ms_ / 1000);
     return nullptr;
   }
   if (backoff_ms_ != 0) spdlog::info("first registrations: database reachable again");
