@@ -411,7 +411,7 @@ bool ReadRestart(TableReader& r, Config::Restart* restart) {
 bool ReadMqttSink(TableReader& r, MqttSinkConfig* mqtt) {
   if (!(r.OnlyKeys({"type", "host", "port", "qos", "protocol", "client_id", "username",
                     "password", "password_file", "tls", "ca_file", "cert_file", "key_file", "topic_template",
-                    "error_topic", "location_topic", "format", "connections", "max_inflight", "keepalive_s"},
+                    "error_topic", "location_topic", "lifecycle_topic", "format", "connections", "max_inflight", "keepalive_s"},
                    "for an mqtt sink") &&
         r.String("host", /*non_empty=*/true, &mqtt->host) &&
         r.Integer<uint16_t>("port", 1, 65535, &mqtt->port) &&
@@ -426,6 +426,7 @@ bool ReadMqttSink(TableReader& r, MqttSinkConfig* mqtt) {
         TopicTemplate(r, "topic_template", &mqtt->topic_template) &&
         TopicTemplate(r, "error_topic", &mqtt->error_topic) &&
         TopicTemplate(r, "location_topic", &mqtt->location_topic) &&
+        TopicTemplate(r, "lifecycle_topic", &mqtt->lifecycle_topic) &&
         r.Choice("format", kMqttFormats, &mqtt->format) &&
         r.Integer("connections", 1, 64, &mqtt->connections) &&
         r.Integer("max_inflight", 1, 65535, &mqtt->max_inflight) &&
@@ -502,7 +503,8 @@ bool ReadKafkaSaslPassword(TableReader& r, KafkaSinkConfig* kafka) {
 }
 
 bool ReadKafkaSink(TableReader& r, KafkaSinkConfig* kafka) {
-  if (!r.OnlyKeys({"type", "brokers", "topic", "error_topic", "location_topic", "properties",
+  if (!r.OnlyKeys({"type", "brokers", "topic", "error_topic", "location_topic", "lifecycle_topic",
+                   "properties",
                    "sasl_password_file"},
                   "for a kafka sink")) {
     return false;
@@ -514,6 +516,7 @@ bool ReadKafkaSink(TableReader& r, KafkaSinkConfig* kafka) {
          r.String("topic", /*non_empty=*/true, &kafka->topic) &&
          r.String("error_topic", /*non_empty=*/true, &kafka->error_topic) &&
          r.String("location_topic", /*non_empty=*/true, &kafka->location_topic) &&
+         r.String("lifecycle_topic", /*non_empty=*/true, &kafka->lifecycle_topic) &&
          r.Section("properties",
                    [&](TableReader& properties) { return ReadKafkaProperties(properties, kafka); }) &&
          ReadKafkaSaslPassword(r, kafka);

@@ -187,6 +187,7 @@ Server::~Server() {
   for (auto& shard : shards_) shard->RequestStop();
   for (auto& shard : shards_) shard->Join();
   if (bootstrap_) bootstrap_->Stop();
+  if (first_registration_) first_registration_->Stop();
   if (publishers_) publishers_->Stop(config_.server.drain_timeout_ms);
 }
 
@@ -263,6 +264,15 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   const std::vector<int> cpus = AllowedCpus();
   int shard_count = config.server.shards;
   if (shard_count == 0) shard_count = std::max<int>(1, static_cast<int>(cpus.size()));
+
+  if (config.devices.backend == config::DeviceBackend::kPostgres) {
+    FirstRegistration::Options first;
+    first.dsn = config.devices.postgres.dsn;
+    first.shards = static_cast<uint32_t>(shard_count);
+    first.registry = server->registry_.get();
+    first.publisher_wake_fds = server->publishers_->wake_fds();
+    server->first_registration_ = std::make_unique<FirstRegistration>(std::move(first));
+  }
 
   // Port 0 means "any free port": the first shard's socket picks it, the others share it.
   // Plain CoAP sockets first, then the coaps:// (DTLS) ones.
@@ -411,6 +421,7 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
     o.publisher_wake_fds = server->publishers_->wake_fds();
     o.sinks_available = server->publishers_->available_flags();
     o.bootstrap = server->bootstrap_.get();
+    o.first_registration = server->first_registration_.get();
     const std::vector<int> sockets = o.sockets;
     auto shard = Shard::Create(o);
     if (!shard && uring && config.server.io == config::IoBackend::kAuto && i == 0 &&
@@ -440,8 +451,10 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
 
   std::vector<sinks::Handoff*> handoffs;
   for (auto& shard : server->shards_) handoffs.push_back(&shard->handoff());
+  if (server->first_registration_) handoffs.push_back(&server->first_registration_->handoff());
   server->publishers_->Start(handoffs, server->templates_.get(),
                              config.energy_saver.on_error == config::TranslationErrorPolicy::kReject);
+  if (server->first_registration_) server->first_registration_->Start();
   server->bootstrap_->Start();
   for (auto& shard : server->shards_) shard->Start();
   if (auto admin = server->StartAdmin(); !admin) return FailEnvironment(std::move(admin).error());
@@ -924,6 +937,7 @@ void Server::Drain() {
   for (auto& shard : shards_) shard->Join();
   SaveRestartState();  // the shards are stopped: their state is the control thread's now
   bootstrap_->Stop();  // answers what is queued; the shards' sockets are still open
+  if (first_registration_) first_registration_->Stop();  // a claim in flight rolls back
   // One deadline for the whole drain: what the shards used is not granted again.
   const auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
       deadline - std::chrono::steady_clock::now());

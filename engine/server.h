@@ -26,6 +26,7 @@
 #include "registry/postgres_change_follower.h"
 #include "registry/key_store.h"
 #include "registry/registry_holder.h"
+#include "engine/first_registration.h"
 #include "engine/instance_lock.h"
 #include "engine/restart_state.h"
 #include "engine/service_notifier.h"
@@ -156,6 +157,9 @@ class Server {
   // backend = "postgres": follows the table's changes (raises SIGUSR2 at the process).
   std::unique_ptr<registry::PostgresChangeFollower> follower_;
   std::unique_ptr<SnapshotHolder<sinks::TemplateSet>> templates_;
+  // backend = "postgres" only: the LIFECYCLE events. Declared before publishers_ so that it
+  // outlives them (their workers read its Handoff until they stop); stopped before them.
+  std::unique_ptr<FirstRegistration> first_registration_;
   std::unique_ptr<sinks::PublisherPool> publishers_;
   std::unique_ptr<registry::KeyStore> psk_store_;  ///< devices.state: the bootstrap's keys
   std::unique_ptr<bootstrap::BootstrapService> bootstrap_;  ///< stopped after the shards, before their sockets close

@@ -295,6 +295,22 @@ std::string Server::MetricsText() const {
         {Value(static_cast<double>(restart_.load_us.load(std::memory_order_relaxed)) / 1e6,
                MetricType::Gauge)}));
   }
+  // The LIFECYCLE events (backend = "postgres"; zero otherwise, so the family is always there).
+  {
+    const FirstRegistration::Counts c =
+        first_registration_ ? first_registration_->counts() : FirstRegistration::Counts{};
+    std::vector<ClientMetric> outcomes;
+    for (const auto& [outcome, n] :
+         {std::pair{"emitted", c.emitted}, {"already_registered", c.already_registered},
+          {"failed", c.failed}, {"dropped", c.dropped}}) {
+      outcomes.push_back(
+          Value(static_cast<double>(n), MetricType::Counter, {{"outcome", outcome}}));
+    }
+    families.push_back(Family("coapgate_first_registrations",
+                              "devices' first interactions this node asked the database about, "
+                              "by outcome",
+                              MetricType::Counter, std::move(outcomes)));
+  }
   // Per configured sink, its connections summed: outcomes, sessions, and why messages failed.
   std::vector<ClientMetric> sink_messages, sink_failures, sink_connects, sink_disconnects,
       sink_acked;

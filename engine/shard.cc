@@ -457,6 +457,9 @@ void Shard::Bootstrap(const net::ReceivedDatagram& d, const codec::Triage& t) no
             device ? registry::Reason::kInactive : registry::Reason::kUnknownDevice);
     return;
   }
+  if (options_.first_registration != nullptr) {
+    options_.first_registration->Note(options_.index, *registry_, *device, *ip, wall_ms_);
+  }
   bootstrap::BootstrapRequest r;
   r.socket_fd = options_.sockets[d.socket];
   std::memcpy(&r.peer, d.peer, std::min<size_t>(d.peer_length, sizeof(r.peer)));
@@ -518,6 +521,10 @@ void Shard::Ingest(const Origin& origin, const codec::Triage& t) noexcept {
     Refused(peer, device ? &*device : nullptr, origin.identity, codec::code::kUnauthorized,
             device ? registry::Reason::kInactive : registry::Reason::kUnknownDevice);
     return;
+  }
+  // An identified active device interacted, whatever its request's fate from here.
+  if (options_.first_registration != nullptr) {
+    options_.first_registration->Note(options_.index, *registry_, *device, origin.ip, wall_ms_);
   }
   if (t.request.topic_status == codec::TopicStatus::kInvalid) {
     Answer(ExchangeMemory::kNoHandle, peer, m.confirmable(), m.message_id, m.token,

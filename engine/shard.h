@@ -33,6 +33,7 @@
 #include "dtls/dtls_endpoint.h"
 #include "net/datagram_io.h"
 #include "engine/exchange_memory.h"
+#include "engine/first_registration.h"
 #include "engine/inflight_table.h"
 #include "engine/restart_state.h"
 #include "net/ip_address.h"
@@ -83,6 +84,9 @@ struct ShardOptions {
   const std::atomic<bool>* sinks_available = nullptr;
   // GET /bootstrap on plain CoAP goes here (docs/bootstrap-and-dtls.md); null: 4.04.
   bootstrap::BootstrapService* bootstrap = nullptr;
+  // Told of every request and GET /bootstrap of an active device (its LIFECYCLE event,
+  // engine/first_registration.h); null: none (the CSV backend). Outlives the shard.
+  FirstRegistration* first_registration = nullptr;
 };
 
 class Shard final : private dtls::Transport {

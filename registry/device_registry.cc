@@ -236,6 +236,7 @@ std::shared_ptr<const DeviceRegistry> DeviceRegistry::Builder::Finish() && {
     RebuildIccidIndex(r.records_.size());
   }
   r.handshakes_ = std::make_unique<std::atomic<uint64_t>[]>(r.records_.size());  // zeroed
+  r.registrations_ = std::make_unique<std::atomic<uint8_t>[]>(r.records_.size());  // kUnknown
   return std::shared_ptr<const DeviceRegistry>(std::move(registry_));
 }
 
@@ -449,7 +450,7 @@ std::optional<DeviceView> DeviceRegistry::FindByIccid(std::string_view iccid) co
 size_t DeviceRegistry::MemoryBytes() const noexcept {
   return sizeof(*this) + arena_.capacity() + records_.capacity() * sizeof(Record) +
          (by_ip_.slots.capacity() + by_iccid_.slots.capacity()) * sizeof(uint32_t) +
-         records_.size() * sizeof(std::atomic<uint64_t>);
+         records_.size() * (sizeof(std::atomic<uint64_t>) + sizeof(std::atomic<uint8_t>));
 }
 
 void DeviceRegistry::InheritActivity(const DeviceRegistry& previous) const noexcept {
@@ -458,6 +459,9 @@ void DeviceRegistry::InheritActivity(const DeviceRegistry& previous) const noexc
     if (!before) continue;
     StoreRequestActivity(i, previous.LoadRequestActivity(before->index));
     StoreHandshakeActivity(i, previous.LoadHandshakeActivity(before->index));
+    if (previous.LoadRegistration(before->index) == Registration::kRegistered) {
+      MarkRegistered(i);
+    }
   }
 }
 

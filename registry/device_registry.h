@@ -98,9 +98,36 @@ class DeviceRegistry {
   [[nodiscard]] HandshakeActivity LoadHandshakeActivity(uint32_t index) const noexcept {
     return UnpackHandshake(handshakes_[index].load(std::memory_order_relaxed));
   }
-  // Copies the activity of every device `previous` also has (same ICCID) into this snapshot:
-  // the reload calls it before publishing, so a SIGHUP does not make every device look never
-  // seen. Stores the shards make on `previous` after the copy (until they pick up this
+  // Whether this node knows the device's first registration (its LIFECYCLE
+  // DEVICE_FIRST_TIME_REGISTERED event, engine/first_registration.h) to have happened: one
+  // byte per device, relaxed atomics like the activity. kUnknown: the next interaction asks
+  // the database; kClaiming: that question is queued or on its way; kRegistered: the
+  // database says the device was seen (by this node or another), nothing more to ask.
+  enum class Registration : uint8_t { kUnknown = 0, kClaiming = 1, kRegistered = 2 };
+  [[nodiscard]] Registration LoadRegistration(uint32_t index) const noexcept {
+    return static_cast<Registration>(registrations_[index].load(std::memory_order_relaxed));
+  }
+  // kUnknown -> kClaiming; true when this caller made the move (and so owns the question).
+  [[nodiscard]] bool BeginRegistration(uint32_t index) const noexcept {
+    uint8_t expected = static_cast<uint8_t>(Registration::kUnknown);
+    return registrations_[index].compare_exchange_strong(
+        expected, static_cast<uint8_t>(Registration::kClaiming), std::memory_order_relaxed);
+  }
+  // The question could not be asked or answered (queue full, database away): the next
+  // interaction asks again.
+  void AbandonRegistration(uint32_t index) const noexcept {
+    registrations_[index].store(static_cast<uint8_t>(Registration::kUnknown),
+                                std::memory_order_relaxed);
+  }
+  void MarkRegistered(uint32_t index) const noexcept {
+    registrations_[index].store(static_cast<uint8_t>(Registration::kRegistered),
+                                std::memory_order_relaxed);
+  }
+
+  // Copies the activity of every device `previous` also has (same ICCID) into this snapshot,
+  // and its kRegistered (not kClaiming: the question in flight settles on the snapshot current
+  // when it is answered): the reload calls it before publishing, so a SIGHUP does not make
+  // every device look never seen. Stores the shards make on `previous` after the copy (until they pick up this
   // snapshot, at most one loop turn) are lost. Control plane: O(size()).
   void InheritActivity(const DeviceRegistry& previous) const noexcept;
 
@@ -145,6 +172,8 @@ class DeviceRegistry {
   // Pack(HandshakeActivity) per record: apart from the records because only failing
   // handshakes write it (a cold path), so the hot records stay 32 bytes.
   std::unique_ptr<std::atomic<uint64_t>[]> handshakes_;
+  // Registration per record (one byte: a million devices cost 1 MB).
+  std::unique_ptr<std::atomic<uint8_t>[]> registrations_;
 };
 
 // Row-at-a-time construction of a snapshot with the CSV file's validation and its messages,

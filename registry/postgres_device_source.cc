@@ -14,6 +14,22 @@
 #include "registry/postgres_device_table.h"
 
 namespace coapgate::registry {
+namespace {
+
+// Marks each ICCID of `lines` (one per line) that the snapshot has as kRegistered.
+void MarkRegistered(const DeviceRegistry& devices, std::string_view lines) {
+  while (!lines.empty()) {
+    const size_t end = lines.find('\n');
+    const std::string_view iccid = lines.substr(0, end);
+    if (const std::optional<DeviceView> d = devices.FindByIccid(iccid)) {
+      devices.MarkRegistered(d->index);
+    }
+    if (end == std::string_view::npos) break;
+    lines.remove_prefix(end + 1);
+  }
+}
+
+}  // namespace
 
 PostgresDeviceSource::PostgresDeviceSource(std::string dsn, std::string snapshot_path)
     : dsn_(std::move(dsn)), snapshot_path_(std::move(snapshot_path)) {}
@@ -29,6 +45,7 @@ Result<LoadedDevices, Error> PostgresDeviceSource::Load() {
   reachable_.store(true, std::memory_order_release);
   auto devices = DeviceRegistry::ParseCsv(table->csv, name_);
   if (!devices) return tl::unexpected<Error>(std::move(devices).error());
+  MarkRegistered(**devices, table->registered);
   // The local copy is a convenience for the next start: failing to write it is logged, and the
   // registry is served all the same.
   if (auto written = WriteFileAtomically(snapshot_path_, table->csv); !written) {

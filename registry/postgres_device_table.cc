@@ -135,6 +135,10 @@ Result<DeviceTableSnapshot, Error> PostgresDeviceTable::ReadAll(PostgresConnecti
             "reading coapgate_devices");
         if (!csv) return tl::unexpected<Error>(std::move(csv).error());
         out.csv = std::move(*csv);
+        auto registered = db.CopyOut("COPY coapgate_first_seen (iccid) TO STDOUT",
+                                     "reading coapgate_first_seen");
+        if (!registered) return tl::unexpected<Error>(std::move(registered).error());
+        out.registered = std::move(*registered);
         return out;
       });
 }

@@ -23,6 +23,9 @@ inline constexpr const char* kDeviceChangesChannel = "coapgate_devices";
 struct DeviceTableSnapshot {
   std::string csv;  ///< every live device as a devices CSV (header first): the snapshot's text
   uint64_t seq = 0;  ///< the highest change number it includes
+  // The ICCIDs whose first registration is recorded (coapgate_first_seen), one per line: the
+  // snapshot marks them kRegistered so that no node asks about them again.
+  std::string registered;
 };
 
 struct ImportCounts {

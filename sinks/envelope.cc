@@ -20,6 +20,7 @@ namespace {
 // v1 ids by accident.
 constexpr std::string_view kMessageIdDomain = "coapgate.MessageId.v1";
 constexpr std::string_view kLocationIdDomain = "coapgate.LocationId.v1";
+constexpr std::string_view kLifecycleIdDomain = "coapgate.LifecycleId.v1";
 
 // Feeds the encoding to XXH3 without building it in memory.
 class IdHasher {
@@ -98,6 +99,14 @@ MessageId MakeLocationId(const MessageId& telemetry) noexcept {
   h.Raw(kLocationIdDomain.data(), kLocationIdDomain.size());
   h.Length(telemetry.hi);
   h.Length(telemetry.lo);
+  return h.Digest();
+}
+
+MessageId MakeLifecycleId(std::string_view iccid) noexcept {
+  // Encoding v1: domain | len8 iccid.
+  IdHasher h;
+  h.Raw(kLifecycleIdDomain.data(), kLifecycleIdDomain.size());
+  h.Field(iccid.data(), iccid.size());
   return h.Digest();
 }
 
@@ -255,6 +264,33 @@ size_t MaxLocationEnvelopeSize(const EnvelopeFields& f, std::string_view longitu
                                std::string_view latitude) noexcept {
   return HeadSize(f, kAfterLocationId) + kLocationOpen.size() + JsonEscapedLength(longitude) +
          kCoordinateSeparator.size() + JsonEscapedLength(latitude) + kLocationClose.size();
+}
+
+namespace {
+
+// The LIFECYCLE event (reference §6.2): the reference's members, no "source" (an event about
+// the device, not about one of its messages), then the lifecycle object.
+constexpr std::string_view kAfterLifecycleId =
+    "\",\"type\":\"LIFECYCLE\",\"version\":\"1.0.0\",\"received\":\"";
+constexpr std::string_view kLifecycleOpen =
+    "\"},\"lifecycle\":{\"type\":\"DEVICE_FIRST_TIME_REGISTERED\",\"message\":\""
+    "New Device successfully registered for the first time - ";
+constexpr std::string_view kLifecycleClose = "\"}}";
+
+}  // namespace
+
+size_t FormatLifecycleEnvelope(const EnvelopeFields& f, std::span<char> out) noexcept {
+  JsonWriter w(out);
+  WriteHead(w, f, kAfterLifecycleId);
+  w.Literal(kLifecycleOpen);
+  w.Escaped(f.iccid);
+  w.Literal(kLifecycleClose);
+  return w.overflow() ? 0 : w.size();
+}
+
+size_t MaxLifecycleEnvelopeSize(const EnvelopeFields& f) noexcept {
+  return HeadSize(f, kAfterLifecycleId) + kLifecycleOpen.size() + JsonEscapedLength(f.iccid) +
+         kLifecycleClose.size();
 }
 
 }  // namespace coapgate::sinks

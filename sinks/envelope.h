@@ -109,6 +109,24 @@ struct EnvelopeFields {
 [[nodiscard]] size_t MaxLocationEnvelopeSize(const EnvelopeFields& f, std::string_view longitude,
                                              std::string_view latitude) noexcept;
 
+// The id of a device's LIFECYCLE DEVICE_FIRST_TIME_REGISTERED event: a function of the ICCID
+// alone (there is one such event per device), so the event sent again after a failure, or by
+// a second node in a rare race (docs/cluster.md), carries the same id and a consumer keying by
+// id keeps one. XXH3-128 over a domain string and the ICCID; a persisted format.
+[[nodiscard]] MessageId MakeLifecycleId(std::string_view iccid) noexcept;
+
+// The LIFECYCLE event of a device's first interaction (reference §6.2), one line:
+//   {"id":…,"type":"LIFECYCLE","version":"1.0.0","received":…,"device":{…},
+//    "lifecycle":{"type":"DEVICE_FIRST_TIME_REGISTERED",
+//                 "message":"New Device successfully registered for the first time - <iccid>"}}
+// No "source": the reference gives it to TELEMETRY_DATA only, and the interaction may be a
+// handshake or a bootstrap as well as a message. f.id is printed as given (MakeLifecycleId);
+// f.topic, f.payload and f.json_payload are ignored. Returns the bytes written, or 0 if `out`
+// is too small.
+[[nodiscard]] size_t FormatLifecycleEnvelope(const EnvelopeFields& f, std::span<char> out) noexcept;
+// Exact size FormatLifecycleEnvelope needs.
+[[nodiscard]] size_t MaxLifecycleEnvelopeSize(const EnvelopeFields& f) noexcept;
+
 // JSON string escaping, shared with every other JSON writer of coapgate.
 using ::coapgate::JsonEscape;
 using ::coapgate::JsonEscapedLength;

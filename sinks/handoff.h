@@ -42,6 +42,10 @@ struct InflightMessage {
   uint8_t imsi_length = 0;
   uint8_t topic_length = 0;  ///< 0 = no topic
   uint16_t payload_length = 0;
+  // Not a device message but its LIFECYCLE DEVICE_FIRST_TIME_REGISTERED event (the first
+  // registration's own Handoff, engine/first_registration.h): only received_ms, ip, iccid
+  // and imsi count.
+  bool lifecycle = false;
   std::array<std::byte, 8> token{};
   std::array<uint8_t, 16> ip{};  ///< IPv6, or IPv4-mapped (::ffff:a.b.c.d)
   std::array<char, kMaxIccidLength> iccid{};

@@ -118,7 +118,8 @@ Result<void, std::string> KafkaSink::Init(const KafkaSinkConfig& config, int wor
 
   for (auto [handle, name] :
        {std::pair{&topic_, &config.topic}, std::pair{&error_topic_, &config.error_topic},
-        std::pair{&location_topic_, &config.location_topic}}) {
+        std::pair{&location_topic_, &config.location_topic},
+        std::pair{&lifecycle_topic_, &config.lifecycle_topic}}) {
     *handle = rd_kafka_topic_new(rk_, name->c_str(), nullptr);
     if (*handle == nullptr) {
       return Fail("topic " + *name + ": " + rd_kafka_err2str(rd_kafka_last_error()));
@@ -152,6 +153,7 @@ KafkaSink::~KafkaSink() {
     if (topic_ != nullptr) rd_kafka_topic_destroy(topic_);
     if (error_topic_ != nullptr) rd_kafka_topic_destroy(error_topic_);
     if (location_topic_ != nullptr) rd_kafka_topic_destroy(location_topic_);
+    if (lifecycle_topic_ != nullptr) rd_kafka_topic_destroy(lifecycle_topic_);
     rd_kafka_destroy(rk_);
   }
   if (wake_read_ >= 0) close(wake_read_);
@@ -194,7 +196,8 @@ bool KafkaSink::Publish(const Event& event, uint64_t ticket) noexcept {
   };
   add(RD_KAFKA_VTYPE_RKT).u.rkt = event.kind == EventKind::kError      ? error_topic_
                                   : event.kind == EventKind::kLocation ? location_topic_
-                                                                       : topic_;
+                                  : event.kind == EventKind::kLifecycle ? lifecycle_topic_
+                                                                        : topic_;
   add(RD_KAFKA_VTYPE_PARTITION).u.i32 = RD_KAFKA_PARTITION_UA;
   add(RD_KAFKA_VTYPE_MSGFLAGS).u.i = RD_KAFKA_MSG_F_COPY;
   add(RD_KAFKA_VTYPE_KEY).u.mem = {const_cast<char*>(event.iccid.data()), event.iccid.size()};

@@ -102,6 +102,7 @@ class KafkaSink final : public Sink {
   rd_kafka_topic_s* topic_ = nullptr;
   rd_kafka_topic_s* error_topic_ = nullptr;
   rd_kafka_topic_s* location_topic_ = nullptr;
+  rd_kafka_topic_s* lifecycle_topic_ = nullptr;
   rd_kafka_queue_s* main_queue_ = nullptr;  ///< the reply queue, held for its IO event
   int wake_read_ = -1;
   int wake_write_ = -1;

@@ -122,6 +122,9 @@ std::optional<std::string> Validate(const MqttSinkConfig& config, int connection
   if (auto error = CheckTopicTemplate(config.location_topic)) {
     return "location_topic: " + *error;
   }
+  if (auto error = CheckTopicTemplate(config.lifecycle_topic)) {
+    return "lifecycle_topic: " + *error;
+  }
   if (config.username.empty() && !config.password.empty()) return "password: needs a username";
   if (config.cert_file.empty() != config.key_file.empty()) {
     return std::string(config.cert_file.empty() ? "cert_file" : "key_file") +
@@ -243,6 +246,7 @@ MqttSink::MqttSink(const MqttSinkConfig& config, std::string label, std::string 
       topic_template_(config.topic_template),
       error_topic_(config.error_topic),
       location_topic_(config.location_topic),
+      lifecycle_topic_(config.lifecycle_topic),
       max_inflight_(static_cast<size_t>(config.max_inflight)),
       backoff_ms_(kFirstBackoffMs),
       rng_(MonotonicNs() ^ reinterpret_cast<uintptr_t>(this) ^
@@ -250,7 +254,7 @@ MqttSink::MqttSink(const MqttSinkConfig& config, std::string label, std::string 
       tickets_(new uint64_t[kPacketIds]),
       published_us_(new uint64_t[kPacketIds]()),
       topic_(std::max({TopicRoom(config.topic_template), TopicRoom(config.error_topic),
-                       TopicRoom(config.location_topic)})),
+                       TopicRoom(config.location_topic), TopicRoom(config.lifecycle_topic)})),
       scratch_(1024) {
   std::fill_n(tickets_.get(), kPacketIds, kNoTicket);
 }
@@ -283,14 +287,17 @@ bool MqttSink::Publish(const Event& event, uint64_t ticket) noexcept {
   const bool telemetry = event.kind == EventKind::kTelemetry;
   const std::string& topic_template = event.kind == EventKind::kError      ? error_topic_
                                       : event.kind == EventKind::kLocation ? location_topic_
-                                                                           : topic_template_;
+                                      : event.kind == EventKind::kLifecycle ? lifecycle_topic_
+                                                                            : topic_template_;
   const size_t topic_size =
       RenderTopic(topic_template, event.iccid, event.imsi,
                   telemetry ? event.topic : std::string_view(),
                   std::span<char>(topic_.data(), topic_.size() - 1));
-  // A LOCATION event has no device bytes of its own: it goes as its JSON in either format.
+  // LOCATION and LIFECYCLE events have no device bytes of their own: they go as their JSON in
+  // either format.
   const std::span<const std::byte> payload =
-      format_ == MqttFormat::kRaw && event.kind != EventKind::kLocation
+      format_ == MqttFormat::kRaw && event.kind != EventKind::kLocation &&
+              event.kind != EventKind::kLifecycle
           ? event.payload
           : std::as_bytes(std::span(event.envelope));
   mqtt5__property* properties = nullptr;

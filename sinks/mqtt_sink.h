@@ -122,6 +122,7 @@ class MqttSink final : public Sink {
   std::string topic_template_;
   std::string error_topic_;
   std::string location_topic_;
+  std::string lifecycle_topic_;
   size_t max_inflight_;
 
   State state_ = State::kIdle;

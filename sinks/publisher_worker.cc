@@ -176,8 +176,38 @@ bool PublisherWorker::Translate(const InflightMessage& m) {
   return false;
 }
 
+void PublisherWorker::PublishLifecycle(uint32_t shard_index, uint32_t slot) {
+  const InflightMessage& m = shards_[shard_index]->published(slot);
+  char ip[INET6_ADDRSTRLEN];
+  EnvelopeFields f{};
+  f.id = MakeLifecycleId(m.Iccid());
+  f.received_ms = m.received_ms;
+  f.iccid = m.Iccid();
+  f.imsi = m.Imsi();
+  f.ip = std::string_view(ip, FormatIp(m.ip, ip));
+  const size_t need = MaxLifecycleEnvelopeSize(f);
+  if (envelope_.size() < need) envelope_.resize(need);  // grows to the largest event, once
+  const size_t length = FormatLifecycleEnvelope(f, envelope_);
+  char id[kMessageIdTextLength];
+  FormatMessageId(f.id, id);
+
+  Event event;
+  event.kind = EventKind::kLifecycle;
+  event.id = std::string_view(id, sizeof(id));
+  event.received_ms = m.received_ms;
+  event.iccid = f.iccid;
+  event.imsi = f.imsi;
+  event.ip = f.ip;
+  event.envelope = std::string_view(envelope_.data(), length);
+  Offer(shard_index, slot, event, nullptr, false);
+}
+
 void PublisherWorker::Publish(uint32_t shard_index, uint32_t slot) {
   const InflightMessage& m = shards_[shard_index]->published(slot);
+  if (m.lifecycle) {
+    PublishLifecycle(shard_index, slot);
+    return;
+  }
   char ip[INET6_ADDRSTRLEN];
   EnvelopeFields f;
   f.id = MakeMessageId(m.Iccid(), m.message_id, m.Token(), m.Topic(), m.Payload());
@@ -229,13 +259,18 @@ void PublisherWorker::Publish(uint32_t shard_index, uint32_t slot) {
         FormatLocationEnvelope(lf, location_->longitude, location_->latitude,
                                location_envelope_));
   }
-  const size_t events = location_ ? 2 : 1;
+  Offer(shard_index, slot, event, location_ ? &location : nullptr,
+        !translated && reject_untranslatable_);
+}
+
+void PublisherWorker::Offer(uint32_t shard_index, uint32_t slot, const Event& event,
+                            const Event* location, bool bad_payload) {
+  const size_t events = location != nullptr ? 2 : 1;
 
   // One settlement per sink and event, plus one released below: a sink may settle inside
   // Publish, and the message must not complete before every sink has seen every event.
   Pending& p = pending_[shard_index][slot];
-  p = Pending{static_cast<uint16_t>(sinks_.size() * events + 1), false,
-              !translated && reject_untranslatable_};
+  p = Pending{static_cast<uint16_t>(sinks_.size() * events + 1), false, bad_payload};
   const uint64_t ticket = Ticket(shard_index, slot);
   // A sink known down (the shards' flag lags by a loop turn) would refuse: then the others
   // are not offered the message either, since the device will retry it anyway (5.03) and
@@ -249,7 +284,9 @@ void PublisherWorker::Publish(uint32_t shard_index, uint32_t slot) {
     if (!took) Settle(ticket, false);
     // After its TELEMETRY_DATA on each sink, so a consumer of one stream sees the message
     // first; not offered where that was refused (the device retries the whole message).
-    if (location_ && (!took || !sink->Publish(location, ticket))) Settle(ticket, false);
+    if (location != nullptr && (!took || !sink->Publish(*location, ticket))) {
+      Settle(ticket, false);
+    }
   }
   Settle(ticket, true);
 }

@@ -74,6 +74,12 @@ class PublisherWorker final : private Settlement {
   // Publishes up to one batch from every shard; returns the number taken.
   size_t TakeBatch();
   void Publish(uint32_t shard_index, uint32_t slot);
+  // A LIFECYCLE message (InflightMessage::lifecycle): formats its event and Offers it.
+  void PublishLifecycle(uint32_t shard_index, uint32_t slot);
+  // Offers `event` (and its `location`, when not null) to every sink under the slot's ticket
+  // and sets up the slot's settlement.
+  void Offer(uint32_t shard_index, uint32_t slot, const Event& event, const Event* location,
+             bool bad_payload);
   // Translates m's payload with its device's template into json_; false with the error text
   // in error_ when the template cannot; true with json_size_ 0 when there is no template.
   bool Translate(const InflightMessage& m);

@@ -35,6 +35,8 @@ enum class EventKind : uint8_t {
   kError,      ///< ERROR: the Energy Saver could not translate it; the raw payload rides along
   kLocation,   ///< LOCATION: the device location a translated message carried (after its
                ///< TELEMETRY_DATA, same ticket); payload and translated are those of the message
+  kLifecycle,  ///< LIFECYCLE DEVICE_FIRST_TIME_REGISTERED: a device's first interaction with
+               ///< any node (engine/first_registration.h); no topic, payload or translation
 };
 
 // The envelope's "type" of each kind.
@@ -46,6 +48,8 @@ enum class EventKind : uint8_t {
       return "ERROR";
     case EventKind::kLocation:
       return "LOCATION";
+    case EventKind::kLifecycle:
+      return "LIFECYCLE";
   }
   return "TELEMETRY_DATA";
 }

@@ -37,6 +37,7 @@ struct MqttSinkConfig {
   std::string topic_template = "{iccid}/{t}";
   std::string error_topic = "error";  // where ERROR events go (reference §6.2)
   std::string location_topic = "location";  // where LOCATION events go (same placeholders)
+  std::string lifecycle_topic = "lifecycle";  // where LIFECYCLE events go (same placeholders)
   MqttFormat format = MqttFormat::kEnvelope;
   int connections = 1;          // 1..64 broker connections = publisher workers
   int max_inflight = 1000;      // unacknowledged publishes per connection; past it, 5.03
@@ -50,6 +51,7 @@ struct KafkaSinkConfig {
   std::string topic;                 // non-empty
   std::string error_topic = "error"; // where ERROR events go
   std::string location_topic = "location";  // where LOCATION events go
+  std::string lifecycle_topic = "lifecycle";  // where LIFECYCLE events go
   // [sinks.properties], handed to librdkafka as is after coapgate's defaults, ordered by name.
   std::vector<std::pair<std::string, std::string>> properties;
 

@@ -86,6 +86,36 @@ TEST(DeviceActivity, AReloadKeepsTheActivityOfTheDevicesItKeeps) {
   EXPECT_EQ((*after)->LoadHandshakeActivity(0), HandshakeActivity{});
 }
 
+// The first-registration byte (engine/first_registration.h): one claimant at a time, given
+// back on failure, and a reload keeps kRegistered only (a claim in flight settles on the
+// snapshot current when it is answered).
+TEST(DeviceRegistration, OneClaimantAndAReloadKeepsOnlyRegistered) {
+  using Registration = DeviceRegistry::Registration;
+  auto before = DeviceRegistry::ParseCsv(kCsv, "d.csv");
+  ASSERT_TRUE(before);
+  const DeviceRegistry& r = **before;
+  const uint32_t one = r.FindByIccid("898828066600000001")->index;
+  const uint32_t two = r.FindByIccid("898828066600000002")->index;
+  EXPECT_EQ(r.LoadRegistration(one), Registration::kUnknown);
+  EXPECT_TRUE(r.BeginRegistration(one));
+  EXPECT_FALSE(r.BeginRegistration(one)) << "a second shard must not queue it again";
+  EXPECT_EQ(r.LoadRegistration(one), Registration::kClaiming);
+  r.AbandonRegistration(one);
+  EXPECT_TRUE(r.BeginRegistration(one)) << "given back: the next interaction asks again";
+  r.MarkRegistered(one);
+  EXPECT_FALSE(r.BeginRegistration(one));
+  EXPECT_EQ(r.LoadRegistration(one), Registration::kRegistered);
+  EXPECT_TRUE(r.BeginRegistration(two));
+
+  auto after = DeviceRegistry::ParseCsv(kCsv, "d.csv");
+  ASSERT_TRUE(after);
+  (*after)->InheritActivity(r);
+  EXPECT_EQ((*after)->LoadRegistration((*after)->FindByIccid("898828066600000001")->index),
+            Registration::kRegistered);
+  EXPECT_EQ((*after)->LoadRegistration((*after)->FindByIccid("898828066600000002")->index),
+            Registration::kUnknown);
+}
+
 // Writers on two threads and a reader: each load is one whole store (TSan sees atomics only).
 TEST(DeviceActivity, ConcurrentStoresAndLoadsSeeWholeWords) {
   auto registry = DeviceRegistry::ParseCsv(kCsv, "d.csv");

@@ -47,11 +47,8 @@ class PostgresKeyStoreTest : public testing::Test {
   void SetUp() override {
     ASSERT_NE(server, nullptr);
     ASSERT_EQ(server->error(), "");
-    const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-    static int run = 0;  // a database per run, so that --gtest_repeat works
-    database_ = "k" + std::to_string(run++) + "_" + std::string(info->name());
-    for (char& c : database_) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    ASSERT_TRUE(server->CreateDatabase(database_)) << server->error();
+    database_ = server->CreateTestDatabase("k");
+    ASSERT_NE(database_, "") << server->error();
   }
 
   std::unique_ptr<PostgresKeyStore> Open(uint32_t regenerate_after_s) {

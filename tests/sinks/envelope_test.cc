@@ -539,23 +539,30 @@ TEST(ErrorEnvelope, CarriesTheErrorAndTheRawPayload) {
 
 // ---- LOCATION ---------------------------------------------------------------------------
 
-// Formats into a buffer of exactly MaxLocationEnvelopeSize chars, guarded on both sides.
-std::string FormatLocation(const EnvelopeFields& f, std::string_view lon, std::string_view lat) {
-  const size_t size = MaxLocationEnvelopeSize(f, lon, lat);
+// Runs `format` (a formatter taking the output span) into a buffer of exactly `size` chars
+// (its Max...Size, documented as exact), guarded on both sides, and into every shorter buffer,
+// where it must write nothing past the end and return 0.
+template <typename Format>
+std::string FormatGuarded(size_t size, Format format) {
   std::vector<char> buffer(size + 2 * kGuardSize, kGuard);
-  const size_t n =
-      FormatLocationEnvelope(f, lon, lat, std::span<char>(buffer).subspan(kGuardSize, size));
-  EXPECT_EQ(n, size) << "MaxLocationEnvelopeSize is documented as exact";
+  const size_t n = format(std::span<char>(buffer).subspan(kGuardSize, size));
+  EXPECT_EQ(n, size) << "the Max...Size function is documented as exact";
   for (size_t i = 0; i < kGuardSize; ++i) {
     EXPECT_EQ(buffer[i], kGuard);
     EXPECT_EQ(buffer[kGuardSize + size + i], kGuard);
   }
   for (size_t short_size = 0; short_size < size; ++short_size) {
     std::vector<char> small(short_size + kGuardSize, kGuard);
-    EXPECT_EQ(FormatLocationEnvelope(f, lon, lat, std::span<char>(small).first(short_size)), 0u);
+    EXPECT_EQ(format(std::span<char>(small).first(short_size)), 0u);
     for (size_t i = 0; i < kGuardSize; ++i) EXPECT_EQ(small[short_size + i], kGuard);
   }
   return std::string(buffer.data() + kGuardSize, n);
+}
+
+std::string FormatLocation(const EnvelopeFields& f, std::string_view lon, std::string_view lat) {
+  return FormatGuarded(MaxLocationEnvelopeSize(f, lon, lat), [&](std::span<char> out) {
+    return FormatLocationEnvelope(f, lon, lat, out);
+  });
 }
 
 TEST(FormatLocationEnvelope, ExactBytes) {
@@ -590,6 +597,41 @@ TEST(MakeLocationId, StableDistinctAndDocumented) {
   const XXH128_hash_t h = XXH3_128bits(encoding.data(), encoding.size());
   EXPECT_EQ(location, (MessageId{h.high64, h.low64}));
   EXPECT_EQ(IdText(location), IdText(MakeLocationId(ExampleFields().id)));
+}
+
+// ---- LIFECYCLE --------------------------------------------------------------------------
+
+std::string FormatLifecycle(const EnvelopeFields& f) {
+  return FormatGuarded(MaxLifecycleEnvelopeSize(f), [&](std::span<char> out) {
+    return FormatLifecycleEnvelope(f, out);
+  });
+}
+
+TEST(FormatLifecycleEnvelope, ExactBytesOfTheReferenceShape) {
+  EnvelopeFields f = ExampleFields();
+  f.id = MakeLifecycleId(f.iccid);
+  EXPECT_EQ(FormatLifecycle(f),
+            "{\"id\":\"" + IdText(f.id) +
+                "\",\"type\":\"LIFECYCLE\",\"version\":\"1.0.0\",\"received\":\"1670598749915\","
+                "\"device\":{\"iccid\":\"8988280666000002864\",\"imsi\":\"901405100002864\","
+                "\"ip\":\"100.91.200.24\"},\"lifecycle\":{\"type\":\"DEVICE_FIRST_TIME_REGISTERED\","
+                "\"message\":\"New Device successfully registered for the first time - "
+                "8988280666000002864\"}}");
+  f.imsi = {};
+  EXPECT_EQ(FormatLifecycle(f).find("imsi"), std::string::npos);
+}
+
+TEST(MakeLifecycleId, OneIdPerDeviceAndDocumented) {
+  const MessageId id = MakeLifecycleId("8988280666000002864");
+  EXPECT_EQ(id, MakeLifecycleId("8988280666000002864"));
+  EXPECT_NE(id, MakeLifecycleId("8988280666000002865"));
+  EXPECT_NE(id, ExampleFields().id);
+  std::string encoding = "coapgate.LifecycleId.v1";
+  const std::string_view iccid = "8988280666000002864";
+  for (int i = 0; i < 8; ++i) encoding.push_back(static_cast<char>(uint64_t{iccid.size()} >> (8 * i)));
+  encoding.append(iccid);
+  const XXH128_hash_t h = XXH3_128bits(encoding.data(), encoding.size());
+  EXPECT_EQ(id, (MessageId{h.high64, h.low64}));
 }
 
 }  // namespace

@@ -237,6 +237,30 @@ TEST_F(MqttSinkTest, ErrorEventGoesToTheErrorTopic) {
   EXPECT_EQ(settlement_.settled, (std::vector<std::pair<uint64_t, bool>>{{1, true}}));
 }
 
+TEST_F(MqttSinkTest, LifecycleEventGoesToTheLifecycleTopicAsItsJson) {
+  MqttSinkConfig config = Config(broker_.port());
+  config.format = MqttFormat::kRaw;  // the event has no device bytes: its JSON in either format
+  auto sink = MakeSink(config, &settlement_);
+  ASSERT_TRUE(sink && Connect(*sink));
+  TestEvent event;
+  event.kind = EventKind::kLifecycle;
+  event.topic.clear();
+  event.payload.clear();
+  event.envelope = R"({"type":"LIFECYCLE"})";
+  ReceivedMessage m = PublishOne(*sink, event);
+  EXPECT_EQ(m.topic, "lifecycle");
+  EXPECT_EQ(m.payload, event.envelope);
+
+  config.format = MqttFormat::kEnvelope;
+  config.lifecycle_topic = "fleet/{iccid}/lifecycle";
+  config.client_id = "sink-test-custom";
+  auto custom = MakeSink(config, &settlement_);
+  ASSERT_TRUE(custom && Connect(*custom));
+  m = PublishOne(*custom, event, 2);
+  EXPECT_EQ(m.topic, "fleet/8988280666000002864/lifecycle");
+  EXPECT_EQ(m.payload, event.envelope);
+}
+
 TEST_F(MqttSinkTest, CustomTopicTemplates) {
   MqttSinkConfig config = Config(broker_.port());
   config.topic_template = "coap/{imsi}/{iccid}/{t}";

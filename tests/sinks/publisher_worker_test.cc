@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "sinks/envelope.h"
 
 namespace coapgate::sinks {
 namespace {
@@ -96,6 +97,21 @@ class ScriptedSink final : public Sink {
   size_t abandoned_ = 0;
 };
 
+// `json` as the global template, written to `name` in the test directory.
+Result<std::shared_ptr<const TemplateSet>, Error> GlobalTemplates(const std::string& name,
+                                                                  std::string_view json) {
+  const std::string path = testing::TempDir() + "/" + name;
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) return FailEnvironment("cannot write " + path);
+  std::fputs(std::string(json).c_str(), f);
+  std::fclose(f);
+  return TemplateSet::Load(path, "");
+}
+
+// Reads a 2-byte unsigned integer at byte 0 (asset "t").
+constexpr std::string_view kTwoByteTemplate =
+    R"({"sense":[{"asset":"t","value":{"byte":0,"bytelength":2,"type":"uint"}}]})";
+
 class PublisherWorkerTest : public testing::Test {
  protected:
   static constexpr uint32_t kLanes = 2;
@@ -175,6 +191,49 @@ TEST_F(PublisherWorkerTest, AcceptedOnlyOnceEverySinkDelivered) {
   EXPECT_NE(a.seen()[0].find(R"("value":"aGVsbG8=")"), std::string::npos);
 }
 
+TEST_F(PublisherWorkerTest, ALifecycleMessageIsOneLifecycleEventNotTranslated) {
+  // A template that fails on the empty payload: a LIFECYCLE message is never translated.
+  auto templates = GlobalTemplates("worker-lifecycle-template.json", kTwoByteTemplate);
+  ASSERT_TRUE(templates) << templates.error();
+  SnapshotHolder<TemplateSet> holder(*templates);
+
+  PublisherWorker& w = AddWorker(0);
+  ScriptedSink& a = AddSink(w, Mode::kDeliverAtOnce);
+  ScriptedSink& b = AddSink(w, Mode::kDeliverLater);
+  StartAll(&holder, /*reject=*/true);
+  uint32_t slot;
+  ASSERT_TRUE(handoff_.Acquire(&slot));
+  InflightMessage& m = handoff_.message(slot);
+  m.lifecycle = true;
+  m.received_ms = 1670598749915;
+  std::memcpy(m.iccid.data(), "8988280666000000001", 19);
+  m.iccid_length = 19;
+  std::memcpy(m.imsi.data(), "901405100000001", 15);
+  m.imsi_length = 15;
+  m.ip = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 7};
+  ASSERT_TRUE(handoff_.PushOutbound(0, slot));
+  const uint64_t one = 1;
+  ASSERT_EQ(write(w.wake_fd(), &one, sizeof(one)), 8);
+  uint32_t done;
+  Outcome outcome;
+  EXPECT_FALSE(NextCompletion(&done, &outcome, 200ms)) << "completed before sink b settled";
+  b.Release();
+  ASSERT_TRUE(NextCompletion(&done, &outcome));
+  EXPECT_EQ(done, slot);
+  EXPECT_EQ(outcome, Outcome::kAccepted);
+  EXPECT_EQ(a.kinds(), std::vector<EventKind>{EventKind::kLifecycle});
+  EXPECT_EQ(a.seen(), b.seen());
+  char id[kMessageIdTextLength];
+  FormatMessageId(MakeLifecycleId("8988280666000000001"), id);
+  EXPECT_EQ(a.seen().at(0),
+            "{\"id\":\"" + std::string(id, sizeof(id)) +
+                "\",\"type\":\"LIFECYCLE\",\"version\":\"1.0.0\",\"received\":\"1670598749915\","
+                "\"device\":{\"iccid\":\"8988280666000000001\",\"imsi\":\"901405100000001\","
+                "\"ip\":\"10.0.0.7\"},\"lifecycle\":{\"type\":\"DEVICE_FIRST_TIME_REGISTERED\","
+                "\"message\":\"New Device successfully registered for the first time - "
+                "8988280666000000001\"}}");
+}
+
 TEST_F(PublisherWorkerTest, OneRefusalMakesItUnavailableButTheOthersStillGetIt) {
   PublisherWorker& w = AddWorker(0);
   ScriptedSink& a = AddSink(w, Mode::kRefuse);
@@ -204,13 +263,8 @@ TEST_F(PublisherWorkerTest, ALateFailureMakesItUnavailable) {
 
 TEST_F(PublisherWorkerTest, UntranslatablePayloadIsAnErrorEventAndBadPayloadWhenRejected) {
   // A template needing 2 bytes; the payload has 1.
-  const std::string path = testing::TempDir() + "/worker-template.json";
-  FILE* f = std::fopen(path.c_str(), "w");
-  ASSERT_NE(f, nullptr);
-  std::fputs(R"({"sense":[{"asset":"t","value":{"byte":0,"bytelength":2,"type":"uint"}}]})", f);
-  std::fclose(f);
-  auto templates = TemplateSet::Load(path, "");
-  ASSERT_TRUE(templates) << templates.error().message;
+  auto templates = GlobalTemplates("worker-template.json", kTwoByteTemplate);
+  ASSERT_TRUE(templates) << templates.error();
   SnapshotHolder<TemplateSet> holder(*templates);
 
   PublisherWorker& w = AddWorker(0);
@@ -243,12 +297,7 @@ std::string LocationPayload(double lon, double lat) {
 
 // The location template as the global template, written to `name` in the test directory.
 Result<std::shared_ptr<const TemplateSet>, Error> LocationTemplates(const char* name) {
-  const std::string path = testing::TempDir() + "/" + name;
-  FILE* f = std::fopen(path.c_str(), "w");
-  if (f == nullptr) return FailEnvironment("cannot write " + path);
-  std::fputs(std::string(kLocationTemplate).c_str(), f);
-  std::fclose(f);
-  return TemplateSet::Load(path, "");
+  return GlobalTemplates(name, kLocationTemplate);
 }
 
 TEST_F(PublisherWorkerTest, ALocationIsASecondEventAndTheMessageWaitsForBoth) {

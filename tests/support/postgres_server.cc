@@ -92,6 +92,14 @@ bool PostgresServer::CreateDatabase(const std::string& name) {
              " -U postgres " + Quote(name));
 }
 
+std::string PostgresServer::CreateTestDatabase(const std::string& prefix) {
+  static int run = 0;
+  const auto* info = testing::UnitTest::GetInstance()->current_test_info();
+  std::string name = prefix + std::to_string(run++) + "_" + std::string(info->name());
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return CreateDatabase(name) ? name : "";
+}
+
 std::string PostgresServer::Psql(const std::string& database, const std::string& sql) {
   std::string out;
   if (!Run(bin_dir_ + "/psql -X -q -t -A -v ON_ERROR_STOP=1 -d " + Quote(dsn(database)) +

@@ -25,6 +25,10 @@ class PostgresServer {
   [[nodiscard]] std::string dsn(const std::string& database = "postgres") const;
   // A fresh, empty database: tests that need a table of their own.
   [[nodiscard]] bool CreateDatabase(const std::string& name);
+  // A fresh database for the running GoogleTest test: named `prefix`, a run number (so that
+  // --gtest_repeat gets a new one each time) and the test's name, lowercased. "" on failure
+  // (error() says why).
+  [[nodiscard]] std::string CreateTestDatabase(const std::string& prefix);
   // Runs SQL with psql against `database`; its output (tuples only, unaligned), or "" with
   // error() set on failure.
   std::string Psql(const std::string& database, const std::string& sql);
