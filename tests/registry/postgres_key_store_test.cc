@@ -8,7 +8,6 @@
 #include <array>
 #include <chrono>
 #include <cstddef>
-#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -62,6 +61,21 @@ class PostgresKeyStoreTest : public testing::Test {
     return store ? std::move(*store) : nullptr;
   }
   std::string Psql(const std::string& sql) { return server->Psql(database_, sql); }
+  // A row written so that no NOTIFY announces it: what a node sees when a notification was
+  // lost, or when a handshake beats the notification. Only a fetch (or a reconnect's reload)
+  // brings it into memory.
+  void InsertUnannounced(std::string_view iccid, std::string_view key) {
+    Psql("SET session_replication_role = replica; INSERT INTO coapgate_bootstrap (iccid, key, "
+         "last_call) VALUES ('" + std::string(iccid) + "', '" + std::string(key) + "', now())");
+  }
+  // A store whose follower is connected (and so has loaded the table).
+  std::unique_ptr<PostgresKeyStore> OpenFollowing() {
+    auto store = Open(300);
+    if (store != nullptr) {
+      EXPECT_TRUE(Eventually([&] { return store->following(); }));
+    }
+    return store;
+  }
 
   std::string database_;
 };
@@ -229,20 +243,10 @@ TEST_F(PostgresKeyStoreTest, TheDatabaseAwayFailsBootstrapAndKeepsTheKeysInMemor
   EXPECT_EQ(*again, "ChangedWhileAway123");
 }
 
-// A row written so that no NOTIFY announces it: what a node sees when a notification was
-// lost, or when a handshake beats the notification. Only a fetch can bring it into memory.
-void InsertUnannounced(const std::function<std::string(const std::string&)>& psql,
-                       std::string_view iccid, std::string_view key) {
-  psql("SET session_replication_role = replica; INSERT INTO coapgate_bootstrap (iccid, key, "
-       "last_call) VALUES ('" + std::string(iccid) + "', '" + std::string(key) + "', now())");
-}
-
 TEST_F(PostgresKeyStoreTest, AMissedKeyIsFetchedForTheNextHandshake) {
-  auto store = Open(300);
+  auto store = OpenFollowing();
   ASSERT_NE(store, nullptr);
-  ASSERT_TRUE(Eventually([&] { return store->following(); }));
-  auto psql = [this](const std::string& sql) { return Psql(sql); };
-  InsertUnannounced(psql, kIccid, "MadeOnAnotherNode12");
+  InsertUnannounced(kIccid, "MadeOnAnotherNode12");
   ASSERT_EQ(Psql("SELECT key FROM coapgate_bootstrap"), "MadeOnAnotherNode12");
   EXPECT_EQ(KeyOf(*store, kIccid), "") << "not announced, not loaded: not in memory yet";
 
@@ -258,9 +262,8 @@ TEST_F(PostgresKeyStoreTest, AMissedKeyIsFetchedForTheNextHandshake) {
 }
 
 TEST_F(PostgresKeyStoreTest, AMissForANeverBootstrappedDeviceCostsOneQueryPerCooldown) {
-  auto store = Open(300);
+  auto store = OpenFollowing();
   ASSERT_NE(store, nullptr);
-  ASSERT_TRUE(Eventually([&] { return store->following(); }));
   for (int i = 0; i < 100; ++i) store->KeyMissed(kIccid);  // a device retrying, or a flood
   ASSERT_TRUE(Eventually([&] { return store->fetched_absent() == 1; }));
   EXPECT_EQ(store->fetch_queue().queued(), 1u);
@@ -271,11 +274,9 @@ TEST_F(PostgresKeyStoreTest, AMissForANeverBootstrappedDeviceCostsOneQueryPerCoo
 }
 
 TEST_F(PostgresKeyStoreTest, AMissWhileTheDatabaseIsAwayWaitsForTheConnection) {
-  auto store = Open(300);
+  auto store = OpenFollowing();
   ASSERT_NE(store, nullptr);
-  ASSERT_TRUE(Eventually([&] { return store->following(); }));
-  auto psql = [this](const std::string& sql) { return Psql(sql); };
-  InsertUnannounced(psql, kIccid, "WrittenUnannounced1");
+  InsertUnannounced(kIccid, "WrittenUnannounced1");
   ASSERT_TRUE(server->Stop()) << server->error();
   ASSERT_TRUE(Eventually([&] { return !store->following(); }));
   store->KeyMissed(kIccid);  // waits in the queue: there is no connection to fetch on
