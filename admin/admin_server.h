@@ -1,7 +1,9 @@
 // AdminServer: the operator's HTTP listener ([admin] listen, loopback by default), served on
 // threads of its own, never on a shard: GET /metrics (Prometheus text exposition), GET
 // /healthz (alive: every shard makes progress) and GET /readyz (listening, registry loaded,
-// sinks up, not draining) for load-balancer health checks; GET /devices/{iccid} and
+// sinks up, not draining; with the PostgreSQL backend its body also tells the database's
+// state, which does not make the node unready: docs/cluster.md) for load-balancer health
+// checks; GET /devices/{iccid} and
 // GET /devices/by-address/{ip} for what one device did last.
 //
 // HTTP is cpp-httplib's (Debian libcpp-httplib-dev): a small, well-kept server whose

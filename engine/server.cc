@@ -344,6 +344,7 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
       return FailEnvironment(InConfig(config, "devices.postgres", store.error().message));
     }
     spdlog::info("bootstrap state: {} ({} devices)", (*store)->name(), (*store)->size());
+    server->postgres_keys_ = store->get();
     server->psk_store_ = std::move(*store);
   } else {
     auto store =

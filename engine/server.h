@@ -24,6 +24,7 @@
 #include "config/config.h"
 #include "registry/device_source.h"
 #include "registry/postgres_change_follower.h"
+#include "registry/postgres_key_store.h"
 #include "registry/key_store.h"
 #include "registry/registry_holder.h"
 #include "engine/first_registration.h"
@@ -35,6 +36,10 @@
 #include "sinks/publisher_pool.h"
 #include "common/snapshot_holder.h"
 #include "sinks/template_set.h"
+
+namespace prometheus {
+struct MetricFamily;
+}  // namespace prometheus
 
 namespace coapgate::engine {
 
@@ -97,6 +102,11 @@ class Server {
   [[nodiscard]] std::string MetricsText() const;
   [[nodiscard]] admin::Probe Healthz() const;
   [[nodiscard]] admin::Probe Readyz() const;
+  // backend = "postgres": ", database: connected" or ", database: unavailable since <time>
+  // (...)" for the /readyz body; "" for the CSV backend.
+  [[nodiscard]] std::string DatabaseState() const;
+  // The database families of /metrics (engine/server_metrics.cc).
+  void AppendDatabaseFamilies(std::vector<prometheus::MetricFamily>& families) const;
   void Drain();
   // A connection on the take-over socket: a successor's request (HandOver) or `coapgate
   // upgrade` (Upgrade). True when a successor serves now: the caller drains and exits.
@@ -162,6 +172,8 @@ class Server {
   std::unique_ptr<FirstRegistration> first_registration_;
   std::unique_ptr<sinks::PublisherPool> publishers_;
   std::unique_ptr<registry::KeyStore> psk_store_;  ///< devices.state: the bootstrap's keys
+  // backend = "postgres": psk_store_ as what it is, for /readyz and /metrics; else null.
+  const registry::PostgresKeyStore* postgres_keys_ = nullptr;
   std::unique_ptr<bootstrap::BootstrapService> bootstrap_;  ///< stopped after the shards, before their sockets close
   std::vector<std::unique_ptr<Shard>> shards_;
   bool clean_ = true;

@@ -7,6 +7,7 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
 
+#include <array>
 #include <iterator>
 #include <limits>
 #include <string>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "common/duration_histogram.h"
+#include "common/rfc3339.h"
 
 #include "engine/server.h"
 
@@ -366,6 +368,7 @@ std::string Server::MetricsText() const {
   families.push_back(Family("coapgate_sinks_up",
                             "1 while every sink of the publisher lane accepts messages",
                             MetricType::Gauge, std::move(sinks_up)));
+  AppendDatabaseFamilies(families);
   families.push_back(Family("coapgate_shards_progressing",
                             "1 while every shard completes loop turns (the watchdog's view)",
                             MetricType::Gauge,
@@ -393,7 +396,82 @@ admin::Probe Server::Readyz() const {
       return {false, "not ready: a sink is down (lane " + std::to_string(lane) + ")"};
     }
   }
-  return {true, "ready"};
+  return {true, "ready" + DatabaseState()};
+}
+
+std::string Server::DatabaseState() const {
+  if (postgres_keys_ == nullptr) return "";
+  // The earliest loss among the followers: from then on, something is not followed.
+  uint64_t since_ms = 0;
+  const std::array<const registry::PostgresChangeFollower*, 2> followers = {
+      follower_.get(), &postgres_keys_->follower()};
+  for (const registry::PostgresChangeFollower* f : followers) {
+    if (f == nullptr || f->connected()) continue;
+    const uint64_t down = f->down_since_ms();
+    if (down != 0 && (since_ms == 0 || down < since_ms)) since_ms = down;
+    if (since_ms == 0) since_ms = started_ms_;
+  }
+  if (since_ms == 0) return ", database: connected";
+  std::array<char, kRfc3339Size> at{};
+  const size_t n = FormatRfc3339(since_ms, false, at);
+  return ", database: unavailable since " + std::string(at.data(), n) +
+         " (serving the registry and keys in memory; GET /bootstrap answers 5.03)";
+}
+
+void Server::AppendDatabaseFamilies(std::vector<prometheus::MetricFamily>& families) const {
+  // Declared with either backend, so that the exposition's families do not depend on it; the
+  // series exist with backend = "postgres" only (a CSV node has no database to be down).
+  std::vector<ClientMetric> up, connects, failures, notifications, synced;
+  std::vector<ClientMetric> requests, fetched;
+  if (postgres_keys_ != nullptr) {
+    using Labelled = std::pair<const char*, const registry::PostgresChangeFollower*>;
+    for (const auto& [label, f] : {Labelled{"devices", follower_.get()},
+                                   Labelled{"bootstrap", &postgres_keys_->follower()}}) {
+      if (f == nullptr) continue;
+      const std::vector<ClientMetric::Label> labels = {{"follower", label}};
+      up.push_back(Value(f->connected() ? 1 : 0, MetricType::Gauge, labels));
+      connects.push_back(Value(static_cast<double>(f->connects()), MetricType::Counter, labels));
+      failures.push_back(
+          Value(static_cast<double>(f->connection_failures()), MetricType::Counter, labels));
+      notifications.push_back(
+          Value(static_cast<double>(f->notifications()), MetricType::Counter, labels));
+      synced.push_back(Value(static_cast<double>(f->synced_ms()) / 1000.0, MetricType::Gauge,
+                             labels));
+    }
+    const registry::KeyFetchQueue& q = postgres_keys_->fetch_queue();
+    for (const auto& [outcome, n] : {std::pair{"queued", q.queued()}, {"suppressed", q.suppressed()},
+                                     {"queue_full", q.queue_full()}}) {
+      requests.push_back(
+          Value(static_cast<double>(n), MetricType::Counter, {{"outcome", outcome}}));
+    }
+    for (const auto& [result, n] : {std::pair{"found", postgres_keys_->fetched_found()},
+                                    {"absent", postgres_keys_->fetched_absent()},
+                                    {"failed", postgres_keys_->fetch_failed()}}) {
+      fetched.push_back(Value(static_cast<double>(n), MetricType::Counter, {{"result", result}}));
+    }
+  }
+  families.push_back(Family("coapgate_database_up",
+                            "1 while the follower holds a live, listening database connection",
+                            MetricType::Gauge, std::move(up)));
+  families.push_back(Family("coapgate_database_connects",
+                            "database connections the follower made (1 at start, +1 per reconnect)",
+                            MetricType::Counter, std::move(connects)));
+  families.push_back(Family("coapgate_database_connection_failures",
+                            "database connections the follower lost or could not make",
+                            MetricType::Counter, std::move(failures)));
+  families.push_back(Family("coapgate_database_notifications",
+                            "NOTIFY messages the follower received",
+                            MetricType::Counter, std::move(notifications)));
+  families.push_back(Family("coapgate_database_synced_timestamp_seconds",
+                            "Unix time the follower last knew itself in step with its table",
+                            MetricType::Gauge, std::move(synced)));
+  families.push_back(Family("coapgate_key_fetch_requests",
+                            "handshakes of registered devices that found no generated key and "
+                            "asked for its row, by outcome",
+                            MetricType::Counter, std::move(requests)));
+  families.push_back(Family("coapgate_key_fetches",
+                            "ICCIDs fetched after a missed key, by what the row held",
+                            MetricType::Counter, std::move(fetched)));
 }
 
 }  // namespace coapgate::engine

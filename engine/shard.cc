@@ -427,7 +427,13 @@ size_t Shard::LookupPsk(std::string_view identity,
     return n;
   }
   // The generated key, handed out by GET /bootstrap: the devices use its ASCII bytes.
-  return options_.psk_store == nullptr ? 0 : options_.psk_store->GeneratedKey(identity, key);
+  if (options_.psk_store == nullptr) return 0;
+  const size_t n = options_.psk_store->GeneratedKey(identity, key);
+  // None here: another node may have just made it; a shared store fetches the row, for the
+  // device's next attempt (registry/key_store.h). Registered devices only: an unknown
+  // identity never reaches the database.
+  if (n == 0) options_.psk_store->KeyMissed(device->iccid);
+  return n;
 }
 
 void Shard::Bootstrap(const net::ReceivedDatagram& d, const codec::Triage& t) noexcept {

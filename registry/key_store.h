@@ -40,6 +40,13 @@ class KeyStore {
   [[nodiscard]] virtual size_t GeneratedKey(std::string_view iccid,
                                             std::span<std::byte> out) const noexcept = 0;
 
+  // A handshake of `iccid`, an active device of the registry snapshot with no user-set key,
+  // found no generated key here (GeneratedKey returned 0). A store shared by several nodes
+  // fetches the row in the background, so that the device's next attempt finds a key another
+  // node has just made; the default does nothing (a local store holds every key it has).
+  // Called on a shard: noexcept, never blocks, no allocation.
+  virtual void KeyMissed(std::string_view /*iccid*/) const noexcept {}
+
   // What the store holds for `iccid`, for the admin listener (GET /devices): whether a
   // generated key is held and the time of the last bootstrap call; nullopt: no state. Memory
   // only, never waits for the database; the key itself is not part of the answer.

@@ -52,7 +52,8 @@ PostgresChangeFollower::PostgresChangeFollower(std::string dsn,
                 for (const std::string& p : payloads) newer |= ParseSeq(p) > loaded_seq();
                 if (newer) changed();
                 return {};
-              }}) {}
+              },
+              /*wake_fd=*/-1, /*woken=*/nullptr}) {}
 
 PostgresChangeFollower::PostgresChangeFollower(std::string dsn, Subscription subscription)
     : dsn_(std::move(dsn)), subscription_(std::move(subscription)) {
@@ -75,6 +76,7 @@ void PostgresChangeFollower::Start() {
   // happens-before the thread's logging in a way ThreadSanitizer can see (libspdlog is not
   // instrumented, so the guard of its lazy static is invisible to it).
   (void)spdlog::default_logger_raw();
+  down_since_ms_.store(WallMs(), std::memory_order_relaxed);
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -97,6 +99,9 @@ void PostgresChangeFollower::Run() {
     if (!listening) {
       failures_.fetch_add(1, std::memory_order_relaxed);
       connected_.store(false, std::memory_order_release);
+      if (down_since_ms_.load(std::memory_order_relaxed) == 0) {
+        down_since_ms_.store(WallMs(), std::memory_order_relaxed);
+      }
       if (was_connected) {
         spdlog::error("{}: {}; retrying (serving from memory)", what, listening.error().message);
         was_connected = false;
@@ -108,6 +113,9 @@ void PostgresChangeFollower::Run() {
     if (!was_connected) spdlog::info("{}: connected again", what);
     was_connected = true;
     backoff_ms = kFirstBackoffMs;
+    connects_.fetch_add(1, std::memory_order_relaxed);
+    synced_ms_.store(WallMs(), std::memory_order_relaxed);
+    down_since_ms_.store(0, std::memory_order_relaxed);
     connected_.store(true, std::memory_order_release);
 
     uint64_t last_check_ms = MonotonicMs();
@@ -120,6 +128,7 @@ void PostgresChangeFollower::Run() {
           break;
         }
         last_check_ms = now_ms;
+        synced_ms_.store(WallMs(), std::memory_order_relaxed);
       }
       // Drain what libpq holds before waiting: notifications that arrived while a callback's
       // query ran are already read off the socket, which would not wake poll for them.
@@ -143,14 +152,23 @@ void PostgresChangeFollower::Run() {
           spdlog::error("{}: {}", what, done.error().message);
           break;
         }
+        synced_ms_.store(WallMs(), std::memory_order_relaxed);
         continue;  // look again before sleeping
       }
-      pollfd p[2] = {{db->socket(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-      const int ready = ::poll(p, 2, static_cast<int>(kCheckEveryMs));
+      const int wake_fd = subscription_.wake_fd;
+      pollfd p[3] = {{db->socket(), POLLIN, 0}, {stop_fd_, POLLIN, 0}, {wake_fd, POLLIN, 0}};
+      const int ready = ::poll(p, wake_fd >= 0 ? 3 : 2, static_cast<int>(kCheckEveryMs));
       if (ready < 0 && errno != EINTR) break;
       if (p[1].revents != 0) return;
+      if (wake_fd >= 0 && p[2].revents != 0) {
+        if (auto done = subscription_.woken(*db); !done) {
+          spdlog::error("{}: {}", what, done.error().message);
+          break;
+        }
+      }
     }
     failures_.fetch_add(1, std::memory_order_relaxed);
+    down_since_ms_.store(WallMs(), std::memory_order_relaxed);
     connected_.store(false, std::memory_order_release);
     spdlog::error("{}: connection lost; reconnecting", what);
     was_connected = false;

@@ -39,6 +39,13 @@ class PostgresChangeFollower {
     // The payloads of the notifications that arrived together; an error reconnects.
     std::function<Result<void, Error>(PostgresConnection&, const std::vector<std::string>&)>
         notified;
+    // Optional (-1: none): an fd the subscriber makes readable when it has work for the
+    // database (the key store's fetches of missed keys, registry/key_fetch_queue.h). While
+    // connected, the follower polls it with its socket and calls `woken`, which must make it
+    // unreadable again (or the loop spins); while disconnected the work waits, and the catch-up
+    // after the reconnect comes first. An error reconnects.
+    int wake_fd = -1;
+    std::function<Result<void, Error>(PostgresConnection&)> woken;
   };
 
   PostgresChangeFollower(std::string dsn, Subscription subscription);
@@ -64,6 +71,22 @@ class PostgresChangeFollower {
   [[nodiscard]] uint64_t notifications() const noexcept {
     return notifications_.load(std::memory_order_relaxed);
   }
+  // Connections made (LISTEN and the catch-up done): 1 after the first, one more per reconnect.
+  [[nodiscard]] uint64_t connects() const noexcept {
+    return connects_.load(std::memory_order_relaxed);
+  }
+  // Unix ms since when the follower has no connection (lost, or never made since Start); 0
+  // while connected.
+  [[nodiscard]] uint64_t down_since_ms() const noexcept {
+    return down_since_ms_.load(std::memory_order_relaxed);
+  }
+  // Unix ms of the last time the follower knew itself in step with the table: a catch-up, a
+  // periodic check or a batch of notifications handled without error; 0: never.
+  [[nodiscard]] uint64_t synced_ms() const noexcept {
+    return synced_ms_.load(std::memory_order_relaxed);
+  }
+  // What logs call it (Subscription::what).
+  [[nodiscard]] const std::string& what() const noexcept { return subscription_.what; }
 
  private:
   void Run();
@@ -77,6 +100,9 @@ class PostgresChangeFollower {
   std::atomic<bool> connected_{false};
   std::atomic<uint64_t> failures_{0};
   std::atomic<uint64_t> notifications_{0};
+  std::atomic<uint64_t> connects_{0};
+  std::atomic<uint64_t> down_since_ms_{0};  // set by Start, cleared on each connect
+  std::atomic<uint64_t> synced_ms_{0};
 };
 
 }  // namespace coapgate::registry

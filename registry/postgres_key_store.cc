@@ -45,6 +45,10 @@ constexpr const char* kSelectSome =
 // A failed connection is not retried for this long: with the database away, each queued
 // bootstrap then fails at once (5.03) instead of waiting out a connect timeout.
 constexpr uint64_t kReconnectAfterMs = 1000;
+// A handshake that missed asks for its ICCID's row at most this often: about the device's
+// first DTLS retransmission interval, so a device retrying sees every attempt but the first
+// answered from a fresh read, and a flood of one identity costs one query a second.
+constexpr uint64_t kFetchCooldownMs = 1000;
 // Merge holds the exclusive lock for at most this many rows at a time.
 constexpr size_t kMergeChunk = 4096;
 
@@ -77,7 +81,8 @@ uint64_t SecondsOf(int64_t us) { return us > 0 ? static_cast<uint64_t>(us) / 100
 PostgresKeyStore::PostgresKeyStore(std::string dsn, uint32_t regenerate_after_s)
     : dsn_(std::move(dsn)),
       name_("postgres coapgate_bootstrap"),
-      regenerate_after_s_(regenerate_after_s) {}
+      regenerate_after_s_(regenerate_after_s),
+      fetch_queue_(std::make_unique<KeyFetchQueue>(kFetchCooldownMs)) {}
 
 PostgresKeyStore::~PostgresKeyStore() { follower_.reset(); }
 
@@ -113,14 +118,22 @@ Result<std::unique_ptr<PostgresKeyStore>, Error> PostgresKeyStore::Open(
                    if (auto migrated = PostgresDeviceTable::Migrate(c); !migrated) {
                      return tl::unexpected<Error>(migrated.error());
                    }
-                   return self->Fetch(c, nullptr);
+                   if (auto loaded = self->Fetch(c, nullptr); !loaded) {
+                     return tl::unexpected<Error>(loaded.error());
+                   }
+                   return {};
                  }
                  return c.Execute("SELECT 1", "checking the connection");
                },
                [self](PostgresConnection& c,
                       const std::vector<std::string>& iccids) -> Result<void, Error> {
-                 return self->Fetch(c, &iccids);
-               }});
+                 if (auto fetched = self->Fetch(c, &iccids); !fetched) {
+                   return tl::unexpected<Error>(fetched.error());
+                 }
+                 return {};
+               },
+               store->fetch_queue_->wake_fd(),
+               [self](PostgresConnection& c) { return self->FetchMissed(c); }});
   store->follower_->Start();
   return store;
 }
@@ -129,19 +142,39 @@ bool PostgresKeyStore::following() const noexcept {
   return follower_ != nullptr && follower_->connected();
 }
 
-Result<void, Error> PostgresKeyStore::Fetch(PostgresConnection& db,
-                                            const std::vector<std::string>* iccids) {
+Result<size_t, Error> PostgresKeyStore::Fetch(PostgresConnection& db,
+                                              const std::vector<std::string>* iccids) {
   auto rows = iccids == nullptr
                   ? db.Query(kSelectAll, {}, "reading the bootstrap state")
                   : db.Query(kSelectSome, {TextArray(*iccids)}, "reading changed bootstrap keys");
   if (!rows) return tl::unexpected<Error>(rows.error());
   std::vector<Row> out;
   out.reserve(rows->size());
+  size_t with_key = 0;
   for (auto& r : *rows) {
     if (r.size() != 3) continue;
+    with_key += r[1].empty() ? 0 : 1;
     out.push_back(Row{std::move(r[0]), Entry{std::move(r[1]), ParseInt(r[2])}});
   }
   Merge(std::move(out));
+  return with_key;
+}
+
+void PostgresKeyStore::KeyMissed(std::string_view iccid) const noexcept {
+  fetch_queue_->Post(iccid, MonotonicMs());
+}
+
+Result<void, Error> PostgresKeyStore::FetchMissed(PostgresConnection& db) {
+  fetch_queue_->Take(&missed_);
+  if (missed_.empty()) return {};
+  auto found = Fetch(db, &missed_);
+  if (!found) {
+    fetch_failed_.fetch_add(missed_.size(), std::memory_order_relaxed);
+    return tl::unexpected<Error>(found.error());
+  }
+  fetched_found_.fetch_add(*found, std::memory_order_relaxed);
+  fetched_absent_.fetch_add(missed_.size() - std::min(*found, missed_.size()),
+                            std::memory_order_relaxed);
   return {};
 }
 

@@ -20,7 +20,11 @@
 // replaced by a row with a later or equal last_call (the database's clock, microseconds), so a
 // follower's late read never undoes a newer Bootstrap. The last_call of a call that kept its
 // key is not announced: another node's StateOf may show an older call time until its next
-// reload. coapgate never deletes rows; one deleted by hand stays in the nodes' memory until
+// reload. A handshake that misses (KeyMissed: a registered device with no key in memory)
+// posts the ICCID to a KeyFetchQueue (registry/key_fetch_queue.h: per-ICCID cooldown,
+// bounded, counted); the follower's thread, woken by its fd, fetches the batch with one query
+// and merges it, so a key made on another node is accepted on the device's next attempt even
+// before (or without) its NOTIFY. coapgate never deletes rows; one deleted by hand stays in the nodes' memory until
 // they restart.
 //
 // Thread contract: Bootstrap from any thread (serialized; the bootstrap worker in the server);
@@ -44,6 +48,7 @@
 
 #include "common/error.h"
 #include "common/result.h"
+#include "registry/key_fetch_queue.h"
 #include "registry/key_store.h"
 
 namespace coapgate::registry {
@@ -75,6 +80,9 @@ class PostgresKeyStore final : public KeyStore {
                                                            uint64_t now_s) override;
   [[nodiscard]] size_t GeneratedKey(std::string_view iccid,
                                     std::span<std::byte> out) const noexcept override;
+  // Posts `iccid` for a fetch (the shard's side: a mutex held for one table probe, no
+  // allocation, no I/O but an eventfd write).
+  void KeyMissed(std::string_view iccid) const noexcept override;
   [[nodiscard]] std::optional<BootstrapState> StateOf(std::string_view iccid) const override;
   [[nodiscard]] size_t size() const noexcept override;
   [[nodiscard]] const std::string& name() const noexcept override { return name_; }
@@ -84,6 +92,23 @@ class PostgresKeyStore final : public KeyStore {
 
   // The follower holds a live, listening connection (tests, /readyz).
   [[nodiscard]] bool following() const noexcept;
+  // The follower of coapgate_bootstrap, for /readyz and /metrics (connection state, counters).
+  [[nodiscard]] const PostgresChangeFollower& follower() const noexcept { return *follower_; }
+
+  // Fetches of missed keys: the posts (KeyFetchQueue's counters), then per ICCID fetched:
+  // `found` (its row holds a generated key, now in memory), `absent` (no row, or no generated
+  // key: never bootstrapped, or a user-set key), `failed` (the query failed; the reconnect's
+  // reload of the whole table covers it).
+  [[nodiscard]] const KeyFetchQueue& fetch_queue() const noexcept { return *fetch_queue_; }
+  [[nodiscard]] uint64_t fetched_found() const noexcept {
+    return fetched_found_.load(std::memory_order_relaxed);
+  }
+  [[nodiscard]] uint64_t fetched_absent() const noexcept {
+    return fetched_absent_.load(std::memory_order_relaxed);
+  }
+  [[nodiscard]] uint64_t fetch_failed() const noexcept {
+    return fetch_failed_.load(std::memory_order_relaxed);
+  }
 
  private:
   struct Entry {
@@ -104,9 +129,12 @@ class PostgresKeyStore final : public KeyStore {
 
   PostgresKeyStore(std::string dsn, uint32_t regenerate_after_s);
 
-  // Reads rows (all, or those of `iccids`) on `db`; merges them into the map.
-  [[nodiscard]] Result<void, Error> Fetch(PostgresConnection& db,
-                                          const std::vector<std::string>* iccids);
+  // Reads rows (all, or those of `iccids`) on `db`; merges them into the map. Returns how
+  // many of them hold a generated key.
+  [[nodiscard]] Result<size_t, Error> Fetch(PostgresConnection& db,
+                                            const std::vector<std::string>* iccids);
+  // The follower's `woken`: fetches the ICCIDs KeyMissed posted, one query for the batch.
+  [[nodiscard]] Result<void, Error> FetchMissed(PostgresConnection& db);
   // Applies rows: each replaces its entry when at least as recent. Takes the map lock in
   // bounded chunks so readers wait at most for one chunk.
   void Merge(std::vector<Row> rows);
@@ -125,6 +153,13 @@ class PostgresKeyStore final : public KeyStore {
 
   mutable std::shared_mutex map_mutex_;  // shared for readers; exclusive only to change map_
   Map map_;
+
+  // Before follower_: the follower's thread reads it until the follower is destroyed.
+  const std::unique_ptr<KeyFetchQueue> fetch_queue_;
+  std::vector<std::string> missed_;  // the follower's thread only: the batch being fetched
+  std::atomic<uint64_t> fetched_found_{0};
+  std::atomic<uint64_t> fetched_absent_{0};
+  std::atomic<uint64_t> fetch_failed_{0};
 
   std::unique_ptr<PostgresChangeFollower> follower_;
 };

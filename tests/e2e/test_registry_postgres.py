@@ -14,6 +14,7 @@ import unittest
 
 from harness import COAPGATE, DEVICES, Device, Server, code, devices_csv, parse, post
 from postgres import Postgres
+from test_admin import family, get, scrape_until
 from test_bootstrap import bootstrap_get
 
 CHANGED = code(2, 4)
@@ -163,21 +164,17 @@ class PostgresRegistryTests(unittest.TestCase):
             self.assertEqual(got_iccid, iccid)
             self.assertEqual(self.pg.psql(f"SELECT key FROM coapgate_bootstrap WHERE iccid = "
                                           f"'{iccid}'", self.database), key)
-            # Node B learns of the key by notification: a handshake with it succeeds there
-            # (retried within a bounded wait, as a device retransmits).
-            port = b.coaps_address[1]
-            deadline = time.monotonic() + WAIT_S
-            while True:
-                r = subprocess.run(["coap-client-gnutls", "-B", "5", "-m", "post", "-u", iccid,
-                                    "-k", key, "-e", "from a's key",
-                                    f"coaps://127.0.0.1:{port}/?t=cluster"],
-                                   capture_output=True, text=True, timeout=30)
-                if r.returncode == 0 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-            self.assertEqual(r.returncode, 0, r.stderr)
+            # Node B learns of the key by notification, or fetches the row when a handshake
+            # misses it: a handshake with it succeeds there at once or on the device's retry.
+            self.dtls_post_until_accepted(b, iccid, key, "from a's key")
             [line] = b.wait_for_sink(1)
             self.assertEqual(line["device"]["iccid"], iccid)
+            # B had the key by A's NOTIFY, or fetched it when the first handshake missed it.
+            _, _, values = scrape_until(b.admin_port, lambda v: True)
+            found = family(values, "coapgate_key_fetches_total")[frozenset({("result", "found")})]
+            notes = family(values, "coapgate_database_notifications_total")[
+                frozenset({("follower", "bootstrap")})]
+            self.assertGreaterEqual(found + notes, 1)
             # Within the window, B hands out A's key.
             c, _, payload = self.bootstrap(b)
             self.assertEqual(c, CONTENT, payload)
@@ -203,6 +200,105 @@ class PostgresRegistryTests(unittest.TestCase):
                     break
                 time.sleep(0.2)
             self.assertEqual(c, CONTENT, payload)
+
+    def dtls_post(self, server, iccid, key, payload):
+        """One coap-client-gnutls POST over DTLS to `server` with PSK identity/key; the result."""
+        return subprocess.run(["coap-client-gnutls", "-B", "5", "-m", "post", "-u", iccid,
+                               "-k", key, "-e", payload,
+                               f"coaps://127.0.0.1:{server.coaps_address[1]}/?t=cluster"],
+                              capture_output=True, text=True, timeout=30)
+
+    def dtls_post_until_accepted(self, server, iccid, key, payload):
+        """Retries as a device does after a failed handshake (bounded) until the message reached
+        the sink (coap-client exits 0 after a failed handshake too); the last result."""
+        before = len(server.sink_lines())
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            r = self.dtls_post(server, iccid, key, payload)
+            if len(server.wait_for_sink(before + 1, timeout=1)) > before:
+                return r
+            if time.monotonic() > deadline:
+                self.fail(f"no handshake with {iccid}'s key accepted in {WAIT_S} s: {r.stderr}")
+            time.sleep(0.2)
+
+    def wait_for_readyz(self, server, needle):
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            status, body = get(server.admin_port, "/readyz")
+            if needle in body or time.monotonic() > deadline:
+                return status, body
+            time.sleep(0.1)
+
+    def test_readyz_and_metrics_tell_the_database_away_and_back(self):
+        self.import_devices([DEVICES[0]])
+        with self.server() as s:
+            status, body = self.wait_for_readyz(s, "database: connected")
+            self.assertEqual((status, body), (200, "ready, database: connected\n"))
+            _, _, values = scrape_until(
+                s.admin_port, lambda v: set(family(v, "coapgate_database_up").values()) == {1})
+            up = family(values, "coapgate_database_up")
+            self.assertEqual(up, {frozenset({("follower", "devices")}): 1,
+                                  frozenset({("follower", "bootstrap")}): 1})
+            self.assertGreater(min(family(values, "coapgate_database_synced_timestamp_seconds")
+                                   .values()), 0)
+            self.pg.stop()
+            try:
+                # Still ready: ingest goes on from memory, and every node shares the database,
+                # so leaving the pool for it would turn every device away at once.
+                status, body = self.wait_for_readyz(s, "database: unavailable since ")
+                self.assertEqual(status, 200, body)
+                self.assertRegex(body, r"^ready, database: unavailable since "
+                                       r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(.*5\.03\)\n$")
+                _, _, values = scrape_until(
+                    s.admin_port, lambda v: set(family(v, "coapgate_database_up").values()) == {0})
+                self.assertEqual(set(family(values, "coapgate_database_up").values()), {0})
+                for labels, failures in family(
+                        values, "coapgate_database_connection_failures_total").items():
+                    self.assertGreaterEqual(failures, 1, labels)
+                self.assertEqual(self.answer(s, "127.0.0.1"), CHANGED)
+            finally:
+                self.pg.start()
+            status, body = self.wait_for_readyz(s, "database: connected")
+            self.assertEqual((status, body), (200, "ready, database: connected\n"))
+            _, _, values = scrape_until(
+                s.admin_port,
+                lambda v: min(family(v, "coapgate_database_connects_total").values()) >= 2)
+            for labels, connects in family(values, "coapgate_database_connects_total").items():
+                self.assertGreaterEqual(connects, 2, labels)
+            self.assertEqual(set(family(values, "coapgate_database_up").values()), {1})
+
+    def test_a_key_no_notification_announced_is_fetched_when_a_handshake_misses_it(self):
+        # The row is written with its trigger off, as if its NOTIFY had been lost: the node's
+        # follower never hears of it and only reloads on a reconnect. Only the fetch a missed
+        # handshake asks for can bring it in.
+        self.import_devices([DEVICES[0], DEVICES[1]])
+        iccid = DEVICES[0][0]
+        key = "NeverAnnounced12345"
+        with self.server(coaps='"127.0.0.1:0"') as s:
+            s.wait_for_log(r"listening coaps://")
+            self.pg.psql("SET session_replication_role = replica; INSERT INTO coapgate_bootstrap "
+                         f"(iccid, key, last_call) VALUES ('{iccid}', '{key}', now())",
+                         self.database)
+            self.dtls_post_until_accepted(s, iccid, key, "fetched")
+            [line] = s.wait_for_sink(1)
+            self.assertEqual(line["device"]["iccid"], iccid)
+            _, _, values = scrape_until(s.admin_port, lambda v: family(
+                v, "coapgate_key_fetches_total").get(frozenset({("result", "found")})) == 1)
+            fetches = {dict(k)["result"]: v
+                       for k, v in family(values, "coapgate_key_fetches_total").items()}
+            self.assertEqual(fetches, {"found": 1, "absent": 0, "failed": 0})
+            requests = {dict(k)["outcome"]: v
+                        for k, v in family(values, "coapgate_key_fetch_requests_total").items()}
+            self.assertGreaterEqual(requests["queued"], 1)
+            self.assertEqual(requests["queue_full"], 0)
+            notes = family(values, "coapgate_database_notifications_total")
+            self.assertEqual(notes[frozenset({("follower", "bootstrap")})], 0)
+            # An identity the registry does not know never reaches the database.
+            r = self.dtls_post(s, "8988280666099999999", key, "unknown")
+            self.assertNotIn("2.04", r.stdout)
+            _, _, values = scrape_until(s.admin_port, lambda v: True)
+            self.assertEqual(sum(family(values, "coapgate_key_fetch_requests_total").values()),
+                             sum(requests.values()))
 
     def test_export_gives_back_what_was_imported(self):
         self.import_devices(DEVICES[:4])

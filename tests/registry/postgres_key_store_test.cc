@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "registry/generated_psk.h"
+#include "registry/postgres_change_follower.h"
 #include "tests/support/postgres_server.h"
 
 namespace coapgate::registry {
@@ -57,6 +58,21 @@ class PostgresKeyStoreTest : public testing::Test {
     return store ? std::move(*store) : nullptr;
   }
   std::string Psql(const std::string& sql) { return server->Psql(database_, sql); }
+  // A row written so that no NOTIFY announces it: what a node sees when a notification was
+  // lost, or when a handshake beats the notification. Only a fetch (or a reconnect's reload)
+  // brings it into memory.
+  void InsertUnannounced(std::string_view iccid, std::string_view key) {
+    Psql("SET session_replication_role = replica; INSERT INTO coapgate_bootstrap (iccid, key, "
+         "last_call) VALUES ('" + std::string(iccid) + "', '" + std::string(key) + "', now())");
+  }
+  // A store whose follower is connected (and so has loaded the table).
+  std::unique_ptr<PostgresKeyStore> OpenFollowing() {
+    auto store = Open(300);
+    if (store != nullptr) {
+      EXPECT_TRUE(Eventually([&] { return store->following(); }));
+    }
+    return store;
+  }
 
   std::string database_;
 };
@@ -222,6 +238,52 @@ TEST_F(PostgresKeyStoreTest, TheDatabaseAwayFailsBootstrapAndKeepsTheKeysInMemor
   })) << again.error();
   EXPECT_FALSE(a->unavailable());
   EXPECT_EQ(*again, "ChangedWhileAway123");
+}
+
+TEST_F(PostgresKeyStoreTest, AMissedKeyIsFetchedForTheNextHandshake) {
+  auto store = OpenFollowing();
+  ASSERT_NE(store, nullptr);
+  InsertUnannounced(kIccid, "MadeOnAnotherNode12");
+  ASSERT_EQ(Psql("SELECT key FROM coapgate_bootstrap"), "MadeOnAnotherNode12");
+  EXPECT_EQ(KeyOf(*store, kIccid), "") << "not announced, not loaded: not in memory yet";
+
+  // The handshake that missed asks; the follower's thread fetches the row.
+  store->KeyMissed(kIccid);
+  ASSERT_TRUE(Eventually([&] { return KeyOf(*store, kIccid) == "MadeOnAnotherNode12"; }))
+      << "the missed key was not fetched";
+  EXPECT_EQ(store->fetch_queue().queued(), 1u);
+  EXPECT_TRUE(Eventually([&] { return store->fetched_found() == 1; }));
+  EXPECT_EQ(store->fetched_absent(), 0u);
+  EXPECT_EQ(store->fetch_failed(), 0u);
+  EXPECT_EQ(store->follower().notifications(), 0u) << "the row came by the fetch, not a NOTIFY";
+}
+
+TEST_F(PostgresKeyStoreTest, AMissForANeverBootstrappedDeviceCostsOneQueryPerCooldown) {
+  auto store = OpenFollowing();
+  ASSERT_NE(store, nullptr);
+  for (int i = 0; i < 100; ++i) store->KeyMissed(kIccid);  // a device retrying, or a flood
+  ASSERT_TRUE(Eventually([&] { return store->fetched_absent() == 1; }));
+  EXPECT_EQ(store->fetch_queue().queued(), 1u);
+  EXPECT_EQ(store->fetch_queue().suppressed(), 99u);
+  EXPECT_EQ(store->fetched_found(), 0u);
+  EXPECT_EQ(KeyOf(*store, kIccid), "");
+  EXPECT_EQ(store->size(), 0u);
+}
+
+TEST_F(PostgresKeyStoreTest, AMissWhileTheDatabaseIsAwayWaitsForTheConnection) {
+  auto store = OpenFollowing();
+  ASSERT_NE(store, nullptr);
+  InsertUnannounced(kIccid, "WrittenUnannounced1");
+  ASSERT_TRUE(server->Stop()) << server->error();
+  ASSERT_TRUE(Eventually([&] { return !store->following(); }));
+  store->KeyMissed(kIccid);  // waits in the queue: there is no connection to fetch on
+  EXPECT_EQ(store->fetch_failed(), 0u);
+  ASSERT_TRUE(server->Start()) << server->error();
+  // The reconnect's reload brings the row in; the queued fetch, run after it, finds it too.
+  ASSERT_TRUE(Eventually([&] { return store->fetched_found() == 1; }));
+  EXPECT_EQ(KeyOf(*store, kIccid), "WrittenUnannounced1");
+  EXPECT_EQ(store->fetch_failed(), 0u);
+  EXPECT_EQ(store->fetched_absent(), 0u);
 }
 
 }  // namespace
