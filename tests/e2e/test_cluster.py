@@ -311,7 +311,18 @@ class ClusterTest(unittest.TestCase):
             time.sleep(0.2)
 
     def sink_records(self, node):
-        return node.sink_lines()
+        """The node's TELEMETRY_DATA events (its LIFECYCLE events: lifecycle_events)."""
+        return [r for r in node.sink_lines() if r["type"] == "TELEMETRY_DATA"]
+
+    def lifecycle_events(self):
+        """ICCID -> the ids of the DEVICE_FIRST_TIME_REGISTERED events all nodes wrote for it."""
+        ids = {}
+        for node in self.nodes:
+            for r in node.sink_lines():
+                if r["type"] == "LIFECYCLE":
+                    self.assertEqual(r["lifecycle"]["type"], "DEVICE_FIRST_TIME_REGISTERED", r)
+                    ids.setdefault(r["device"]["iccid"], []).append(r["id"])
+        return ids
 
     def wait_for_dtls_record(self, node, text):
         deadline = time.monotonic() + WAIT_S
@@ -411,6 +422,13 @@ class ClusterTest(unittest.TestCase):
         for node in self.nodes[:killed]:
             self.assertEqual(node.stop(), 0, "\n".join(node.stderr_lines))
         self.check_outcome(report, ack_log, before, after, killed, events)
+        # Every device talked to one node or two (moved), some to a node killed with -9: one
+        # first-registration event each across the cluster; a second one only where the killed
+        # node had written it but not committed its claim, and then with the same id.
+        events_of = self.lifecycle_events()
+        self.assertGreaterEqual(len(events_of), DEVICES, "devices never announced")
+        self.assertEqual({i: e for i, e in events_of.items() if len(set(e)) > 1}, {},
+                         "a device announced twice with different ids")
 
     def check_outcome(self, report, ack_log, before, after, killed, events):
         self.assertEqual([c for c in report["codes"] if c.startswith("4.")], [], report)
