@@ -72,7 +72,7 @@ struct Config {
     IoBackend io = IoBackend::kAuto;
     uint32_t receive_buffer_bytes = 4 << 20;  // SO_RCVBUF per socket
     // Where the running process waits for `coapgate --take-over` (engine/takeover_channel.h);
-    // empty: "coapgate.takeover" in the directory of devices.state.
+    // empty: devices.state + ".takeover".
     std::string takeover_socket;
     uint32_t drain_timeout_ms = 5000;         // SIGTERM: how long pending requests may finish
 

@@ -95,6 +95,9 @@ constexpr uint64_t kTakeoverQuietSlackMs = 2000;
 constexpr int kTakeoverAnswerTimeoutMs = 90000;
 constexpr int kTakeoverReadyTimeoutMs = 60000;
 constexpr int kTakeoverExportTimeoutMs = 5000;  ///< per shard: it answers within a turn
+constexpr int kTakeoverWaitSliceMs = 250;   ///< the predecessor's waits: watchdog, stop requests
+constexpr int kTakeoverGoTimeoutMs = 30000;  ///< the successor's wait for "go" after "ready"
+constexpr int kTakeoverServingTimeoutMs = 10000;  ///< the predecessor's, for "serving"
 // `coapgate upgrade`: how long the started successor may take to load and connect.
 constexpr uint64_t kUpgradeTimeoutMs = 120000;
 
@@ -127,11 +130,9 @@ std::string Join(const std::vector<std::string>& items) {
 }  // namespace
 
 std::string TakeoverSocketPath(const config::Config& config) {
+  // Named after the state file, which is one instance's alone (it is opened exclusively).
   if (!config.server.takeover_socket.empty()) return config.server.takeover_socket;
-  const std::string& state = config.devices.state;
-  const size_t slash = state.rfind('/');
-  if (slash == std::string::npos) return "coapgate.takeover";
-  return state.substr(0, slash + 1) + "coapgate.takeover";
+  return config.devices.state + ".takeover";
 }
 
 void BlockServerSignals() {
@@ -422,6 +423,7 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
     o.publisher_wake_fds = server->publishers_->wake_fds();
     o.sinks_available = server->publishers_->available_flags();
     o.bootstrap = server->bootstrap_.get();
+    o.receive = !take_over;  // a successor reads once its predecessor said "go" (Run)
     o.first_registration = server->first_registration_.get();
     const std::vector<int> sockets = o.sockets;
     auto shard = Shard::Create(o);
@@ -458,7 +460,10 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   if (server->first_registration_) server->first_registration_->Start();
   server->bootstrap_->Start();
   for (auto& shard : server->shards_) shard->Start();
-  if (auto admin = server->StartAdmin(); !admin) return FailEnvironment(std::move(admin).error());
+  // A successor binds the admin port once the predecessor has let it go (Run).
+  if (!take_over) {
+    if (auto admin = server->StartAdmin(); !admin) return FailEnvironment(std::move(admin).error());
+  }
   for (size_t i = 0; i < listen.size(); ++i) {
     const config::ListenAddress& address = listen[i];
     const bool v6 = address.host.find(':') != std::string::npos;
@@ -518,13 +523,28 @@ int Server::Run() {
   serving_.store(true, std::memory_order_release);
   if (follower_) follower_->Start();
   if (predecessor_) {
-    // Our shards serve: the predecessor may drain and exit. If it is gone already, so be it.
-    // Under systemd this process becomes the service's main process first.
-    notifier_.MainPid();
+    // Built and restored, reading nothing: only the predecessor's "go" lets this process
+    // read, so that the two never both read the sockets.
+    const std::string from = "take-over from pid " + std::to_string(predecessor_->peer_pid());
+    Result<TakeoverMessage, std::string> go = Fail(std::string());
     if (auto told = predecessor_->Send("ready " + std::to_string(getpid())); !told) {
-      spdlog::warn("take-over from pid {}: {}", predecessor_->peer_pid(), told.error());
+      go = Fail(std::move(told.error()));
+    } else {
+      go = predecessor_->Receive(kTakeoverGoTimeoutMs);
     }
-    spdlog::info("take-over from pid {}: serving on its sockets", predecessor_->peer_pid());
+    if (!go || go->text != "go") {
+      spdlog::error("{}: {}; exiting without having read the sockets",
+                    from, go ? "the predecessor answered \"" + go->text.substr(0, 40) + "\""
+                             : go.error());
+      return 1;
+    }
+    // Under systemd this process becomes the service's main process before the predecessor
+    // exits (it waits for "serving").
+    notifier_.MainPid();
+    for (auto& shard : shards_) shard->RequestReceiving(true);
+    if (auto admin = StartAdmin(); !admin) spdlog::error("{}: admin: {}", from, admin.error());
+    (void)predecessor_->Send("serving");
+    spdlog::info("{}: serving on its sockets", from);
     predecessor_.reset();
   }
   ListenForSuccessor();
@@ -549,11 +569,20 @@ int Server::Run() {
     if (read(signals, &info, sizeof(info)) == static_cast<ssize_t>(sizeof(info))) {
       signal_number = static_cast<int>(info.ssi_signo);
     }
-    if ((polls[1].revents & POLLIN) != 0 && ServeTakeoverConnection()) {
+    // A stop request goes first: a successor that connected meanwhile finds the socket gone.
+    const bool stop = signal_number == SIGTERM || signal_number == SIGINT || StopPending();
+    if (!stop && (polls[1].revents & POLLIN) != 0 && ServeTakeoverConnection()) {
       // The successor is the service's main process now (MAINPID=): no STOPPING=1 from here.
       draining_.store(true, std::memory_order_release);
       Drain();
       LogCounters("final counters");
+      // Exit only once the service manager knows the successor as the main process.
+      if (auto serving = successor_->Receive(kTakeoverServingTimeoutMs);
+          !serving || serving->text != "serving") {
+        spdlog::warn("take-over by pid {}: no \"serving\" from it ({})", successor_->peer_pid(),
+                     serving ? serving->text.substr(0, 40) : serving.error());
+      }
+      successor_.reset();
       return clean_ ? 0 : 1;
     }
     if (signal_number == SIGHUP) {
@@ -752,7 +781,7 @@ Result<void, std::string> Server::HandOver(std::unique_ptr<TakeoverChannel> succ
     // that shard reports receive_stopped, so the worker's queue read after is complete.
     bool quiet = true;
     for (const auto& shard : shards_) {
-      quiet = quiet && shard->receive_stopped() && shard->pending() == 0;
+      quiet = quiet && shard->receive_stopped() && shard->all_answered();
     }
     if (quiet && bootstrap_->idle()) break;
     if (MonotonicMs() >= deadline_ms) {
@@ -802,33 +831,63 @@ Result<void, std::string> Server::HandOver(std::unique_ptr<TakeoverChannel> succ
   answer.state = 1;
   fds.push_back(*state);
   for (const int fd : shards_.front()->sockets()) answer.ports.push_back(net::LocalPort(fd));
+  // Until "ready" the successor reads nothing (its shards wait for "go"); meanwhile the
+  // watchdog is fed (the shards turn) and a stop request aborts the hand-over.
   Result<TakeoverMessage, std::string> ready = Fail(std::string());
   if (auto sent = successor->Send(answer.Encode(), fds); !sent) {
     ready = Fail(std::move(sent.error()));
   } else {
-    ready = successor->Receive(kTakeoverReadyTimeoutMs);
+    const uint64_t ready_deadline_ms = MonotonicMs() + kTakeoverReadyTimeoutMs;
+    while (true) {
+      ready = successor->Receive(kTakeoverWaitSliceMs);
+      if (ready || ready.error().find("no answer within") == std::string::npos) break;
+      notifier_.Watchdog();
+      if (StopPending()) {
+        ready = Fail(std::string("told to stop"));
+        break;
+      }
+      if (MonotonicMs() >= ready_deadline_ms) {
+        ready = Fail("no \"ready\" within " + std::to_string(kTakeoverReadyTimeoutMs / 1000) + " s");
+        break;
+      }
+    }
   }
   if (ready && ready->text.starts_with("ready ")) {
     for (int fd : ready->fds) ::close(fd);
+    // Committed from here: the socket file goes before "go", so the successor's own listener
+    // never races with ours.
+    takeover_listener_.reset();
+    if (auto sent = successor->Send("go"); !sent) {
+      // It said ready and then vanished: nobody may read until a restart sorts it out, since
+      // it might have read after all. The service manager restarts the node (exit 1 below).
+      spdlog::error("{}: {} after \"ready\"", to, sent.error());
+      clean_ = false;
+    }
     spdlog::info("{}: handed over {} DTLS sessions and {} answered exchanges in {} ms; draining",
                  to, sessions, exchanges, MonotonicMs() - started_ms);
-    takeover_listener_.reset();  // the successor listens at the path now
+    successor_ = std::move(successor);
     return {};
   }
   if (ready) {
     for (int fd : ready->fds) ::close(fd);
     ready = Fail("unexpected answer \"" + ready->text.substr(0, 40) + "\"");
   }
-  // The successor failed after taking the sockets: it never read them (it had not said ready)
-  // or it died; either way ours are the same sockets, and whatever it left queued is read now.
+  // Not committed: the successor read nothing (it waits for "go", and is told to give up),
+  // so the sockets are ours alone again, with whatever queued meanwhile.
+  (void)successor->Send("abort");
   if (auto reacquired = psk_store_->Reacquire(); !reacquired) {
     spdlog::error("{}: {}: bootstrap fails until restart", to, reacquired.error());
   }
   if (auto admin = StartAdmin(); !admin) spdlog::error("{}: admin: {}", to, admin.error());
-  takeover_listener_.reset();
-  ListenForSuccessor();  // the successor may have replaced the socket file
   resume(to + ": " + ready.error());
   return Fail(std::move(ready.error()));
+}
+
+bool Server::StopPending() {
+  sigset_t pending;
+  sigemptyset(&pending);
+  return sigpending(&pending) == 0 &&
+         (sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1);
 }
 
 std::string Server::StatusLine(double datagrams_per_s) const {

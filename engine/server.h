@@ -46,7 +46,7 @@ namespace coapgate::engine {
 void BlockServerSignals();
 
 // Where the running process waits for a successor: server.takeover_socket, or
-// "coapgate.takeover" next to devices.state.
+// devices.state + ".takeover" (the state file is one instance's alone).
 [[nodiscard]] std::string TakeoverSocketPath(const config::Config& config);
 
 // The source of the device registry `config` names: the CSV file of devices.file (a missing
@@ -120,6 +120,8 @@ class Server {
   // upgrade) with --take-over as a child, so that it runs inside the same service, hands
   // over to it and tells the requester the outcome.
   [[nodiscard]] bool Upgrade(std::unique_ptr<TakeoverChannel> requester);
+  // A SIGTERM or SIGINT waits to be read (the signals are blocked; sigpending sees them).
+  [[nodiscard]] static bool StopPending();
   // Listens for a successor at the configured take-over socket (logs when it cannot).
   void ListenForSuccessor();
   // The admin listener (/metrics ...): started at Create, stopped for a successor to bind.
@@ -193,6 +195,7 @@ class Server {
   // A take-over: the predecessor, told "ready" once this process serves (Run), and the
   // listener where this process waits for its own successor.
   std::unique_ptr<TakeoverChannel> predecessor_;
+  std::unique_ptr<TakeoverChannel> successor_;  ///< committed to: told "serving" before we exit
   std::unique_ptr<TakeoverListener> takeover_listener_;
   std::string self_exe_;  ///< /proc/self/exe at start: what `coapgate upgrade` starts
   std::unique_ptr<admin::AdminServer> admin_;  ///< stopped first: its handlers read the rest  ///< false when shutdown had to abandon messages

@@ -73,6 +73,7 @@ void Shard::ThreadMain(std::promise<std::string>& built) {
   // Headroom over max_payload for the header, token and options (Uri-Query alone may take
   // 255 bytes): a datagram longer than this is cut short and answered 4.13.
   io_options.buffer_size = options_.max_payload + 1024;
+  io_options.receive = options_.receive;
   io_options.wake_fds = {handoff_.wake_fd()};
   auto io = options_.io_factory(io_options);
   if (!io) {
@@ -227,6 +228,8 @@ void Shard::Run() noexcept {
     RecordTurnReplies();
     io_->Flush();
     pending_.store(handoff_.in_use(), std::memory_order_release);
+    all_answered_.store(inflight_.oldest_unanswered() == InflightTable::kNoSlot,
+                        std::memory_order_release);
     if (draining) drain_seen_.store(true, std::memory_order_release);
     if (stopped_before) receive_stopped_.store(true, std::memory_order_release);
     if (RestartStateWriter* to = export_to_.exchange(nullptr, std::memory_order_acq_rel)) {

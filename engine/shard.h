@@ -87,6 +87,9 @@ struct ShardOptions {
   // Told of every request and GET /bootstrap of an active device (its LIFECYCLE event,
   // engine/first_registration.h); null: none (the CSV backend). Outlives the shard.
   FirstRegistration* first_registration = nullptr;
+  // False: the shard reads nothing until RequestReceiving(true) (a take-over's successor,
+  // which must not read before its predecessor committed to the hand-over).
+  bool receive = true;
 };
 
 class Shard final : private dtls::Transport {
@@ -100,7 +103,7 @@ class Shard final : private dtls::Transport {
   void RequestDrain() noexcept { draining_.store(true, std::memory_order_relaxed); }
   void RequestStop() noexcept;
   void Join();
-  // Hand-over to a successor process (engine/takeover.h): stop or resume taking datagrams
+  // Hand-over to a successor process (engine/takeover_channel.h): stop or resume taking datagrams
   // from the sockets. What was already taken is still handled, pending messages still
   // complete and replies still leave; what the kernel queues stays in the sockets.
   void RequestReceiving(bool on) noexcept;
@@ -108,6 +111,11 @@ class Shard final : private dtls::Transport {
   // whole loop turn handled it: from then on only completions change the shard's state.
   [[nodiscard]] bool receive_stopped() const noexcept {
     return receive_stopped_.load(std::memory_order_acquire);
+  }
+  // True when, at the end of the shard's last loop turn, every request it accepted had its
+  // answer (2.04 or 5.03), whether or not the publisher has completed it yet.
+  [[nodiscard]] bool all_answered() const noexcept {
+    return all_answered_.load(std::memory_order_acquire);
   }
 
   // Planned restarts (docs/operations.md): the shard's established DTLS sessions and answered
@@ -300,9 +308,10 @@ class Shard final : private dtls::Transport {
   bool started_ = false;  ///< guarded by start_mutex_
   std::atomic<bool> draining_{false};
   std::atomic<bool> drain_seen_{false};
-  std::atomic<bool> receiving_{true};        ///< RequestReceiving
-  bool io_receiving_ = true;                 ///< what the backend was last told (shard thread)
+  std::atomic<bool> receiving_{options_.receive};  ///< RequestReceiving
+  bool io_receiving_ = options_.receive;  ///< what the backend was last told (shard thread)
   std::atomic<bool> receive_stopped_{false};
+  std::atomic<bool> all_answered_{true};
   std::atomic<RestartStateWriter*> export_to_{nullptr};  ///< ExportOnShardThread's request
   std::atomic<bool> export_done_{false};
   std::atomic<bool> stop_{false};

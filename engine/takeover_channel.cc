@@ -236,16 +236,37 @@ Result<std::unique_ptr<TakeoverListener>, std::string> TakeoverListener::Listen(
       ::close(fd);
       return Fail(path + ": exists and is not a socket");
     }
-    ::unlink(path.c_str());  // a predecessor's, or a stale one: ours from now on
+    // Another live process listening there (a second instance whose state file is the same
+    // path) keeps it; a stale socket, whose process is gone, is replaced below.
+    if (auto live = TakeoverChannel::Connect(path); live) {
+      const pid_t holder = (*live)->peer_pid();
+      ::close(fd);
+      return Fail(path + ": in use by pid " + std::to_string(holder));
+    }
   }
-  // 0600 from the start: umask 0177 around bind, rather than a window before a chmod.
-  const mode_t mask = ::umask(0177);
-  const int bound = bind(fd, reinterpret_cast<const sockaddr*>(&*address), sizeof(*address));
-  const int bind_errno = errno;
-  ::umask(mask);
-  if (bound != 0 || listen(fd, 4) != 0) {
-    const std::string error = path + ": " + (bound != 0 ? "bind" : "listen") + ": " +
-                              std::strerror(bound != 0 ? bind_errno : errno);
+  // Bound under a name of its own, made 0600, then renamed into place: the path never names
+  // a socket others may connect to, and a successor's rename replaces a stale file at once.
+  const std::string temporary = path + ".new." + std::to_string(getpid());
+  auto temporary_address = AddressOf(temporary);
+  if (!temporary_address) {
+    ::close(fd);
+    return Fail(std::move(temporary_address.error()));
+  }
+  ::unlink(temporary.c_str());
+  const char* failed = nullptr;
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&*temporary_address),
+           sizeof(*temporary_address)) != 0) {
+    failed = "bind";
+  } else if (::chmod(temporary.c_str(), 0600) != 0) {
+    failed = "chmod";
+  } else if (listen(fd, 4) != 0) {
+    failed = "listen";
+  } else if (::rename(temporary.c_str(), path.c_str()) != 0) {
+    failed = "rename";
+  }
+  if (failed != nullptr) {
+    const std::string error = path + ": " + failed + ": " + std::strerror(errno);
+    ::unlink(temporary.c_str());
     ::close(fd);
     return Fail(error);
   }

@@ -15,10 +15,16 @@
 //                         with them, then (S = 1) a memfd holding the restart state
 //                         (engine/restart_state.h: DTLS sessions, answered exchanges) taken
 //                         after the running process stopped reading
-//   successor → running:  "ready <pid>" once its shards serve; the running process then
-//                         drains its pending messages to the sinks and exits 0. Without it
-//                         (the successor died, the connection closed), the running process
-//                         reads its sockets again.
+//   successor → running:  "ready <pid>" once its shards are built and the state restored;
+//                         they read nothing yet
+//   running → successor:  "go": the running process has committed (it never reads again and
+//                         closed its take-over socket), or "abort" (its wait ran out, or it
+//                         was told to stop): it reads its sockets again, and the successor
+//                         exits 1 having read nothing. Without "ready" (the successor died,
+//                         the connection closed) it reads its sockets again too.
+//   successor → running:  "serving" once it reads the sockets and its service manager knows
+//                         it as the main process (MAINPID=); the running process, draining
+//                         its pending messages to the sinks meanwhile, then exits 0.
 //
 // Security: the socket file is 0600 in the state directory (0700 under systemd); both ends
 // check the other's credentials (SO_PEERCRED): the same effective user, or root. The state
@@ -106,8 +112,8 @@ class TakeoverChannel {
 // The running process's end: listens at `path` for its lifetime and removes the file after.
 class TakeoverListener {
  public:
-  // A stale socket file from a process that died is replaced; the instance lock already
-  // guarantees no other coapgate serves these ports. Errors name the path.
+  // A stale socket file from a process that died is replaced; one a live process listens
+  // on is not ("in use by pid N"). Errors name the path.
   [[nodiscard]] static Result<std::unique_ptr<TakeoverListener>, std::string> Listen(
       const std::string& path);
 

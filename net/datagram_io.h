@@ -37,6 +37,9 @@ struct DatagramIoOptions {
   std::vector<int> sockets;   ///< bound, non-blocking UDP sockets (not owned)
   std::vector<int> wake_fds;  ///< eventfds that end a wait when written (not owned)
   size_t buffer_size;         ///< bytes per receive buffer; larger datagrams are truncated
+  // False: built not receiving (SetReceiving(true) starts it), so that a process that took
+  // sockets over reads nothing until its predecessor has committed to the hand-over.
+  bool receive = true;
 };
 
 class DatagramIo {
@@ -52,7 +55,7 @@ class DatagramIo {
                     const LocalAddress& local, std::span<const std::byte> bytes) noexcept = 0;
   virtual void Flush() noexcept = 0;
   // Stops (false) or resumes (true) taking datagrams from the sockets; replies and wake fds
-  // go on either way. Why: a process handing its sockets to a successor (engine/takeover.h)
+  // go on either way. Why: a process handing its sockets to a successor (engine/takeover_channel.h)
   // must leave what the kernel still queues in the sockets, where the successor reads it.
   // After SetReceiving(false), Receive still returns what the backend had already taken, then
   // nothing from the sockets.

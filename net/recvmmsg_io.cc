@@ -28,7 +28,8 @@ class RecvmmsgIo final : public DatagramIo {
         iovecs_(kBatch),
         headers_(kBatch),
         replies_(kBatch),
-        send_headers_(kBatch) {
+        send_headers_(kBatch),
+        receiving_(o.receive) {
     for (int fd : o.sockets) polls_.push_back({fd, POLLIN, 0});
     for (int fd : o.wake_fds) polls_.push_back({fd, POLLIN, 0});
     received_.reserve(kBatch * sockets_.size());
@@ -138,13 +139,13 @@ class RecvmmsgIo final : public DatagramIo {
   std::vector<ReceivedDatagram> received_;
   size_t used_ = 0;
   size_t next_first_socket_ = 0;
-  bool receiving_ = true;
 
   std::vector<ReplyMessage> replies_;  ///< never resized: headers point into them
   std::vector<mmsghdr> send_headers_;
   size_t pending_ = 0;
   uint16_t pending_socket_ = 0;
   uint64_t send_failures_ = 0;
+  bool receiving_;
 };
 
 }  // namespace

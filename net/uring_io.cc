@@ -95,7 +95,10 @@ class UringIo final : public DatagramIo {
 
     send_slots_.resize(kSendSlots);
     for (unsigned i = 0; i < kSendSlots; ++i) free_send_.push_back(kSendSlots - 1 - i);
-    for (size_t s = 0; s < sockets_.size(); ++s) ArmRecv(s);
+    receiving_ = o.receive;
+    if (receiving_) {
+      for (size_t s = 0; s < sockets_.size(); ++s) ArmRecv(s);
+    }
     for (size_t w = 0; w < wake_fds_.size(); ++w) ArmWake(w);
     rc = io_uring_submit(&ring_);
     if (rc < 0) return Fail("io_uring_submit: " + std::string(std::strerror(-rc)));
@@ -112,8 +115,11 @@ class UringIo final : public DatagramIo {
   std::span<const ReceivedDatagram> Receive(int timeout_ms) noexcept override {
     RecycleBuffers();
     // Re-arm receives that ended (typically -ENOBUFS) now that buffers are back in the ring.
+    // A receive re-armed by SetReceiving(true) in between is not armed twice.
     if (receiving_) {
-      for (size_t socket : rearm_) ArmRecv(socket);
+      for (size_t socket : rearm_) {
+        if (!armed_[socket]) ArmRecv(socket);
+      }
     }
     rearm_.clear();
     received_.clear();
@@ -250,7 +256,10 @@ class UringIo final : public DatagramIo {
         }
         break;
       }
-      case Kind::kCancel:  // its result (0, or -ENOENT if the receive had ended) says nothing new
+      case Kind::kCancel:
+        // 0, or -ENOENT/-EALREADY when the receive had ended or is ending: nothing new. Any
+        // other result would leave receive_stopped() false: counted, the take-over waits.
+        if (cqe->res < 0 && cqe->res != -ENOENT && cqe->res != -EALREADY) ++cancel_failures_;
         break;
       case Kind::kWake:
         ArmWake(index);  // the eventfd's owner reads and resets it
@@ -286,6 +295,7 @@ class UringIo final : public DatagramIo {
   std::vector<size_t> rearm_;  ///< sockets whose multishot receive ended
   std::vector<bool> armed_;    ///< per socket: a multishot receive is with the kernel
   bool receiving_ = true;      ///< SetReceiving
+  uint64_t cancel_failures_ = 0;  ///< cancels the kernel refused (a debugger shows them)
   size_t name_length_ = 0;
   size_t buffer_size_ = 0;
   msghdr template_{};

@@ -166,15 +166,15 @@ class TakeoverTests(unittest.TestCase):
                            text=True, timeout=60)
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("server.takeover_socket", r.stderr)
-        self.assertIn("coapgate.takeover: nothing to take over", r.stderr)
+        self.assertIn("state.db.takeover: nothing to take over", r.stderr)
 
     def test_a_successor_that_dies_with_the_sockets_leaves_the_old_one_serving(self):
         """The old process stops reading and hands the sockets over; a datagram sent then waits
         in the socket. The successor closes the conversation without "ready": the old process
         reads its sockets again and answers that datagram."""
         with Server(shards=2) as old:
-            path = os.path.join(old.dir, "coapgate.takeover")
-            old.wait_for_log(r"take-over socket .*coapgate\.takeover")
+            path = old.state_path + ".takeover"
+            old.wait_for_log(r"take-over socket .*state\.db\.takeover")
             fake = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             fake.connect(path)
             fake.send(b"coapgate-takeover 1\nshards 2\nlisten coap 127.0.0.1:0\n"
@@ -208,11 +208,11 @@ class TakeoverTests(unittest.TestCase):
 
     def test_the_socket_file_is_the_owners_only(self):
         with Server() as s:
-            s.wait_for_log(r"take-over socket .*coapgate\.takeover")
-            st = os.stat(os.path.join(s.dir, "coapgate.takeover"))
+            s.wait_for_log(r"take-over socket .*state\.db\.takeover")
+            st = os.stat(s.state_path + ".takeover")
             self.assertEqual(st.st_mode & 0o777, 0o600)
             self.assertEqual(s.stop(), 0)
-            self.assertFalse(os.path.exists(os.path.join(s.dir, "coapgate.takeover")))
+            self.assertFalse(os.path.exists(s.state_path + ".takeover"))
 
 
 if __name__ == "__main__":

@@ -90,6 +90,11 @@ class LoadgenTakeoverTests(unittest.TestCase):
         self.run_through_takeover(10000, fleet(10000), ["--rate", "3000"],
                                   lambda s: f"{s.address[0]}:{s.address[1]}")
 
+    def test_no_datagram_is_lost_non_requests_without_retransmission(self):
+        # NON requests are never retransmitted: one lost in the hand-over would be a timeout.
+        self.run_through_takeover(10000, fleet(10000), ["--rate", "3000", "--non"],
+                                  lambda s: f"{s.address[0]}:{s.address[1]}")
+
     def test_a_thousand_dtls_devices_keep_their_sessions_through_a_take_over(self):
         rows = fleet(1000, psk=True)
         with open(f"/tmp/coapgate-takeover-keys-{os.getpid()}.csv", "w") as f:

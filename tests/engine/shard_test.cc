@@ -448,7 +448,7 @@ TEST_F(ShardTest, DrainingAnswers503) {
   EXPECT_EQ(shard_->counters().Get(Counter::kAccepted), 0u);
 }
 
-// The take-over's pause (engine/takeover.h): a pending request still completes and is
+// The take-over's pause (engine/takeover_channel.h): a pending request still completes and is
 // answered while the shard no longer receives; what arrives meanwhile stays queued (for the
 // successor) and is handled only once receiving resumes (a hand-over that failed).
 TEST_F(ShardTest, StoppedReceivingStillAnswersPendingAndLeavesNewDatagramsQueued) {

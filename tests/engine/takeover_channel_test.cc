@@ -6,9 +6,11 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -139,18 +141,36 @@ TEST_F(TakeoverChannelTest, SilenceIsATimeoutNotAHang) {
   EXPECT_NE(answer.error().find("no answer within 50 ms"), std::string::npos) << answer.error();
 }
 
-// A successor binds its own listener over the predecessor's file; the predecessor, exiting
-// later, leaves the successor's file alone. A file that is no socket is never replaced.
-TEST_F(TakeoverChannelTest, ListenerReplacesAStaleSocketAndRemovesOnlyItsOwnFile) {
+// A live listener keeps its path; a stale socket file (its process gone) is replaced; a
+// listener removes the file at exit only if it is still its own (a successor's stays).
+TEST_F(TakeoverChannelTest, ListenerKeepsALiveSocketReplacesAStaleOneAndRemovesOnlyItsOwn) {
   auto first = TakeoverListener::Listen(path_);
   ASSERT_TRUE(first) << first.error();
   auto second = TakeoverListener::Listen(path_);
-  ASSERT_TRUE(second) << second.error();
+  ASSERT_FALSE(second);
+  EXPECT_NE(second.error().find("in use by pid " + std::to_string(getpid())), std::string::npos)
+      << second.error();
+  // The successor's turn: the predecessor's file is gone (it closed its listener first).
+  ASSERT_EQ(::unlink(path_.c_str()), 0);
+  auto successor = TakeoverListener::Listen(path_);
+  ASSERT_TRUE(successor) << successor.error();
   first->reset();
   EXPECT_TRUE(std::filesystem::exists(path_));
   EXPECT_TRUE(TakeoverChannel::Connect(path_));
-  second->reset();
+  successor->reset();
   EXPECT_FALSE(std::filesystem::exists(path_));
+
+  // Stale: a socket file nobody listens on any more.
+  const int stale = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path_.data(), path_.size());
+  ASSERT_EQ(bind(stale, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  close(stale);
+  auto replaced = TakeoverListener::Listen(path_);
+  ASSERT_TRUE(replaced) << replaced.error();
+  EXPECT_TRUE(TakeoverChannel::Connect(path_));
+  replaced->reset();
 
   std::ofstream(path_) << "not a socket";
   auto refused = TakeoverListener::Listen(path_);
@@ -164,12 +184,12 @@ TEST_F(TakeoverChannelTest, OverlongPathIsRefused) {
   EXPECT_NE(refused.error().find("Unix socket path must have"), std::string::npos);
 }
 
-TEST(TakeoverSocketPath, NextToTheStateFileUnlessConfigured) {
+TEST(TakeoverSocketPath, TheStateFilesNameUnlessConfigured) {
   config::Config config;
   config.devices.state = "/var/lib/coapgate/coapgate-state.db";
-  EXPECT_EQ(TakeoverSocketPath(config), "/var/lib/coapgate/coapgate.takeover");
-  config.devices.state = "coapgate-state.db";
-  EXPECT_EQ(TakeoverSocketPath(config), "coapgate.takeover");
+  EXPECT_EQ(TakeoverSocketPath(config), "/var/lib/coapgate/coapgate-state.db.takeover");
+  config.devices.state = "b.db";  // a second instance beside it has its own
+  EXPECT_EQ(TakeoverSocketPath(config), "b.db.takeover");
   config.server.takeover_socket = "/run/coapgate/takeover";
   EXPECT_EQ(TakeoverSocketPath(config), "/run/coapgate/takeover");
 }

@@ -1,5 +1,5 @@
 // Both DatagramIo backends against a real loopback socket: SetReceiving(false) leaves what
-// arrives in the socket's kernel queue, where a successor process (engine/takeover.h) reads it.
+// arrives in the socket's kernel queue, where a successor process (engine/takeover_channel.h) reads it.
 #include "net/datagram_io.h"
 
 #include <arpa/inet.h>
