@@ -76,22 +76,42 @@ ClientMetric Histogram(const DurationHistogram::Snapshot& s) {
 
 std::string Server::MetricsText() const {
   std::vector<MetricFamily> families;
-  families.push_back(Family("coapgate_build_info", "coapgate's version; always 1",
-                            MetricType::Gauge,
-                            {Value(1, MetricType::Gauge, {{"version", COAPGATE_VERSION}})}));
-  families.push_back(Family("coapgate_start_time_seconds", "Unix time the process started",
-                            MetricType::Gauge,
-                            {Value(static_cast<double>(started_ms_) / 1000.0, MetricType::Gauge)}));
+  const auto add = [&](std::string name, std::string help, MetricType type,
+                       std::vector<ClientMetric> metrics) {
+    families.push_back(Family(std::move(name), std::move(help), type, std::move(metrics)));
+  };
+  // A family of one unlabelled value.
+  const auto single = [&](std::string name, std::string help, MetricType type, double value) {
+    add(std::move(name), std::move(help), type, {Value(value, type)});
+  };
+  const auto gauge = [&](std::string name, std::string help, double value) {
+    single(std::move(name), std::move(help), MetricType::Gauge, value);
+  };
+  const auto counter = [&](std::string name, std::string help, uint64_t value) {
+    single(std::move(name), std::move(help), MetricType::Counter, static_cast<double>(value));
+  };
+  const auto gauges = [&](std::string name, std::string help, std::vector<ClientMetric> metrics) {
+    add(std::move(name), std::move(help), MetricType::Gauge, std::move(metrics));
+  };
+  const auto counters = [&](std::string name, std::string help,
+                            std::vector<ClientMetric> metrics) {
+    add(std::move(name), std::move(help), MetricType::Counter, std::move(metrics));
+  };
+
+  add("coapgate_build_info", "coapgate's version; always 1", MetricType::Gauge,
+      {Value(1, MetricType::Gauge, {{"version", COAPGATE_VERSION}})});
+  gauge("coapgate_start_time_seconds", "Unix time the process started",
+        static_cast<double>(started_ms_) / 1000.0);
 
   // The shard counters, summed: replies by code and drops by reason as labels of one family
   // each, every other counter a family of its own (new counters appear without edits here).
   std::vector<ClientMetric> replies;
   std::vector<ClientMetric> drops;
   for (size_t i = 0; i < static_cast<size_t>(Counter::kCount_); ++i) {
-    const auto counter = static_cast<Counter>(i);
+    const auto id = static_cast<Counter>(i);
     uint64_t total = 0;
-    for (const auto& shard : shards_) total += shard->counters().Get(counter);
-    const std::string_view name = ToString(counter);
+    for (const auto& shard : shards_) total += shard->counters().Get(id);
+    const std::string_view name = ToString(id);
     const auto value = static_cast<double>(total);
     if (name.starts_with("reply_")) {
       replies.push_back(Value(value, MetricType::Counter,
@@ -99,20 +119,17 @@ std::string Server::MetricsText() const {
     } else if (name.starts_with("drop_")) {
       drops.push_back(Value(value, MetricType::Counter, {{"reason", std::string(name.substr(5))}}));
     } else {
-      families.push_back(Family("coapgate_" + MetricName(name), "counted by the shards: " + std::string(name),
-                                MetricType::Counter, {Value(value, MetricType::Counter)}));
+      counter("coapgate_" + MetricName(name), "counted by the shards: " + std::string(name), total);
     }
   }
-  families.push_back(Family("coapgate_replies", "CoAP replies sent, by response code",
-                            MetricType::Counter, std::move(replies)));
-  families.push_back(Family("coapgate_datagrams_dropped", "datagrams dropped unanswered, by reason",
-                            MetricType::Counter, std::move(drops)));
+  counters("coapgate_replies", "CoAP replies sent, by response code", std::move(replies));
+  counters("coapgate_datagrams_dropped", "datagrams dropped unanswered, by reason",
+           std::move(drops));
 
   if (shards_.front()->dtls_counters() != nullptr) {
     ForEachDtlsCounter([&](const char* name, uint64_t total) {
-      families.push_back(Family("coapgate_dtls_" + MetricName(name), "DTLS endpoint counter " +
-                                std::string(name), MetricType::Counter,
-                                {Value(static_cast<double>(total), MetricType::Counter)}));
+      counter("coapgate_dtls_" + MetricName(name), "DTLS endpoint counter " + std::string(name),
+              total);
     });
   }
 
@@ -123,24 +140,19 @@ std::string Server::MetricsText() const {
                              MetricType::Counter,
                              {{"shard", std::to_string(&shard - shards_.data())}}));
   }
-  families.push_back(Family("coapgate_shard_received", "datagrams read from the sockets, per shard",
-                            MetricType::Counter, std::move(received)));
+  counters("coapgate_shard_received", "datagrams read from the sockets, per shard",
+           std::move(received));
 
   // The bootstrap worker's counters (its replies are not in coapgate_replies_total: the worker
   // answers GET /bootstrap itself).
-  const auto counter = [&](std::string name, std::string help, uint64_t value) {
-    families.push_back(Family(std::move(name), std::move(help), MetricType::Counter,
-                              {Value(static_cast<double>(value), MetricType::Counter)}));
-  };
-  families.push_back(Family(
-      "coapgate_bootstrap_replies", "GET /bootstrap answers sent by the bootstrap worker, by code",
-      MetricType::Counter,
-      {Value(static_cast<double>(bootstrap_->replied_205()), MetricType::Counter,
-             {{"code", "2.05"}}),
-       Value(static_cast<double>(bootstrap_->replied_500()), MetricType::Counter,
-             {{"code", "5.00"}}),
-       Value(static_cast<double>(bootstrap_->replied_503()), MetricType::Counter,
-             {{"code", "5.03"}})}));
+  counters("coapgate_bootstrap_replies",
+           "GET /bootstrap answers sent by the bootstrap worker, by code",
+           {Value(static_cast<double>(bootstrap_->replied_205()), MetricType::Counter,
+                  {{"code", "2.05"}}),
+            Value(static_cast<double>(bootstrap_->replied_500()), MetricType::Counter,
+                  {{"code", "5.00"}}),
+            Value(static_cast<double>(bootstrap_->replied_503()), MetricType::Counter,
+                  {{"code", "5.03"}})});
   // The summary's bootstrap queue_full is the shards' bootstrap_queue_full above (every
   // refused Submit is counted by both; the worker's own count has no family of its own, since
   // the names would collide).
@@ -187,73 +199,52 @@ std::string Server::MetricsText() const {
     }
     durations.Add(shard->request_durations().Read());
   }
-  families.push_back(Family("coapgate_dtls_sessions", "established DTLS sessions",
-                            MetricType::Gauge, {Value(static_cast<double>(sessions), MetricType::Gauge)}));
-  families.push_back(Family("coapgate_dtls_handshakes_in_progress",
-                            "DTLS handshakes started (cookie verified) and not yet finished",
-                            MetricType::Gauge,
-                            {Value(static_cast<double>(handshakes), MetricType::Gauge)}));
-  families.push_back(Family("coapgate_dedup_devices",
-                            "exchange memory: device records in use, per shard", MetricType::Gauge,
-                            std::move(dedup_devices)));
-  families.push_back(Family("coapgate_dedup_devices_capacity",
-                            "exchange memory: device records per shard (coap.dedup_devices)",
-                            MetricType::Gauge, std::move(dedup_devices_capacity)));
-  families.push_back(Family("coapgate_dedup_exchanges",
-                            "exchange memory: exchanges remembered (pending or answered), per shard",
-                            MetricType::Gauge, std::move(dedup_exchanges)));
-  families.push_back(Family("coapgate_dedup_exchanges_capacity",
-                            "exchange memory: records x coap.dedup_per_device, per shard",
-                            MetricType::Gauge, std::move(dedup_exchanges_capacity)));
-  families.push_back(Family("coapgate_dedup_horizon_seconds",
-                            "age of the youngest exchange evicted early (any cause) in the last "
-                            "1-2 minutes; the exchange lifetime when none was, per shard",
-                            MetricType::Gauge, std::move(horizon)));
-  families.push_back(Family("coapgate_dedup_horizon_table_bound_seconds",
-                            "as coapgate_dedup_horizon_seconds, evictions for table space only: "
-                            "below the exchange lifetime, the table is too small for the fleet",
-                            MetricType::Gauge, std::move(table_bound_horizon)));
-  {
-    MetricFamily family{"coapgate_request_duration_seconds",
-                        "time from a request's datagram to its answer being sent, one "
-                        "observation per reply in coapgate_replies_total",
-                        MetricType::Histogram, {Histogram(durations)}};
-    families.push_back(std::move(family));
-  }
-  families.push_back(Family("coapgate_inflight_messages",
-                            "messages accepted and not yet answered or settled, per shard",
-                            MetricType::Gauge, std::move(inflight)));
-  families.push_back(Family("coapgate_devices", "devices in the registry snapshot in force",
-                            MetricType::Gauge,
-                            {Value(static_cast<double>(registry_->current()->size()),
-                                   MetricType::Gauge)}));
-  families.push_back(Family("coapgate_registry_generation",
-                            "device registry snapshots installed: 1 at start, one more per reload",
-                            MetricType::Gauge,
-                            {Value(static_cast<double>(registry_->generation()),
-                                   MetricType::Gauge)}));
-  families.push_back(Family(
-      "coapgate_registry_load_timestamp_seconds",
-      "Unix time the device registry snapshot in force finished loading", MetricType::Gauge,
-      {Value(static_cast<double>(registry_loaded_ms_.load(std::memory_order_relaxed)) / 1000.0,
-             MetricType::Gauge)}));
-  families.push_back(Family(
-      "coapgate_registry_load_duration_seconds",
-      "how long loading the device registry snapshot in force took (reading its source)",
-      MetricType::Gauge,
-      {Value(static_cast<double>(registry_load_us_.load(std::memory_order_relaxed)) / 1e6,
-             MetricType::Gauge)}));
-  families.push_back(Family("coapgate_registry_reloads", "successful SIGHUP reloads of the devices",
-                            MetricType::Counter,
-                            {Value(static_cast<double>(reloads_.load(std::memory_order_relaxed)),
-                                   MetricType::Counter)}));
-  families.push_back(Family("coapgate_registry_reloads_refused",
-                            "reloads refused because they would remove more than "
-                            "devices.reload_max_removed_percent of the devices",
-                            MetricType::Counter,
-                            {Value(static_cast<double>(
-                                       reloads_refused_.load(std::memory_order_relaxed)),
-                                   MetricType::Counter)}));
+  gauge("coapgate_dtls_sessions", "established DTLS sessions", static_cast<double>(sessions));
+  gauge("coapgate_dtls_handshakes_in_progress",
+        "DTLS handshakes started (cookie verified) and not yet finished",
+        static_cast<double>(handshakes));
+  gauges("coapgate_dedup_devices", "exchange memory: device records in use, per shard",
+         std::move(dedup_devices));
+  gauges("coapgate_dedup_devices_capacity",
+         "exchange memory: device records per shard (coap.dedup_devices)",
+         std::move(dedup_devices_capacity));
+  gauges("coapgate_dedup_exchanges",
+         "exchange memory: exchanges remembered (pending or answered), per shard",
+         std::move(dedup_exchanges));
+  gauges("coapgate_dedup_exchanges_capacity",
+         "exchange memory: records x coap.dedup_per_device, per shard",
+         std::move(dedup_exchanges_capacity));
+  gauges("coapgate_dedup_horizon_seconds",
+         "age of the youngest exchange evicted early (any cause) in the last "
+         "1-2 minutes; the exchange lifetime when none was, per shard",
+         std::move(horizon));
+  gauges("coapgate_dedup_horizon_table_bound_seconds",
+         "as coapgate_dedup_horizon_seconds, evictions for table space only: "
+         "below the exchange lifetime, the table is too small for the fleet",
+         std::move(table_bound_horizon));
+  families.push_back(MetricFamily{"coapgate_request_duration_seconds",
+                                  "time from a request's datagram to its answer being sent, one "
+                                  "observation per reply in coapgate_replies_total",
+                                  MetricType::Histogram, {Histogram(durations)}});
+  gauges("coapgate_inflight_messages",
+         "messages accepted and not yet answered or settled, per shard", std::move(inflight));
+  gauge("coapgate_devices", "devices in the registry snapshot in force",
+        static_cast<double>(registry_->current()->size()));
+  gauge("coapgate_registry_generation",
+        "device registry snapshots installed: 1 at start, one more per reload",
+        static_cast<double>(registry_->generation()));
+  gauge("coapgate_registry_load_timestamp_seconds",
+        "Unix time the device registry snapshot in force finished loading",
+        static_cast<double>(registry_loaded_ms_.load(std::memory_order_relaxed)) / 1000.0);
+  gauge("coapgate_registry_load_duration_seconds",
+        "how long loading the device registry snapshot in force took (reading its source)",
+        static_cast<double>(registry_load_us_.load(std::memory_order_relaxed)) / 1e6);
+  counter("coapgate_registry_reloads", "successful SIGHUP reloads of the devices",
+          reloads_.load(std::memory_order_relaxed));
+  counter("coapgate_registry_reloads_refused",
+          "reloads refused because they would remove more than "
+          "devices.reload_max_removed_percent of the devices",
+          reloads_refused_.load(std::memory_order_relaxed));
   // Per configured sink, its connections summed: outcomes, sessions, and why messages failed.
   std::vector<ClientMetric> sink_messages, sink_failures, sink_connects, sink_disconnects,
       sink_acked;
@@ -275,45 +266,36 @@ std::string Server::MetricsText() const {
     sink_acked.push_back(Histogram(t.acked));
     sink_acked.back().label = {{"sink", t.label}};
   }
-  families.push_back(Family("coapgate_sink_messages",
-                            "messages offered to each sink, by outcome (delivered = acknowledged)",
-                            MetricType::Counter, std::move(sink_messages)));
-  families.push_back(Family("coapgate_sink_failures",
-                            "messages refused or failed by each sink, by cause",
-                            MetricType::Counter, std::move(sink_failures)));
+  counters("coapgate_sink_messages",
+           "messages offered to each sink, by outcome (delivered = acknowledged)",
+           std::move(sink_messages));
+  counters("coapgate_sink_failures", "messages refused or failed by each sink, by cause",
+           std::move(sink_failures));
   families.push_back(MetricFamily{"coapgate_sink_ack_duration_seconds",
                                   "time from handing a message to a sink to its acknowledgement "
                                   "(PUBACK, Kafka delivery report, the file write), delivered "
                                   "messages, per sink",
                                   MetricType::Histogram, std::move(sink_acked)});
-  families.push_back(Family("coapgate_sink_connects", "sink sessions established",
-                            MetricType::Counter, std::move(sink_connects)));
-  families.push_back(Family("coapgate_sink_disconnects", "sink sessions lost",
-                            MetricType::Counter, std::move(sink_disconnects)));
+  counters("coapgate_sink_connects", "sink sessions established", std::move(sink_connects));
+  counters("coapgate_sink_disconnects", "sink sessions lost", std::move(sink_disconnects));
   std::vector<ClientMetric> sinks_up;
+  std::vector<ClientMetric> queued;
   const std::atomic<bool>* flags = publishers_->available_flags();
   for (uint32_t lane = 0; lane < publishers_->lanes(); ++lane) {
+    const std::vector<ClientMetric::Label> label{{"lane", std::to_string(lane)}};
     const bool up = flags == nullptr || flags[lane].load(std::memory_order_relaxed);
-    sinks_up.push_back(Value(up ? 1 : 0, MetricType::Gauge, {{"lane", std::to_string(lane)}}));
-  }
-  std::vector<ClientMetric> queued;
-  for (uint32_t lane = 0; lane < publishers_->lanes(); ++lane) {
+    sinks_up.push_back(Value(up ? 1 : 0, MetricType::Gauge, label));
     uint64_t depth = 0;
     for (const auto& shard : shards_) depth += shard->handoff().queued(lane);
-    queued.push_back(Value(static_cast<double>(depth), MetricType::Gauge,
-                           {{"lane", std::to_string(lane)}}));
+    queued.push_back(Value(static_cast<double>(depth), MetricType::Gauge, label));
   }
-  families.push_back(Family("coapgate_publisher_queue_depth",
-                            "messages queued for the publisher lane's worker, summed over shards",
-                            MetricType::Gauge, std::move(queued)));
-  families.push_back(Family("coapgate_sinks_up",
-                            "1 while every sink of the publisher lane accepts messages",
-                            MetricType::Gauge, std::move(sinks_up)));
-  families.push_back(Family("coapgate_shards_progressing",
-                            "1 while every shard completes loop turns (the watchdog's view)",
-                            MetricType::Gauge,
-                            {Value(healthy_.load(std::memory_order_relaxed) ? 1 : 0,
-                                   MetricType::Gauge)}));
+  gauges("coapgate_publisher_queue_depth",
+         "messages queued for the publisher lane's worker, summed over shards", std::move(queued));
+  gauges("coapgate_sinks_up", "1 while every sink of the publisher lane accepts messages",
+         std::move(sinks_up));
+  gauge("coapgate_shards_progressing",
+        "1 while every shard completes loop turns (the watchdog's view)",
+        healthy_.load(std::memory_order_relaxed) ? 1 : 0);
   return prometheus::TextSerializer().Serialize(families);
 }
 
