@@ -23,7 +23,6 @@
 // allocator hooks, chained behind the endpoint's own).
 #include <benchmark/benchmark.h>
 #include <malloc.h>
-#include <netinet/in.h>
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 #include <wolfssl/wolfcrypt/memory.h>
@@ -79,16 +78,7 @@ void ChainAllocationCounter() {
   });
 }
 
-Route MakeRoute(uint32_t ip, uint16_t port) {
-  Route r;
-  sockaddr_in in{};
-  in.sin_family = AF_INET;
-  in.sin_port = htons(port);
-  in.sin_addr.s_addr = htonl(ip);
-  std::memcpy(&r.address, &in, sizeof in);
-  r.length = sizeof in;
-  return r;
-}
+using test::MakeRoute;
 
 // The endpoint test's in-memory client (tests/support/dtls_test_client.h), full handshakes
 // only: its queues copy into storage reserved at construction, so the allocation counts
@@ -198,42 +188,60 @@ void SetAllocationCounters(benchmark::State& state, long allocations, long wolfs
       benchmark::Counter(static_cast<double>(wolfssl_allocations) / items);
 }
 
-void BM_EndpointSend(benchmark::State& state) {
+// The suite of state.range(0), also the benchmark's label.
+const char* LabelledSuite(benchmark::State& state) {
   const char* suite = kSuites[state.range(0)];
   state.SetLabel(suite);
-  Bench b;
-  Client c(MakeRoute(0x7f000002, 40000), suite);
-  if (!b.Connect(c) || !b.Exchange(c)) {
-    state.SkipWithError("handshake failed");
-    return;
-  }
-  const SessionId id = b.net.last_session;
-  const Bytes plaintext(kPayload, std::byte{'r'});
+  return suite;
+}
+
+// The steady-state benchmarks' start: `c` connected and confirmed by one record. False, with the
+// benchmark skipped, when the handshake failed.
+bool Established(benchmark::State& state, Bench& b, Client& c) {
+  if (b.Connect(c) && b.Exchange(c)) return true;
+  state.SkipWithError("handshake failed");
+  return false;
+}
+
+// Calls `one(i)` for i in [0, kProbe), untimed, and reports the allocations per call.
+template <class One>
+void ProbeAllocations(benchmark::State& state, One one) {
   constexpr int kProbe = 1000;
   const long a0 = test::AllocationCount();
   const long w0 = g_wolfssl_allocations.load();
-  for (int i = 0; i < kProbe; ++i) {
-    if (!b.endpoint->Send(id, plaintext)) std::abort();
-  }
+  for (int i = 0; i < kProbe; ++i) one(i);
   SetAllocationCounters(state, test::AllocationCount() - a0, g_wolfssl_allocations.load() - w0,
                         kProbe);
+}
+
+// One record of kPayload bytes per iteration.
+void SetRecordsProcessed(benchmark::State& state) {
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kPayload));
+}
+
+void BM_EndpointSend(benchmark::State& state) {
+  const char* suite = LabelledSuite(state);
+  Bench b;
+  Client c(MakeRoute(0x7f000002, 40000), suite);
+  if (!Established(state, b, c)) return;
+  const SessionId id = b.net.last_session;
+  const Bytes plaintext(kPayload, std::byte{'r'});
+  ProbeAllocations(state, [&](int) {
+    if (!b.endpoint->Send(id, plaintext)) std::abort();
+  });
   for (auto _ : state) {
     if (!b.endpoint->Send(id, plaintext)) std::abort();
   }
-  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kPayload));
+  SetRecordsProcessed(state);
 }
 BENCHMARK(BM_EndpointSend)->DenseRange(0, 2);
 
 void BM_EndpointReceive(benchmark::State& state) {
-  const char* suite = kSuites[state.range(0)];
-  state.SetLabel(suite);
+  const char* suite = LabelledSuite(state);
   Bench b;
   Client c(MakeRoute(0x7f000002, 40000), suite);
-  if (!b.Connect(c) || !b.Exchange(c)) {
-    state.SkipWithError("handshake failed");
-    return;
-  }
+  if (!Established(state, b, c)) return;
   const std::string payload(kPayload, 'p');
   constexpr size_t kRecords = 4096;  // encrypted ahead, untimed; in order (anti-replay)
   std::vector<Bytes> records;
@@ -246,12 +254,9 @@ void BM_EndpointReceive(benchmark::State& state) {
     }
   };
   encrypt_batch();
-  constexpr int kProbe = 1000;
-  const long a0 = test::AllocationCount();
-  const long w0 = g_wolfssl_allocations.load();
-  for (int i = 0; i < kProbe; ++i) b.endpoint->OnDatagram(c.route, records[i], b.now_ms);
-  SetAllocationCounters(state, test::AllocationCount() - a0, g_wolfssl_allocations.load() - w0,
-                        kProbe);
+  ProbeAllocations(state, [&](int i) {
+    b.endpoint->OnDatagram(c.route, records[static_cast<size_t>(i)], b.now_ms);
+  });
   encrypt_batch();
   const uint64_t delivered0 = b.net.delivered;
   size_t next = 0;
@@ -268,14 +273,12 @@ void BM_EndpointReceive(benchmark::State& state) {
   if (b.net.delivered - delivered0 != iterations) {
     state.SkipWithError("a record was not delivered");
   }
-  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kPayload));
+  SetRecordsProcessed(state);
 }
 BENCHMARK(BM_EndpointReceive)->DenseRange(0, 2);
 
 void BM_FullHandshake(benchmark::State& state) {
-  const char* suite = kSuites[state.range(0)];
-  state.SetLabel(suite);
+  const char* suite = LabelledSuite(state);
   Bench b;
   uint32_t n = 0;
   std::chrono::nanoseconds client_total{0};

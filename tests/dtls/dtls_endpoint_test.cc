@@ -36,17 +36,7 @@ Bytes AsBytes(std::string_view s) {
                reinterpret_cast<const std::byte*>(s.data()) + s.size());
 }
 
-Route MakeRoute(uint32_t ip, uint16_t port, uint16_t socket = 0) {
-  Route r;
-  sockaddr_in in{};
-  in.sin_family = AF_INET;
-  in.sin_port = htons(port);
-  in.sin_addr.s_addr = htonl(ip);
-  std::memcpy(&r.address, &in, sizeof in);
-  r.length = sizeof in;
-  r.socket = socket;
-  return r;
-}
+using test::MakeRoute;
 
 bool SameRoute(const Route& a, const Route& b) {
   return a.length == b.length && a.socket == b.socket &&

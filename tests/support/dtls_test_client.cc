@@ -1,11 +1,25 @@
 #include "tests/support/dtls_test_client.h"
 
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <cstring>
 
 #include "common/check.h"
 
 namespace coapgate::test {
+
+dtls::Route MakeRoute(uint32_t ip, uint16_t port, uint16_t socket) {
+  dtls::Route r;
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_port = htons(port);
+  in.sin_addr.s_addr = htonl(ip);
+  std::memcpy(&r.address, &in, sizeof in);
+  r.length = sizeof in;
+  r.socket = socket;
+  return r;
+}
 
 DatagramQueue::DatagramQueue(size_t capacity)
     : bytes_(capacity * kMaxDatagram), sizes_(capacity) {}

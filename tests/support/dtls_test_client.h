@@ -13,6 +13,7 @@
 #include <wolfssl/ssl.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
@@ -21,6 +22,10 @@
 #include "dtls/dtls_endpoint.h"
 
 namespace coapgate::test {
+
+// The route of a device at IPv4 address `ip` (host order) and `port`, on listening socket
+// `socket`: how the endpoint's tests and benchmarks name their in-memory peers.
+[[nodiscard]] dtls::Route MakeRoute(uint32_t ip, uint16_t port, uint16_t socket = 0);
 
 // A bounded FIFO of datagrams. Overflowing it, or a datagram above kMaxDatagram, is a bug of
 // the harness (flights are small and the harness drains its queues): CHECK.
