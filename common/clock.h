@@ -11,33 +11,25 @@
 
 namespace coapgate {
 
-// CLOCK_MONOTONIC in milliseconds (steady, unrelated to the wall clock).
-[[nodiscard]] inline uint64_t MonotonicMs() noexcept {
+// `clock` (CLOCK_MONOTONIC or CLOCK_REALTIME) in nanoseconds; the four readings below divide
+// it. uint64_t nanoseconds since the epoch last until the year 2554.
+[[nodiscard]] inline uint64_t ClockNs(clockid_t clock) noexcept {
   timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
-}
-
-// CLOCK_MONOTONIC in nanoseconds (seeds, fine-grained spans).
-[[nodiscard]] inline uint64_t MonotonicNs() noexcept {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(clock, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+// CLOCK_MONOTONIC in milliseconds (steady, unrelated to the wall clock).
+[[nodiscard]] inline uint64_t MonotonicMs() noexcept { return ClockNs(CLOCK_MONOTONIC) / 1000000; }
+
+// CLOCK_MONOTONIC in nanoseconds (seeds, fine-grained spans).
+[[nodiscard]] inline uint64_t MonotonicNs() noexcept { return ClockNs(CLOCK_MONOTONIC); }
+
 // CLOCK_MONOTONIC in microseconds (the same clock as MonotonicMs, finer).
-[[nodiscard]] inline uint64_t MonotonicUs() noexcept {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
-}
+[[nodiscard]] inline uint64_t MonotonicUs() noexcept { return ClockNs(CLOCK_MONOTONIC) / 1000; }
 
 // CLOCK_REALTIME as Unix epoch milliseconds.
-[[nodiscard]] inline uint64_t WallMs() noexcept {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
-}
+[[nodiscard]] inline uint64_t WallMs() noexcept { return ClockNs(CLOCK_REALTIME) / 1000000; }
 
 class Clock {
  public:

@@ -71,6 +71,15 @@ class DatagramIo {
 
 inline constexpr size_t kMaxReplySize = 256;  ///< every reply coapgate sends fits in this
 
+// The check both backends' Send starts with: a reply above kMaxReplySize (which no caller
+// should build) is counted in `send_failures` and dropped, never copied past a ReplyMessage.
+[[nodiscard]] inline bool ReplyFits(std::span<const std::byte> bytes,
+                                    uint64_t& send_failures) noexcept {
+  if (bytes.size() <= kMaxReplySize) return true;
+  ++send_failures;
+  return false;
+}
+
 // Room for one IP_PKTINFO or IPV6_PKTINFO control message, received or sent.
 inline constexpr size_t kPacketInfoSpace = CMSG_SPACE(sizeof(in6_pktinfo));
 

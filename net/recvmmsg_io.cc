@@ -56,10 +56,7 @@ class RecvmmsgIo final : public DatagramIo {
 
   void Send(uint16_t socket, const sockaddr* peer, socklen_t peer_length,
             const LocalAddress& local, std::span<const std::byte> bytes) noexcept override {
-    if (bytes.size() > kMaxReplySize) {
-      ++send_failures_;
-      return;
-    }
+    if (!ReplyFits(bytes, send_failures_)) return;
     if (pending_ == kBatch || (pending_ > 0 && pending_socket_ != socket)) Flush();
     pending_socket_ = socket;
     const size_t i = pending_++;

@@ -143,10 +143,7 @@ class UringIo final : public DatagramIo {
 
   void Send(uint16_t socket, const sockaddr* peer, socklen_t peer_length,
             const LocalAddress& local, std::span<const std::byte> bytes) noexcept override {
-    if (bytes.size() > kMaxReplySize) {
-      ++send_failures_;
-      return;
-    }
+    if (!ReplyFits(bytes, send_failures_)) return;
     io_uring_sqe* sqe = free_send_.empty() ? nullptr : io_uring_get_sqe(&ring_);
     if (sqe == nullptr) {
       io_uring_submit(&ring_);  // makes SQ room; the kernel may also complete sends

@@ -69,47 +69,45 @@ Fleet& FleetOf(uint32_t devices) {
   return *slot;
 }
 
-void Report(benchmark::State& state, size_t memory_bytes, uint32_t devices) {
+// The loop both exchange benchmarks share: one `request(fleet, device)` per iteration over the
+// devices of the fleet of size state.range(0), in the scrambled order from the first device at
+// each call; then the `bytes/device` counter. Returns the fleet for checks after the loop.
+template <class Request>
+ExchangeFleet& RunOverFleet(benchmark::State& state, Request request) {
+  const auto devices = static_cast<uint32_t>(state.range(0));
+  ExchangeFleet& fleet = FleetOf<ExchangeFleet>(devices);
+  uint64_t i = 0;
+  for (auto _ : state) request(fleet, static_cast<uint32_t>((i++ * kScramble) % devices));
   state.counters["bytes/device"] =
-      static_cast<double>(memory_bytes) / static_cast<double>(devices);
+      static_cast<double>(fleet.memory.MemoryBytes()) / static_cast<double>(devices);
   state.SetItemsProcessed(state.iterations());
+  return fleet;
 }
 
 // One new request per iteration: Admit (the device's own oldest done entry goes), Complete,
 // and a one-record Sweep standing in for the per-turn call.
 void BM_ExchangeAdmitComplete(benchmark::State& state) {
-  const auto devices = static_cast<uint32_t>(state.range(0));
-  ExchangeFleet& fleet = FleetOf<ExchangeFleet>(devices);
-  ExchangeMemory& memory = fleet.memory;
-  uint64_t i = 0;
-  for (auto _ : state) {
-    const auto d = static_cast<uint32_t>((i++ * kScramble) % devices);
-    const auto a = memory.Admit(DeviceKeyForAddress(AddressOf(d)), fleet.next_mid[d]++, kToken,
-                                true, kNow);
+  const ExchangeFleet& fleet = RunOverFleet(state, [](ExchangeFleet& f, uint32_t d) {
+    ExchangeMemory& memory = f.memory;
+    const auto a =
+        memory.Admit(DeviceKeyForAddress(AddressOf(d)), f.next_mid[d]++, kToken, true, kNow);
     benchmark::DoNotOptimize(a);
     if (a.verdict != ExchangeMemory::Verdict::kNew) std::abort();
     memory.Complete(a.handle, kChanged, kAck, a.entry->message_id(), 0);
     memory.Sweep(kNow, 1);
-  }
-  if (memory.stats().evicted_table_bound != 0) std::abort();
-  Report(state, memory.MemoryBytes(), devices);
+  });
+  if (fleet.memory.stats().evicted_table_bound != 0) std::abort();
 }
 
 // A retransmission of the device's latest exchange: a hit on a done entry whose cached
 // response is read.
 void BM_ExchangeDuplicateHit(benchmark::State& state) {
-  const auto devices = static_cast<uint32_t>(state.range(0));
-  ExchangeFleet& fleet = FleetOf<ExchangeFleet>(devices);
-  ExchangeMemory& memory = fleet.memory;
-  uint64_t i = 0;
-  for (auto _ : state) {
-    const auto d = static_cast<uint32_t>((i++ * kScramble) % devices);
-    const auto mid = static_cast<uint16_t>(fleet.next_mid[d] - 1);
-    const auto a = memory.Admit(DeviceKeyForAddress(AddressOf(d)), mid, kToken, true, kNow + 1);
+  RunOverFleet(state, [](ExchangeFleet& f, uint32_t d) {
+    const auto mid = static_cast<uint16_t>(f.next_mid[d] - 1);
+    const auto a = f.memory.Admit(DeviceKeyForAddress(AddressOf(d)), mid, kToken, true, kNow + 1);
     if (a.verdict != ExchangeMemory::Verdict::kDuplicateDone) std::abort();
     benchmark::DoNotOptimize(a.entry->response_code());
-  }
-  Report(state, memory.MemoryBytes(), devices);
+  });
 }
 
 // The identity digest the shard computes per DTLS datagram (or once per session).

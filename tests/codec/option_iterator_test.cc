@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <span>
 #include <vector>
 
 #include "codec/option_number.h"
@@ -20,12 +21,18 @@ std::vector<OptionView> All(const MessageView& m) {
   return out;
 }
 
+// The options of `datagram`, which must be a well-formed message (else the test fails and gets
+// none); the views point into `datagram`.
+std::vector<OptionView> OptionsOf(std::span<const std::byte> datagram) {
+  auto m = ParseMessage(datagram);
+  EXPECT_TRUE(m);
+  return m ? All(*m) : std::vector<OptionView>{};
+}
+
 TEST(OptionIterator, AccumulatesDeltas) {
   // Uri-Path "" (11), Uri-Path "a" (11), Uri-Query "t=x" (15), Size1 0x0400 (60).
   const auto d = Bytes("40 02 00 01 b0 01 61 43 74 3d 78 d2 20 04 00");
-  auto m = ParseMessage(d);
-  ASSERT_TRUE(m);
-  const auto options = All(*m);
+  const auto options = OptionsOf(d);
   ASSERT_EQ(options.size(), 4u);
   EXPECT_EQ(options[0].number, option::kUriPath);
   EXPECT_TRUE(options[0].value.empty());
@@ -40,9 +47,7 @@ TEST(OptionIterator, AccumulatesDeltas) {
 TEST(OptionIterator, ReadsOneByteExtendedDeltaAndLength) {
   // Delta 13+47 = 60, length 13+3 = 16.
   const auto d = Bytes("40 02 00 01 dd 2f 03 30 31 32 33 34 35 36 37 38 39 61 62 63 64 65 66");
-  auto m = ParseMessage(d);
-  ASSERT_TRUE(m);
-  const auto options = All(*m);
+  const auto options = OptionsOf(d);
   ASSERT_EQ(options.size(), 1u);
   EXPECT_EQ(options[0].number, 60);
   EXPECT_EQ(options[0].AsString(), "0123456789abcdef");

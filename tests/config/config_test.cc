@@ -338,20 +338,25 @@ TEST(ConfigError, ListenAddressesMustParse) {
   auto listen = [](std::string_view entry) {
     return "[server]\ncoap_listen = [\"0.0.0.0:5683\", \"" + std::string(entry) + "\"]\n";
   };
-  const std::string key = "server.coap_listen[1]";
-  ExpectError(listen("localhost:5683"), key, "the host is not an IPv4 literal");
-  ExpectError(listen("1.2.3:5683"), key, "invalid listen address \"1.2.3:5683\"");
-  ExpectError(listen("::1:5683"), key, "an IPv6 address needs brackets");
-  ExpectError(listen("[::1]"), key, "expected \":port\" after ']'");
-  ExpectError(listen("[::1:5683"), key, "missing ']'");
-  ExpectError(listen("[1.2.3.4]:5683"), key, "the host is not an IPv6 literal");
-  ExpectError(listen("[fe80::1%eth0]:5683"), key, "the host is not an IPv6 literal");
-  ExpectError(listen("0.0.0.0"), key, "expected \"address:port\"");
-  ExpectError(listen("0.0.0.0:"), key, "the port must be a number in 0..65535");
-  ExpectError(listen("0.0.0.0:65536"), key, "the port must be a number in 0..65535");
-  ExpectError(listen("0.0.0.0:+1"), key, "the port must be a number in 0..65535");
-  ExpectError(listen(":5683"), key, "the host is not an IPv4 literal");
-  ExpectError(listen(""), key, "invalid listen address \"\"");
+  constexpr std::pair<std::string_view, std::string_view> kBad[] = {
+      {"localhost:5683", "the host is not an IPv4 literal"},
+      {"1.2.3:5683", "invalid listen address \"1.2.3:5683\""},
+      {"::1:5683", "an IPv6 address needs brackets"},
+      {"[::1]", "expected \":port\" after ']'"},
+      {"[::1:5683", "missing ']'"},
+      {"[1.2.3.4]:5683", "the host is not an IPv6 literal"},
+      {"[fe80::1%eth0]:5683", "the host is not an IPv6 literal"},
+      {"0.0.0.0", "expected \"address:port\""},
+      {"0.0.0.0:", "the port must be a number in 0..65535"},
+      {"0.0.0.0:65536", "the port must be a number in 0..65535"},
+      {"0.0.0.0:+1", "the port must be a number in 0..65535"},
+      {":5683", "the host is not an IPv4 literal"},
+      {"", "invalid listen address \"\""},
+  };
+  for (const auto& [entry, reason] : kBad) {
+    SCOPED_TRACE(entry);
+    ExpectError(listen(entry), "server.coap_listen[1]", reason);
+  }
   ExpectError("[server]\ncoaps_listen = [\"x\"]\n", "server.coaps_listen[0]", "invalid listen");
   EXPECT_EQ(Parse(listen("10.0.0.1:65535")).server.coap_listen[1].port, 65535);
 }

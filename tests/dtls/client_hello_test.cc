@@ -10,18 +10,16 @@
 #include <random>
 #include <vector>
 
+#include "tests/support/bytes.h"
+
 namespace coapgate::dtls {
 namespace {
 
 using Bytes = std::vector<std::byte>;
-
-void Put(Bytes* out, uint64_t value, size_t width) {
-  for (size_t k = width; k-- > 0;)
-    out->push_back(static_cast<std::byte>((value >> (8 * k)) & 0xff));
-}
+using test::PutBigEndian;
 
 void PutVector(Bytes* out, const std::vector<uint8_t>& v, size_t width) {
-  Put(out, v.size(), width);
+  PutBigEndian(out, v.size(), width);
   for (uint8_t b : v) out->push_back(static_cast<std::byte>(b));
 }
 
@@ -44,7 +42,7 @@ struct Hello {
 
   Bytes Body() const {
     Bytes body;
-    Put(&body, client_version, 2);
+    PutBigEndian(&body, client_version, 2);
     for (int i = 0; i < 32; ++i) body.push_back(static_cast<std::byte>(i));
     PutVector(&body, session_id, 1);
     PutVector(&body, cookie, 1);
@@ -56,18 +54,18 @@ struct Hello {
   Bytes Build() const { return Wrap(Body()); }
   Bytes Wrap(const Bytes& body) const {
     Bytes handshake;
-    Put(&handshake, msg_type, 1);
-    Put(&handshake, body.size(), 3);
-    Put(&handshake, message_seq, 2);
-    Put(&handshake, fragment_offset.value_or(0), 3);
-    Put(&handshake, fragment_length.value_or(static_cast<uint32_t>(body.size())), 3);
+    PutBigEndian(&handshake, msg_type, 1);
+    PutBigEndian(&handshake, body.size(), 3);
+    PutBigEndian(&handshake, message_seq, 2);
+    PutBigEndian(&handshake, fragment_offset.value_or(0), 3);
+    PutBigEndian(&handshake, fragment_length.value_or(static_cast<uint32_t>(body.size())), 3);
     handshake.insert(handshake.end(), body.begin(), body.end());
     Bytes record;
-    Put(&record, content_type, 1);
-    Put(&record, record_version, 2);
-    Put(&record, epoch, 2);
-    Put(&record, sequence, 6);
-    Put(&record, handshake.size(), 2);
+    PutBigEndian(&record, content_type, 1);
+    PutBigEndian(&record, record_version, 2);
+    PutBigEndian(&record, epoch, 2);
+    PutBigEndian(&record, sequence, 6);
+    PutBigEndian(&record, handshake.size(), 2);
     record.insert(record.end(), handshake.begin(), handshake.end());
     return record;
   }

@@ -11,41 +11,38 @@
 #include <vector>
 
 #include "dtls/session_table.h"
+#include "tests/support/bytes.h"
 
 namespace coapgate::dtls {
 namespace {
 
 using Bytes = std::vector<std::byte>;
-
-void Put(Bytes* out, uint64_t value, size_t width) {
-  for (size_t k = width; k-- > 0;)
-    out->push_back(static_cast<std::byte>((value >> (8 * k)) & 0xff));
-}
+using test::PutBigEndian;
 
 // A ClientHello with the given cookie, sequence numbers and random seed.
 Bytes HelloBytes(const Bytes& cookie, uint8_t random_seed = 1, uint64_t record_seq = 5,
                  uint16_t message_seq = 0) {
   Bytes body;
-  Put(&body, 0xfefd, 2);
+  PutBigEndian(&body, 0xfefd, 2);
   for (int i = 0; i < 32; ++i) body.push_back(static_cast<std::byte>(random_seed + i));
-  Put(&body, 0, 1);  // session_id
-  Put(&body, cookie.size(), 1);
+  PutBigEndian(&body, 0, 1);  // session_id
+  PutBigEndian(&body, cookie.size(), 1);
   body.insert(body.end(), cookie.begin(), cookie.end());
-  Put(&body, 2, 2);
-  Put(&body, 0xc0a8, 2);
-  Put(&body, 1, 1);
-  Put(&body, 0, 1);
+  PutBigEndian(&body, 2, 2);
+  PutBigEndian(&body, 0xc0a8, 2);
+  PutBigEndian(&body, 1, 1);
+  PutBigEndian(&body, 0, 1);
   Bytes d;
-  Put(&d, 22, 1);
-  Put(&d, 0xfeff, 2);
-  Put(&d, 0, 2);
-  Put(&d, record_seq, 6);
-  Put(&d, 12 + body.size(), 2);
-  Put(&d, 1, 1);
-  Put(&d, body.size(), 3);
-  Put(&d, message_seq, 2);
-  Put(&d, 0, 3);
-  Put(&d, body.size(), 3);
+  PutBigEndian(&d, 22, 1);
+  PutBigEndian(&d, 0xfeff, 2);
+  PutBigEndian(&d, 0, 2);
+  PutBigEndian(&d, record_seq, 6);
+  PutBigEndian(&d, 12 + body.size(), 2);
+  PutBigEndian(&d, 1, 1);
+  PutBigEndian(&d, body.size(), 3);
+  PutBigEndian(&d, message_seq, 2);
+  PutBigEndian(&d, 0, 3);
+  PutBigEndian(&d, body.size(), 3);
   d.insert(d.end(), body.begin(), body.end());
   return d;
 }

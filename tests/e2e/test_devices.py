@@ -29,6 +29,15 @@ def get(port, path, timeout=5):
         return e.code, json.loads(body), body
 
 
+def post_once(server, source, topic):
+    """The code of the answer to one POST ?t=`topic` from a device at `source`."""
+    d = Device(server, source)
+    try:
+        return parse(d.request(post(topic=topic)))[1]
+    finally:
+        d.close()
+
+
 def wait_for(predicate, what, timeout=15):
     deadline = time.monotonic() + timeout
     while True:
@@ -50,9 +59,7 @@ class DeviceInspectionTests(unittest.TestCase):
             self.assertIsNone(never["last_seen"])
             self.assertIsNone(never["last_code"])
 
-            d = Device(s, "127.0.0.1")
-            self.assertEqual(parse(d.request(post(topic="a")))[1], code(2, 4))
-            d.close()
+            self.assertEqual(post_once(s, "127.0.0.1", "a"), code(2, 4))
             status, ok, _ = get(s.admin_port, "/devices/8988280666000000001")
             self.assertEqual(status, 200)
             self.assertEqual((ok["iccid"], ok["imsi"], ok["ip"], ok["status"]),
@@ -63,17 +70,13 @@ class DeviceInspectionTests(unittest.TestCase):
             self.assertFalse(ok["dtls_session"])
             self.assertIsNone(ok["last_handshake_failure"])
 
-            d = Device(s, "127.0.0.3")
-            self.assertEqual(parse(d.request(post(topic="a")))[1], code(4, 1))
-            d.close()
+            self.assertEqual(post_once(s, "127.0.0.3", "a"), code(4, 1))
             _, inactive, _ = get(s.admin_port, "/devices/8988280666000000003")
             self.assertEqual((inactive["status"], inactive["last_code"], inactive["last_reason"]),
                              ("inactive", "4.01", "inactive"))
             self.assertIsNotNone(inactive["last_seen"])
 
-            d = Device(s, "127.0.0.2")
-            self.assertEqual(parse(d.request(post(topic="a b")))[1], code(4, 0))
-            d.close()
+            self.assertEqual(post_once(s, "127.0.0.2", "a b"), code(4, 0))
             status, bad, _ = get(s.admin_port, "/devices/by-address/127.0.0.2")
             self.assertEqual(status, 200)
             self.assertEqual((bad["iccid"], bad["last_code"], bad["last_reason"]),
@@ -99,9 +102,7 @@ class DeviceInspectionTests(unittest.TestCase):
     def test_activity_survives_a_reload(self):
         import signal
         with Server(coaps="") as s:
-            d = Device(s, "127.0.0.1")
-            self.assertEqual(parse(d.request(post(topic="a")))[1], code(2, 4))
-            d.close()
+            self.assertEqual(post_once(s, "127.0.0.1", "a"), code(2, 4))
             start = s.log_count()
             s.signal(signal.SIGHUP)
             s.wait_for_log(r"reloaded .*devices", start=start)

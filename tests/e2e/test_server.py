@@ -23,6 +23,13 @@ TOO_LARGE = code(4, 13)
 UNAVAILABLE = code(5, 3)
 
 
+def sighup(server, log_pattern):
+    """Sends SIGHUP and waits for the log line (matching `log_pattern`) the reload ends with."""
+    mark = server.log_count()
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(log_pattern, start=mark)
+
+
 class IngestTests:
     """Mixed into one TestCase per backend (IO below)."""
 
@@ -217,16 +224,12 @@ class LifecycleTests(unittest.TestCase):
             self.assertEqual(parse(d.request(post("h", b"before", mid=1)))[1], UNAUTHORIZED)
             with open(s.devices_path, "a") as f:
                 f.write("8988280666000000077,901405100000077,127.0.0.77,active,,\n")
-            mark = s.log_count()
-            s.signal(signal.SIGHUP)
-            s.wait_for_log(r"reloaded .*devices", start=mark)
+            sighup(s, r"reloaded .*devices")
             self.assertEqual(parse(d.request(post("h", b"after", mid=2)))[1], CHANGED)
             # An invalid file keeps the old registry.
             with open(s.devices_path, "a") as f:
                 f.write("not,a,valid,row\n")
-            mark = s.log_count()
-            s.signal(signal.SIGHUP)
-            s.wait_for_log(r"reload failed, keeping the previous devices", start=mark)
+            sighup(s, r"reload failed, keeping the previous devices")
             self.assertEqual(parse(d.request(post("h", b"still", mid=3)))[1], CHANGED)
             d.close()
             self.assertEqual(s.stop(), 0)
@@ -487,16 +490,12 @@ class EnergySaverTests(unittest.TestCase):
         with self.start(T_FEAT) as s:
             d = Device(s)
             write_file(os.path.dirname(self.template_path), "template.json", T_ALARM)
-            mark = s.log_count()
-            s.signal(signal.SIGHUP)
-            s.wait_for_log(r"reloaded the energy saver templates", start=mark)
+            sighup(s, r"reloaded the energy saver templates")
             self.assertEqual(parse(d.request(post("x", b"\x01", mid=6)))[1], CHANGED)
             self.assertEqual(s.wait_for_sink(1)[0]["payload"]["value"], {"motion": True})
             # A broken template keeps the previous one.
             write_file(os.path.dirname(self.template_path), "template.json", '{"sense":[{}]}')
-            mark = s.log_count()
-            s.signal(signal.SIGHUP)
-            s.wait_for_log(r"reload failed, keeping the previous templates", start=mark)
+            sighup(s, r"reload failed, keeping the previous templates")
             self.assertEqual(parse(d.request(post("x", b"\x00", mid=7)))[1], CHANGED)
             self.assertEqual(s.wait_for_sink(2)[1]["payload"]["value"], {"motion": False})
             d.close()

@@ -133,6 +133,18 @@ class Load:
             t.join()
 
 
+def sigterm_under_load(test, server):
+    """Sends SIGTERM to `server` while a Load runs against it; checks the drain exits 0 and
+    returns the stopped Load (its `acked` are what must have reached the sink)."""
+    load = Load(server)
+    test.assertTrue(load.wait_for(CHANGED, 200))
+    server.signal(signal.SIGTERM)
+    rc = server.proc.wait(timeout=30)
+    load.stop()
+    test.assertEqual(rc, 0)
+    return load
+
+
 def check_delivered(test, acked, delivered_payloads, exempt=lambda t: False):
     """Every acknowledged payload (except those `exempt` by their ack time) is among the
     delivered ones; returns the number of duplicates downstream."""
@@ -281,12 +293,7 @@ class MqttSinkTests(unittest.TestCase):
     def test_sigterm_under_load_drains_into_the_broker(self):
         with Mosquitto().start() as broker, Subscriber(broker) as sub, \
                 Server(sinks_toml=mqtt_sink(broker, connections=3)) as s:
-            load = Load(s)
-            self.assertTrue(load.wait_for(CHANGED, 200))
-            s.signal(signal.SIGTERM)
-            rc = s.proc.wait(timeout=30)
-            load.stop()
-            self.assertEqual(rc, 0)
+            load = sigterm_under_load(self, s)
             delivered = [envelope_payload(payload_json(m))
                          for m in sub.wait_for(lambda m: m["topic"].endswith("/load"),
                                                len(load.acked))]
@@ -462,12 +469,7 @@ class KafkaSinkTests(unittest.TestCase):
 
     def test_sigterm_under_load_flushes(self):
         with KafkaMock() as cluster, Server(sinks_toml=kafka_sink(cluster)) as s:
-            load = Load(s)
-            self.assertTrue(load.wait_for(CHANGED, 200))
-            s.signal(signal.SIGTERM)
-            rc = s.proc.wait(timeout=30)
-            load.stop()
-            self.assertEqual(rc, 0)
+            load = sigterm_under_load(self, s)
             delivered = [envelope_payload(json.loads(r["value"]))
                          for r in cluster.records("telemetry")]
             check_delivered(self, load.acked, delivered)

@@ -88,6 +88,13 @@ std::string AfterId(const EnvelopeFields& f) {
 constexpr std::string_view kFixedHead =
     ",\"type\":\"TELEMETRY_DATA\",\"source\":\"COAP\",\"version\":\"1.0.0\","
     "\"received\":\"1670598749915\",";
+// The example's "device" member, and its "payload" member up to the topic (base64 of kPayload).
+const std::string kDevice =
+    R"("device":{"iccid":"8988280666000002864","imsi":"901405100002864","ip":"100.91.200.24"},)";
+const std::string kDeviceWithoutImsi =
+    R"("device":{"iccid":"8988280666000002864","ip":"100.91.200.24"},)";
+const std::string kStringPayload =
+    R"("payload":{"type":"STRING","encoding":"base64","value":"SGkgMU5DRU9T")";
 
 // ---- FormatTelemetryEnvelope ------------------------------------------------------------
 
@@ -107,19 +114,14 @@ TEST(FormatTelemetryEnvelope, NoTopicMeansNoTopicMember) {
   f.topic = {};
   const std::string line = Format(f);
   EXPECT_EQ(line.find("topic"), std::string::npos);
-  EXPECT_EQ(AfterId(f), std::string(kFixedHead) +
-                            "\"device\":{\"iccid\":\"8988280666000002864\",\"imsi\":"
-                            "\"901405100002864\",\"ip\":\"100.91.200.24\"},\"payload\":{\"type\":"
-                            "\"STRING\",\"encoding\":\"base64\",\"value\":\"SGkgMU5DRU9T\"}}");
+  EXPECT_EQ(AfterId(f), std::string(kFixedHead) + kDevice + kStringPayload + "}}");
 }
 
 TEST(FormatTelemetryEnvelope, EmptyImsiIsOmitted) {
   EnvelopeFields f = ExampleFields();
   f.imsi = {};
   EXPECT_EQ(AfterId(f), std::string(kFixedHead) +
-                            "\"device\":{\"iccid\":\"8988280666000002864\",\"ip\":"
-                            "\"100.91.200.24\"},\"payload\":{\"type\":\"STRING\",\"encoding\":"
-                            "\"base64\",\"value\":\"SGkgMU5DRU9T\",\"topic\":\"test\"}}");
+                            kDeviceWithoutImsi + kStringPayload + R"(,"topic":"test"}})");
 }
 
 TEST(FormatTelemetryEnvelope, Ipv6Address) {
@@ -152,12 +154,8 @@ TEST(FormatTelemetryEnvelope, TranslatedPayloadIsVerbatimJson) {
   f.json_payload =
       "{\"data_type\":\"Energy_Saver\",\"battery_level\":99,\"signal_strength\":84,"
       "\"software_version\":\"2.2.1\"}";
-  EXPECT_EQ(AfterId(f), std::string(kFixedHead) +
-                            "\"device\":{\"iccid\":\"8988280666000002864\",\"imsi\":"
-                            "\"901405100002864\",\"ip\":\"100.91.200.24\"},\"payload\":{\"type\":"
-                            "\"JSON\",\"value\":{\"data_type\":\"Energy_Saver\",\"battery_level\":"
-                            "99,\"signal_strength\":84,\"software_version\":\"2.2.1\"},\"topic\":"
-                            "\"test\"}}");
+  EXPECT_EQ(AfterId(f), std::string(kFixedHead) + kDevice + R"("payload":{"type":"JSON","value":)" +
+                            std::string(f.json_payload) + R"(,"topic":"test"}})");
 }
 
 TEST(FormatTelemetryEnvelope, TranslatedPayloadWithoutTopic) {
@@ -569,19 +567,16 @@ TEST(FormatLocationEnvelope, ExactBytes) {
   EnvelopeFields f = ExampleFields();
   f.id = MakeLocationId(f.id);
   f.json_payload = R"({"longitude":6.956068,"latitude":50.934544})";  // ignored
+  const std::string head = "{\"id\":\"" + IdText(f.id) +
+                           R"(","type":"LOCATION","source":"COAP","version":"1.0.0",)"
+                           R"("received":"1670598749915",)";
   EXPECT_EQ(FormatLocation(f, "6.956068", "50.934544"),
-            "{\"id\":\"" + IdText(f.id) +
-                "\",\"type\":\"LOCATION\",\"source\":\"COAP\",\"version\":\"1.0.0\","
-                "\"received\":\"1670598749915\",\"device\":{\"iccid\":\"8988280666000002864\","
-                "\"imsi\":\"901405100002864\",\"ip\":\"100.91.200.24\"},\"location\":{\"source\":"
-                "\"GPS\",\"coordinates\":[\"6.956068\",\"50.934544\"]}}");
+            head + kDevice +
+                R"("location":{"source":"GPS","coordinates":["6.956068","50.934544"]}})");
   f.imsi = {};
   EXPECT_EQ(FormatLocation(f, "-0.5", "7.490929188596135e+247"),
-            "{\"id\":\"" + IdText(f.id) +
-                "\",\"type\":\"LOCATION\",\"source\":\"COAP\",\"version\":\"1.0.0\","
-                "\"received\":\"1670598749915\",\"device\":{\"iccid\":\"8988280666000002864\","
-                "\"ip\":\"100.91.200.24\"},\"location\":{\"source\":\"GPS\",\"coordinates\":"
-                "[\"-0.5\",\"7.490929188596135e+247\"]}}");
+            head + kDeviceWithoutImsi +
+                R"("location":{"source":"GPS","coordinates":["-0.5","7.490929188596135e+247"]}})");
 }
 
 TEST(MakeLocationId, StableDistinctAndDocumented) {

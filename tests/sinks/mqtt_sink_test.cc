@@ -14,9 +14,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -166,6 +168,19 @@ class MqttSinkTest : public ::testing::Test {
     return subscriber_->messages()[before];
   }
 
+  // A sink to this test's broker, Config() as `adjust` changes it, connected; nullptr (with
+  // the failure recorded) when it cannot be made or does not connect.
+  std::unique_ptr<MqttSink> ConnectedSink(const std::function<void(MqttSinkConfig&)>& adjust) {
+    MqttSinkConfig config = Config(broker_.port());
+    adjust(config);
+    auto sink = MakeSink(config, &settlement_);
+    if (sink == nullptr || !Connect(*sink)) {
+      ADD_FAILURE() << "the sink did not connect; broker log:\n" << broker_.Log();
+      return nullptr;
+    }
+    return sink;
+  }
+
   MosquittoBroker broker_;
   std::unique_ptr<MqttSubscriber> subscriber_;
   RecordingSettlement settlement_;
@@ -262,11 +277,11 @@ TEST_F(MqttSinkTest, LifecycleEventGoesToTheLifecycleTopicAsItsJson) {
 }
 
 TEST_F(MqttSinkTest, CustomTopicTemplates) {
-  MqttSinkConfig config = Config(broker_.port());
-  config.topic_template = "coap/{imsi}/{iccid}/{t}";
-  config.error_topic = "alerts/{iccid}";
-  auto sink = MakeSink(config, &settlement_);
-  ASSERT_TRUE(sink && Connect(*sink));
+  auto sink = ConnectedSink([](MqttSinkConfig& c) {
+    c.topic_template = "coap/{imsi}/{iccid}/{t}";
+    c.error_topic = "alerts/{iccid}";
+  });
+  ASSERT_NE(sink, nullptr);
   TestEvent event;
   EXPECT_EQ(PublishOne(*sink, event, 1).topic,
             "coap/901405100002864/8988280666000002864/sensors/temp");
@@ -278,10 +293,8 @@ TEST_F(MqttSinkTest, CustomTopicTemplates) {
 }
 
 TEST_F(MqttSinkTest, RawFormatCarriesTheBytesAndTheEnvelopeAsUserProperties) {
-  MqttSinkConfig config = Config(broker_.port());
-  config.format = MqttFormat::kRaw;
-  auto sink = MakeSink(config, &settlement_);
-  ASSERT_TRUE(sink && Connect(*sink));
+  auto sink = ConnectedSink([](MqttSinkConfig& c) { c.format = MqttFormat::kRaw; });
+  ASSERT_NE(sink, nullptr);
 
   TestEvent event(7);
   ReceivedMessage m = PublishOne(*sink, event, 1);
@@ -320,10 +333,8 @@ TEST_F(MqttSinkTest, RawFormatCarriesTheBytesAndTheEnvelopeAsUserProperties) {
 }
 
 TEST_F(MqttSinkTest, Qos0SettlesInsidePublish) {
-  MqttSinkConfig config = Config(broker_.port());
-  config.qos = 0;
-  auto sink = MakeSink(config, &settlement_);
-  ASSERT_TRUE(sink && Connect(*sink));
+  auto sink = ConnectedSink([](MqttSinkConfig& c) { c.qos = 0; });
+  ASSERT_NE(sink, nullptr);
   const TestEvent event(3);
   ASSERT_TRUE(sink->Publish(event.View(), 5));
   EXPECT_EQ(settlement_.settled, (std::vector<std::pair<uint64_t, bool>>{{5, true}}));
@@ -340,11 +351,11 @@ TEST_F(MqttSinkTest, Qos0SettlesInsidePublish) {
 // M03 for QoS 0: nothing is acknowledged, so the bound is on what the socket could not take;
 // a hung broker makes Publish refuse instead of growing libmosquitto's queue.
 TEST_F(MqttSinkTest, Qos0AgainstAHungBrokerRefusesOnceTheSocketIsFull) {
-  MqttSinkConfig config = Config(broker_.port());
-  config.qos = 0;
-  config.max_inflight = 10;
-  auto sink = MakeSink(config, &settlement_);
-  ASSERT_TRUE(sink && Connect(*sink));
+  auto sink = ConnectedSink([](MqttSinkConfig& c) {
+    c.qos = 0;
+    c.max_inflight = 10;
+  });
+  ASSERT_NE(sink, nullptr);
   broker_.Pause();
   TestEvent event;
   event.envelope.assign(4000, 'x');  // fills the kernel's socket buffers sooner
@@ -362,10 +373,8 @@ TEST_F(MqttSinkTest, Qos0AgainstAHungBrokerRefusesOnceTheSocketIsFull) {
 }
 
 TEST_F(MqttSinkTest, Protocol311PublishesWithoutProperties) {
-  MqttSinkConfig config = Config(broker_.port());
-  config.protocol = 4;
-  auto sink = MakeSink(config, &settlement_);
-  ASSERT_TRUE(sink && Connect(*sink));
+  auto sink = ConnectedSink([](MqttSinkConfig& c) { c.protocol = 4; });
+  ASSERT_NE(sink, nullptr);
   EXPECT_NE(broker_.Log().find("as sink-test-0 (p2, c1, k10)"), std::string::npos)
       << "mosquitto logs MQTT 3.1.1 as p2:\n" << broker_.Log();
   const TestEvent event(4);
@@ -437,10 +446,8 @@ TEST_F(MqttSinkTest, KillNineWithUnacknowledgedMessagesResendsThemAll) {
 // M03: a hung broker (SIGSTOP) holds PUBACKs back: past max_inflight Publish refuses at once
 // instead of queueing; after SIGCONT everything outstanding settles.
 TEST_F(MqttSinkTest, HungBrokerHitsTheInflightCapThenRecovers) {
-  MqttSinkConfig config = Config(broker_.port());
-  config.max_inflight = 5;
-  auto sink = MakeSink(config, &settlement_);
-  ASSERT_TRUE(sink && Connect(*sink));
+  auto sink = ConnectedSink([](MqttSinkConfig& c) { c.max_inflight = 5; });
+  ASSERT_NE(sink, nullptr);
 
   broker_.Pause();
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(sink->Publish(TestEvent(i).View(), 10 + i));
@@ -496,10 +503,8 @@ TEST(MqttSink, BeyondTheBrokersReceiveMaximumEverythingSettles) {
 // one silent interval and closes after a second); the tickets stay outstanding and settle
 // once it answers again. The slowest test: keepalive_s is at least 5.
 TEST_F(MqttSinkTest, HungBrokerIsNoticedByKeepaliveAndItsTicketsSurvive) {
-  MqttSinkConfig config = Config(broker_.port());
-  config.keepalive_s = 5;
-  auto sink = MakeSink(config, &settlement_);
-  ASSERT_TRUE(sink && Connect(*sink));
+  auto sink = ConnectedSink([](MqttSinkConfig& c) { c.keepalive_s = 5; });
+  ASSERT_NE(sink, nullptr);
   broker_.Pause();
   ASSERT_TRUE(sink->Publish(TestEvent(1).View(), 1));
   ASSERT_TRUE(sink->Publish(TestEvent(2).View(), 2));
@@ -689,25 +694,25 @@ TEST(MqttSink, CreateNamesTheBadSetting) {
   EXPECT_EQ(error_of(config).rfind("cert_file: /nonexistent/client.crt: ", 0), 0u)
       << error_of(config);
 
-  config = Config(1883);
-  config.qos = 2;
-  EXPECT_EQ(error_of(config).rfind("qos: ", 0), 0u) << error_of(config);
-  config = Config(1883);
-  config.topic_template = "{iccid}/#";
-  EXPECT_EQ(error_of(config).rfind("topic_template: ", 0), 0u) << error_of(config);
-  config = Config(1883);
-  config.error_topic = "";
-  EXPECT_EQ(error_of(config).rfind("error_topic: ", 0), 0u) << error_of(config);
-  config = Config(1883);
-  config.format = MqttFormat::kRaw;
-  config.protocol = 4;
-  EXPECT_EQ(error_of(config).rfind("format: ", 0), 0u) << error_of(config);
-  config = Config(1883);
-  config.max_inflight = 0;
-  EXPECT_EQ(error_of(config).rfind("max_inflight: ", 0), 0u) << error_of(config);
-  config = Config(1883);
-  config.ca_file = "/etc/hostname";
-  EXPECT_EQ(error_of(config).rfind("ca_file: needs tls", 0), 0u) << error_of(config);
+  // One bad setting each, on an otherwise good config: the error starts with its name.
+  const std::pair<std::string_view, std::function<void(MqttSinkConfig&)>> kBad[] = {
+      {"qos: ", [](MqttSinkConfig& c) { c.qos = 2; }},
+      {"topic_template: ", [](MqttSinkConfig& c) { c.topic_template = "{iccid}/#"; }},
+      {"error_topic: ", [](MqttSinkConfig& c) { c.error_topic = ""; }},
+      {"format: ",
+       [](MqttSinkConfig& c) {
+         c.format = MqttFormat::kRaw;
+         c.protocol = 4;
+       }},
+      {"max_inflight: ", [](MqttSinkConfig& c) { c.max_inflight = 0; }},
+      {"ca_file: needs tls", [](MqttSinkConfig& c) { c.ca_file = "/etc/hostname"; }},
+  };
+  for (const auto& [prefix, adjust] : kBad) {
+    SCOPED_TRACE(prefix);
+    config = Config(1883);
+    adjust(config);
+    EXPECT_EQ(error_of(config).rfind(prefix, 0), 0u) << error_of(config);
+  }
 }
 
 }  // namespace

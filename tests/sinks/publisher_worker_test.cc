@@ -12,6 +12,7 @@
 #include <limits>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "common/error.h"
@@ -139,6 +140,9 @@ class PublisherWorkerTest : public testing::Test {
   void StartAll(const SnapshotHolder<TemplateSet>* templates = nullptr, bool reject = false) {
     for (auto& w : workers_) w->Start({&handoff_}, templates, reject);
   }
+  // StartAll with the location template as the global template, written to `name` in the test
+  // directory. Call under ASSERT_NO_FATAL_FAILURE.
+  void StartWithLocationTemplates(const char* name);
 
   uint32_t Send(std::string_view payload, uint32_t lane = 0) {
     uint32_t slot;
@@ -167,6 +171,7 @@ class PublisherWorkerTest : public testing::Test {
     return false;
   }
 
+  std::optional<SnapshotHolder<TemplateSet>> location_templates_;
   Handoff handoff_;
   std::atomic<bool> available_[kLanes] = {true, true};
   std::vector<std::unique_ptr<PublisherWorker>> workers_;
@@ -300,15 +305,18 @@ Result<std::shared_ptr<const TemplateSet>, Error> LocationTemplates(const char* 
   return GlobalTemplates(name, kLocationTemplate);
 }
 
-TEST_F(PublisherWorkerTest, ALocationIsASecondEventAndTheMessageWaitsForBoth) {
-  auto templates = LocationTemplates("worker-location.json");
+void PublisherWorkerTest::StartWithLocationTemplates(const char* name) {
+  auto templates = LocationTemplates(name);
   ASSERT_TRUE(templates) << templates.error();
-  SnapshotHolder<TemplateSet> holder(*templates);
+  location_templates_.emplace(*templates);
+  StartAll(&*location_templates_);
+}
 
+TEST_F(PublisherWorkerTest, ALocationIsASecondEventAndTheMessageWaitsForBoth) {
   PublisherWorker& w = AddWorker(0);
   ScriptedSink& at_once = AddSink(w, Mode::kDeliverAtOnce);
   ScriptedSink& later = AddSink(w, Mode::kDeliverLater);
-  StartAll(&holder);
+  ASSERT_NO_FATAL_FAILURE(StartWithLocationTemplates("worker-location.json"));
   Send(LocationPayload(6.956068, 50.934544));
   uint32_t slot;
   Outcome outcome;
@@ -338,14 +346,10 @@ TEST_F(PublisherWorkerTest, ALocationIsASecondEventAndTheMessageWaitsForBoth) {
 }
 
 TEST_F(PublisherWorkerTest, ALocationSinkFailureMakesTheMessageUnavailable) {
-  auto templates = LocationTemplates("worker-location-fail.json");
-  ASSERT_TRUE(templates) << templates.error();
-  SnapshotHolder<TemplateSet> holder(*templates);
-
   PublisherWorker& w = AddWorker(0);
   ScriptedSink& failing = AddSink(w, Mode::kFailLater);
   failing.Release();
-  StartAll(&holder);
+  ASSERT_NO_FATAL_FAILURE(StartWithLocationTemplates("worker-location-fail.json"));
   Send(LocationPayload(1.5, 2.5));
   uint32_t slot;
   Outcome outcome;

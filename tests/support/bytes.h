@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <string>
 #include <string_view>
@@ -34,6 +35,14 @@ inline const std::vector<std::byte>& Retain(std::vector<std::byte> datagram) {
 inline std::vector<std::byte> Concat(std::vector<std::byte> a, const std::vector<std::byte>& b) {
   a.insert(a.end(), b.begin(), b.end());
   return a;
+}
+
+// Appends the low `width` bytes of `value`, most significant first (network order), the way
+// the DTLS and CoAP headers write their fields.
+inline void PutBigEndian(std::vector<std::byte>* out, uint64_t value, size_t width) {
+  for (size_t k = width; k-- > 0;) {
+    out->push_back(static_cast<std::byte>((value >> (8 * k)) & 0xff));
+  }
 }
 
 inline std::vector<std::byte> Text(std::string_view text) {
