@@ -7,6 +7,7 @@
 #include <spawn.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -130,7 +131,9 @@ std::string Join(const std::vector<std::string>& items) {
 }  // namespace
 
 std::string TakeoverSocketPath(const config::Config& config) {
-  // Named after the state file, which is one instance's alone (it is opened exclusively).
+  // Named after the state file, which is one instance's alone with the CSV backend (opened
+  // exclusively); with PostgreSQL, two instances on one host need distinct devices.state or
+  // server.takeover_socket (Listen refuses a path a live process holds).
   if (!config.server.takeover_socket.empty()) return config.server.takeover_socket;
   return config.devices.state + ".takeover";
 }
@@ -527,7 +530,10 @@ int Server::Run() {
     // read, so that the two never both read the sockets.
     const std::string from = "take-over from pid " + std::to_string(predecessor_->peer_pid());
     Result<TakeoverMessage, std::string> go = Fail(std::string());
-    if (auto told = predecessor_->Send("ready " + std::to_string(getpid())); !told) {
+    if (StopPending()) {
+      (void)predecessor_->Send("abort");
+      go = Fail(std::string("told to stop before it served"));
+    } else if (auto told = predecessor_->Send("ready " + std::to_string(getpid())); !told) {
       go = Fail(std::move(told.error()));
     } else {
       go = predecessor_->Receive(kTakeoverGoTimeoutMs);
@@ -579,8 +585,12 @@ int Server::Run() {
       // Exit only once the service manager knows the successor as the main process.
       if (auto serving = successor_->Receive(kTakeoverServingTimeoutMs);
           !serving || serving->text != "serving") {
-        spdlog::warn("take-over by pid {}: no \"serving\" from it ({})", successor_->peer_pid(),
-                     serving ? serving->text.substr(0, 40) : serving.error());
+        // It may never have become the main process: exit 1, so that the service manager
+        // restarts the node rather than leaving nobody on the sockets.
+        spdlog::error("take-over by pid {}: no \"serving\" from it ({}); exiting 1",
+                      successor_->peer_pid(),
+                      serving ? serving->text.substr(0, 40) : serving.error());
+        clean_ = false;
       }
       successor_.reset();
       return clean_ ? 0 : 1;
@@ -688,10 +698,16 @@ bool Server::Upgrade(std::unique_ptr<TakeoverChannel> requester) {
   sigemptyset(&none);
   posix_spawnattr_setsigmask(&attributes, &none);
   posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
+  // Only stdin, stdout and stderr: libraries' descriptors without close-on-exec (accepted
+  // admin connections, broker sockets) must not outlive this process in the child.
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
   pid_t child = 0;
-  const int spawned = posix_spawn(&child, self_exe_.c_str(), nullptr, &attributes, argv.data(),
+  const int spawned = posix_spawn(&child, self_exe_.c_str(), &actions, &attributes, argv.data(),
                                   envp.data());
   posix_spawnattr_destroy(&attributes);
+  posix_spawn_file_actions_destroy(&actions);
   if (spawned != 0) return fail(self_exe_ + ": cannot start: " + std::strerror(spawned));
   spdlog::info("{}: started {} --take-over as pid {}", by, self_exe_, child);
   const int exited = static_cast<int>(syscall(SYS_pidfd_open, child, 0));
@@ -711,14 +727,23 @@ bool Server::Upgrade(std::unique_ptr<TakeoverChannel> requester) {
   const uint64_t deadline_ms = MonotonicMs() + kUpgradeTimeoutMs;
   while (true) {
     const uint64_t now_ms = MonotonicMs();
-    if (now_ms >= deadline_ms) {
-      ::kill(child, SIGTERM);
-      (void)reap(5000);
-      return fail("pid " + std::to_string(child) + " did not connect within " +
-                  std::to_string(kUpgradeTimeoutMs / 1000) + " s; stopped it");
+    if (now_ms >= deadline_ms || StopPending()) {
+      // It has read nothing (it never got the sockets): killed, so that it cannot connect
+      // later and take over after the requester was told the upgrade failed.
+      ::kill(child, SIGKILL);
+      int status = 0;
+      (void)waitpid(child, &status, 0);
+      return fail("pid " + std::to_string(child) +
+                  (now_ms >= deadline_ms ? " did not connect within " +
+                                               std::to_string(kUpgradeTimeoutMs / 1000) + " s"
+                                         : std::string(" was still starting when told to stop")) +
+                  "; killed it");
     }
+    // In slices: the watchdog is fed while the successor loads (the shards serve on).
+    notifier_.Watchdog();
     pollfd polls[2] = {{takeover_listener_->fd(), POLLIN, 0}, {exited, POLLIN, 0}};
-    (void)poll(polls, 2, static_cast<int>(deadline_ms - now_ms));
+    (void)poll(polls, 2, static_cast<int>(std::min<uint64_t>(deadline_ms - now_ms,
+                                                             kTakeoverWaitSliceMs)));
     if ((polls[1].revents & POLLIN) != 0) {
       const int status = reap(0);
       return fail("pid " + std::to_string(child) + " exited (status " + std::to_string(status) +
@@ -736,7 +761,12 @@ bool Server::Upgrade(std::unique_ptr<TakeoverChannel> requester) {
     for (int fd : message->fds) ::close(fd);
     auto handed = HandOver(std::move(*successor), message->text);
     if (!handed) {
-      (void)reap(5000);
+      // Told "refused" or "abort", it exits by itself having read nothing; if not, killed.
+      if (reap(5000) == -1) {
+        ::kill(child, SIGKILL);
+        int status = 0;
+        (void)waitpid(child, &status, 0);
+      }
       return fail(handed.error());
     }
     (void)requester->Send("upgraded " + std::to_string(child));
@@ -776,6 +806,7 @@ Result<void, std::string> Server::HandOver(std::unique_ptr<TakeoverChannel> succ
     for (auto& shard : shards_) shard->RequestReceiving(true);
   };
   const uint64_t deadline_ms = started_ms + config_.coap.response_budget_ms + kTakeoverQuietSlackMs;
+  uint64_t next_ping_ms = 0;
   while (true) {
     // The shards first: a bootstrap request is submitted in the turn that read it, before
     // that shard reports receive_stopped, so the worker's queue read after is complete.
@@ -784,6 +815,11 @@ Result<void, std::string> Server::HandOver(std::unique_ptr<TakeoverChannel> succ
       quiet = quiet && shard->receive_stopped() && shard->all_answered();
     }
     if (quiet && bootstrap_->idle()) break;
+    // The shards turn while the control thread waits for them: fed, but not every 1 ms.
+    if (MonotonicMs() >= next_ping_ms) {
+      notifier_.Watchdog();
+      next_ping_ms = MonotonicMs() + kTakeoverWaitSliceMs;
+    }
     if (MonotonicMs() >= deadline_ms) {
       (void)successor->Send("refused the running process did not become quiet in time");
       resume(to + ": not quiet within the response budget");
@@ -1106,6 +1142,9 @@ void Server::LoadRestartState() {
 void Server::RestoreFromPredecessor(int fd) {
   const uint64_t started_us = MonotonicUs();
   std::string plaintext;
+  // Reserved once: a growing string would leave unwiped copies of the keys behind.
+  struct stat st;
+  if (::fstat(fd, &st) == 0 && st.st_size > 0) plaintext.reserve(static_cast<size_t>(st.st_size));
   char buffer[65536];
   for (;;) {
     const ssize_t n = ::pread(fd, buffer, sizeof buffer, static_cast<off_t>(plaintext.size()));

@@ -57,6 +57,24 @@ Result<T, std::string> Number(std::string_view key, std::string_view value) {
   return out;
 }
 
+// The pid listening at `path` (whatever its user), or 0 when nobody does: a bare connect,
+// which a listener sees as a connection closed at once.
+pid_t LivePeer(const std::string& path) {
+  auto address = AddressOf(path);
+  if (!address) return 0;
+  const int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  pid_t pid = 0;
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&*address), sizeof(*address)) == 0) {
+    ucred peer{};
+    socklen_t length = sizeof(peer);
+    pid = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &length) == 0 && peer.pid > 0 ? peer.pid
+                                                                                          : 1;
+  }
+  ::close(fd);
+  return pid;
+}
+
 }  // namespace
 
 std::string TakeoverRequest::Encode() const {
@@ -238,8 +256,7 @@ Result<std::unique_ptr<TakeoverListener>, std::string> TakeoverListener::Listen(
     }
     // Another live process listening there (a second instance whose state file is the same
     // path) keeps it; a stale socket, whose process is gone, is replaced below.
-    if (auto live = TakeoverChannel::Connect(path); live) {
-      const pid_t holder = (*live)->peer_pid();
+    if (const pid_t holder = LivePeer(path); holder != 0) {
       ::close(fd);
       return Fail(path + ": in use by pid " + std::to_string(holder));
     }

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -25,7 +26,7 @@ constexpr unsigned kSendSlots = 1024;    ///< replies in flight in the kernel at
 constexpr unsigned kSqEntries = 2048;
 constexpr unsigned kCqEntries = 16384;   ///< multishot floods the CQ; reaped every turn
 
-enum class Kind : uint64_t { kRecv = 1, kWake = 2, kSend = 3, kCancel = 4 };
+enum class Kind : uint64_t { kRecv = 1, kWake = 2, kSend = 3, kCancel = 4, kProbe = 5 };
 constexpr uint64_t Tag(Kind kind, uint64_t index) {
   return static_cast<uint64_t>(kind) << 32 | index;
 }
@@ -102,12 +103,35 @@ class UringIo final : public DatagramIo {
     for (size_t w = 0; w < wake_fds_.size(); ++w) ArmWake(w);
     rc = io_uring_submit(&ring_);
     if (rc < 0) return Fail("io_uring_submit: " + std::string(std::strerror(-rc)));
-    // A kernel without multishot recvmsg (< 6.0) fails the first SQE at once.
-    io_uring_cqe* cqe = nullptr;
-    if (io_uring_peek_cqe(&ring_, &cqe) == 0 && cqe != nullptr && cqe->res == -EINVAL &&
-        static_cast<Kind>(cqe->user_data >> 32) == Kind::kRecv) {
-      return Fail(std::string("multishot recvmsg is not supported by this kernel"));
+    // A kernel without multishot recvmsg (< 6.0) fails the first SQE at once. Built not
+    // receiving (a take-over's successor), the question is put to a socket of its own, which
+    // no datagram reaches, rather than to the sockets it must not read yet.
+    int probe_fd = -1;
+    if (!receiving_) {
+      probe_fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (probe_fd < 0) return Fail("socket: " + std::string(std::strerror(errno)));
+      io_uring_sqe* question = GetSqe();
+      io_uring_prep_recvmsg_multishot(question, probe_fd, &template_, MSG_TRUNC);
+      question->flags |= IOSQE_BUFFER_SELECT;
+      question->buf_group = kBufferGroup;
+      io_uring_sqe_set_data64(question, Tag(Kind::kProbe, 0));
+      io_uring_submit(&ring_);
     }
+    io_uring_cqe* cqe = nullptr;
+    const bool refused = io_uring_peek_cqe(&ring_, &cqe) == 0 && cqe != nullptr &&
+                         cqe->res == -EINVAL &&
+                         (static_cast<Kind>(cqe->user_data >> 32) == Kind::kRecv ||
+                          static_cast<Kind>(cqe->user_data >> 32) == Kind::kProbe);
+    if (probe_fd >= 0) {
+      if (!refused) {
+        io_uring_sqe* cancel = GetSqe();
+        io_uring_prep_cancel64(cancel, Tag(Kind::kProbe, 0), 0);
+        io_uring_sqe_set_data64(cancel, Tag(Kind::kProbe, 1));
+        io_uring_submit(&ring_);
+      }
+      ::close(probe_fd);  // the ring keeps its own reference until the cancel completes
+    }
+    if (refused) return Fail(std::string("multishot recvmsg is not supported by this kernel"));
     received_.reserve(kBufferCount);
     return {};
   }
@@ -253,6 +277,8 @@ class UringIo final : public DatagramIo {
         }
         break;
       }
+      case Kind::kProbe:  // Init's question to a socket of its own, and its cancel
+        break;
       case Kind::kCancel:
         // 0, or -ENOENT/-EALREADY when the receive had ended or is ending: nothing new. Any
         // other result would leave receive_stopped() false: counted, the take-over waits.

@@ -52,7 +52,7 @@ class PackageTests(unittest.TestCase):
             self.assertIn("/etc/coapgate/devices.csv", conffiles)
             user = pwd.getpwnam("coapgate")
             state = os.stat("/var/lib/coapgate")
-            self.assertEqual(stat.S_IMODE(state.st_mode), 0o750)
+            self.assertEqual(stat.S_IMODE(state.st_mode), 0o700)
             self.assertEqual(state.st_uid, user.pw_uid)
 
             check = run("/usr/bin/coapgate", "--check-config", "--config",
