@@ -6,6 +6,7 @@ sharing the bootstrap state (a key bootstrapped on one opens a DTLS session on t
 
 Waits are bounded and assert what happened, never how fast."""
 
+import base64
 import os
 import subprocess
 import tempfile
@@ -24,6 +25,11 @@ SERVICE_UNAVAILABLE = code(5, 3)
 MAX_AGE = 14
 WAIT_S = 15  # for a change to reach the node: bounded, far above what it needs
 
+
+
+def telemetry(server):
+    """The TELEMETRY_DATA events of the server's file sink (not its LIFECYCLE events)."""
+    return [l for l in server.sink_lines() if l["type"] == "TELEMETRY_DATA"]
 
 class PostgresRegistryTests(unittest.TestCase):
     @classmethod
@@ -167,7 +173,7 @@ class PostgresRegistryTests(unittest.TestCase):
             # Node B learns of the key by notification, or fetches the row when a handshake
             # misses it: a handshake with it succeeds there at once or on the device's retry.
             self.dtls_post_until_accepted(b, iccid, key, "from a's key")
-            [line] = b.wait_for_sink(1)
+            [line] = telemetry(b)  # its LIFECYCLE event may be in the sink too
             self.assertEqual(line["device"]["iccid"], iccid)
             # B had the key by A's NOTIFY, or fetched it when the first handshake missed it.
             _, _, values = scrape_until(b.admin_port, lambda v: True)
@@ -211,11 +217,16 @@ class PostgresRegistryTests(unittest.TestCase):
     def dtls_post_until_accepted(self, server, iccid, key, payload):
         """Retries as a device does after a failed handshake (bounded) until the message reached
         the sink (coap-client exits 0 after a failed handshake too); the last result."""
-        before = len(server.sink_lines())
+        def accepted():
+            return [l for l in telemetry(server)
+                    if base64.b64decode(l["payload"]["value"]) == payload.encode()]
         deadline = time.monotonic() + WAIT_S
         while True:
             r = self.dtls_post(server, iccid, key, payload)
-            if len(server.wait_for_sink(before + 1, timeout=1)) > before:
+            settle = time.monotonic() + 1
+            while not accepted() and time.monotonic() < settle:
+                time.sleep(0.02)
+            if accepted():
                 return r
             if time.monotonic() > deadline:
                 self.fail(f"no handshake with {iccid}'s key accepted in {WAIT_S} s: {r.stderr}")
@@ -280,7 +291,7 @@ class PostgresRegistryTests(unittest.TestCase):
                          f"(iccid, key, last_call) VALUES ('{iccid}', '{key}', now())",
                          self.database)
             self.dtls_post_until_accepted(s, iccid, key, "fetched")
-            [line] = s.wait_for_sink(1)
+            [line] = telemetry(s)  # its LIFECYCLE event may be in the sink too
             self.assertEqual(line["device"]["iccid"], iccid)
             _, _, values = scrape_until(s.admin_port, lambda v: family(
                 v, "coapgate_key_fetches_total").get(frozenset({("result", "found")})) == 1)
