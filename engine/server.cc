@@ -122,6 +122,46 @@ Result<int, std::string> StateInMemory(std::string bytes) {
   return fd;
 }
 
+// Closes a descriptor at the end of a scope (-1: none).
+struct ScopedFd {
+  int fd = -1;
+  explicit ScopedFd(int owned = -1) : fd(owned) {}
+  ScopedFd(const ScopedFd&) = delete;
+  ScopedFd& operator=(const ScopedFd&) = delete;
+  ~ScopedFd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+// The whole of `fd` from offset 0 (pread: the offset of a passed memfd does not matter),
+// in one buffer reserved to the file's size, so that a growing string leaves no unwiped
+// copy of what it holds (restart states hold keys). 0, or the errno of the failed read.
+int ReadWhole(int fd, std::string* out) {
+  struct stat st;
+  if (::fstat(fd, &st) == 0 && st.st_size > 0) out->reserve(static_cast<size_t>(st.st_size));
+  char buffer[65536];
+  int error = 0;
+  for (;;) {
+    const ssize_t n = ::pread(fd, buffer, sizeof buffer, static_cast<off_t>(out->size()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) error = errno;
+    if (n <= 0) break;
+    out->append(buffer, static_cast<size_t>(n));
+  }
+  std::fill(std::begin(buffer), std::end(buffer), '\0');
+  return error;
+}
+
+// What a successor asks for and what a predecessor compares it with: the configured listen
+// addresses and the shard count in use.
+TakeoverRequest RequestFor(const config::Config& config, uint32_t shards) {
+  TakeoverRequest request;
+  request.shards = shards;
+  for (const auto& a : config.server.coap_listen) request.coap_listen.push_back(a.text);
+  for (const auto& a : config.server.coaps_listen) request.coaps_listen.push_back(a.text);
+  return request;
+}
+
 std::string Join(const std::vector<std::string>& items) {
   std::string out = "[";
   for (const std::string& item : items) out += (out.size() > 1 ? ", " : "") + item;
@@ -288,13 +328,7 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   // in listen order) and its instance locks. Everything above was built while it still
   // served; what follows runs while the kernel queues the devices' datagrams.
   std::vector<int> inherited;
-  int inherited_state = -1;  // the predecessor's restart state (a memfd)
-  struct CloseState {
-    int* fd;
-    ~CloseState() {
-      if (*fd >= 0) ::close(*fd);
-    }
-  } close_inherited_state{&inherited_state};
+  ScopedFd inherited_state;  // the predecessor's restart state (a memfd)
   struct CloseUnused {  // the inherited sockets no shard took, on a failed start
     std::vector<int>* fds;
     size_t used = 0;
@@ -308,10 +342,7 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
       return FailEnvironment(InConfig(config, "server.takeover_socket", channel.error()));
     }
     const std::string from = "take-over from pid " + std::to_string((*channel)->peer_pid());
-    TakeoverRequest request;
-    request.shards = static_cast<uint32_t>(shard_count);
-    for (const auto& a : config.server.coap_listen) request.coap_listen.push_back(a.text);
-    for (const auto& a : config.server.coaps_listen) request.coaps_listen.push_back(a.text);
+    const TakeoverRequest request = RequestFor(config, static_cast<uint32_t>(shard_count));
     spdlog::info("{}: asking for its sockets", from);
     if (auto sent = (*channel)->Send(request.Encode()); !sent) {
       return FailEnvironment(from + ": " + sent.error());
@@ -330,7 +361,7 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
     }
     for (size_t j = 0; j < listen.size(); ++j) listen[j].port = sockets->ports[j];
     if (sockets->state == 1) {
-      inherited_state = inherited.back();
+      inherited_state.fd = inherited.back();
       inherited.pop_back();
     }
     server->instance_lock_ = InstanceLock::Adopt(std::vector<int>(
@@ -449,8 +480,8 @@ Result<std::unique_ptr<Server>, Error> Server::Create(const config::Config& conf
   // Before the shards serve: each restored session and exchange goes to the shard that the
   // steering will send its device's datagrams to. A predecessor's state, when there is one,
   // is newer than any file.
-  if (inherited_state >= 0) {
-    server->RestoreFromPredecessor(inherited_state);
+  if (inherited_state.fd >= 0) {
+    server->RestoreFromPredecessor(inherited_state.fd);
   } else {
     server->LoadRestartState();
   }
@@ -519,10 +550,7 @@ int Server::Run() {
   // The signals (blocked in every thread) and a successor's connection, in one poll.
   const int signals = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
   CHECK(signals >= 0, "signalfd on a valid set");
-  struct CloseSignals {
-    int fd;
-    ~CloseSignals() { ::close(fd); }
-  } close_signals{signals};
+  const ScopedFd close_signals{signals};
   serving_.store(true, std::memory_order_release);
   if (follower_) follower_->Start();
   if (predecessor_) {
@@ -711,12 +739,7 @@ bool Server::Upgrade(std::unique_ptr<TakeoverChannel> requester) {
   if (spawned != 0) return fail(self_exe_ + ": cannot start: " + std::strerror(spawned));
   spdlog::info("{}: started {} --take-over as pid {}", by, self_exe_, child);
   const int exited = static_cast<int>(syscall(SYS_pidfd_open, child, 0));
-  struct ClosePidfd {
-    int fd;
-    ~ClosePidfd() {
-      if (fd >= 0) ::close(fd);
-    }
-  } close_pidfd{exited};
+  const ScopedFd close_pidfd{exited};
   // Reaps a successor that gave up (bounded: it exits right after a refusal).
   auto reap = [&](int timeout_ms) {
     pollfd p{exited, POLLIN, 0};
@@ -778,10 +801,7 @@ Result<void, std::string> Server::HandOver(std::unique_ptr<TakeoverChannel> succ
                                            const std::string& text) {
   const std::string to = "take-over by pid " + std::to_string(successor->peer_pid());
   auto request = TakeoverRequest::Parse(text);
-  TakeoverRequest ours;
-  ours.shards = static_cast<uint32_t>(shards_.size());
-  for (const auto& a : config_.server.coap_listen) ours.coap_listen.push_back(a.text);
-  for (const auto& a : config_.server.coaps_listen) ours.coaps_listen.push_back(a.text);
+  const TakeoverRequest ours = RequestFor(config_, static_cast<uint32_t>(shards_.size()));
   std::string refusal;
   if (!request) {
     refusal = request.error();
@@ -852,10 +872,7 @@ Result<void, std::string> Server::HandOver(std::unique_ptr<TakeoverChannel> succ
     resume(to + ": " + state.error());
     return Fail(std::move(state.error()));
   }
-  struct CloseState {
-    int fd;
-    ~CloseState() { ::close(fd); }
-  } close_state{*state};
+  const ScopedFd close_state{*state};
   // The admin port is bound again by the successor; ours answers no more from here.
   admin_.reset();
   std::vector<int> fds;
@@ -1089,20 +1106,12 @@ void Server::LoadRestartState() {
       }
       return;
     }
-    char buffer[65536];
-    for (;;) {
-      const ssize_t n = ::read(fd, buffer, sizeof buffer);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        const int error = errno;
-        ::close(fd);
-        refuse(StateRefusal::kUnreadable, "cannot read: " + ErrnoText(error));
-        return;
-      }
-      if (n == 0) break;
-      sealed.append(buffer, static_cast<size_t>(n));
-    }
+    const int error = ReadWhole(fd, &sealed);
     ::close(fd);
+    if (error != 0) {
+      refuse(StateRefusal::kUnreadable, "cannot read: " + ErrnoText(error));
+      return;
+    }
   }
   const auto key = ParseStateKey(options.key);
   CHECK(key.has_value(), "restart.key_file was checked with the configuration");
@@ -1142,17 +1151,9 @@ void Server::LoadRestartState() {
 void Server::RestoreFromPredecessor(int fd) {
   const uint64_t started_us = MonotonicUs();
   std::string plaintext;
-  // Reserved once: a growing string would leave unwiped copies of the keys behind.
-  struct stat st;
-  if (::fstat(fd, &st) == 0 && st.st_size > 0) plaintext.reserve(static_cast<size_t>(st.st_size));
-  char buffer[65536];
-  for (;;) {
-    const ssize_t n = ::pread(fd, buffer, sizeof buffer, static_cast<off_t>(plaintext.size()));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    plaintext.append(buffer, static_cast<size_t>(n));
+  if (const int error = ReadWhole(fd, &plaintext); error != 0) {
+    spdlog::warn("take-over: cannot read the predecessor's state: {}", ErrnoText(error));
   }
-  std::fill(std::begin(buffer), std::end(buffer), '\0');
   auto restored = RestoreState(plaintext);
   if (!restored) {
     restart_.refused[static_cast<size_t>(restored.error())].fetch_add(1, std::memory_order_relaxed);
