@@ -232,9 +232,12 @@ void Shard::Run() noexcept {
                         std::memory_order_release);
     if (draining) drain_seen_.store(true, std::memory_order_release);
     if (stopped_before) receive_stopped_.store(true, std::memory_order_release);
-    if (RestartStateWriter* to = export_to_.exchange(nullptr, std::memory_order_acq_rel)) {
-      ExportState(to);
-      export_done_.store(true, std::memory_order_release);
+    // A plain load first: the exchange (a locked instruction) only when a take-over asks.
+    if (export_to_.load(std::memory_order_relaxed) != nullptr) {
+      if (RestartStateWriter* to = export_to_.exchange(nullptr, std::memory_order_acq_rel)) {
+        ExportState(to);
+        export_done_.store(true, std::memory_order_release);
+      }
     }
     turns_.fetch_add(1, std::memory_order_relaxed);
     PublishExchangeStats();
